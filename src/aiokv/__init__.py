@@ -1,0 +1,21 @@
+"""aiokv: an async key-value store for one process's local state.
+
+Entries live in memory and in an append-only log of msgpack records that is
+replayed on open, compacted in the background and recovered after a crash.
+"""
+
+from ._engine import Stats
+from ._errors import AioKVError, ClosedError, CorruptionError, LockedError
+from ._store import AioKV, aiocache
+from ._version import __version__
+
+__all__ = [
+    "AioKV",
+    "AioKVError",
+    "ClosedError",
+    "CorruptionError",
+    "LockedError",
+    "Stats",
+    "__version__",
+    "aiocache",
+]

@@ -1,0 +1,991 @@
+"""The engine: one synchronous, thread-safe store that both shells drive.
+
+It keeps every entry in a dict and appends each change to the log. Reads never
+touch the disk. Work that blocks (open and replay, fsync, compaction, clear,
+close) runs on the caller's thread or the engine's own threads; the async
+shell runs those calls in an executor. The only file call made on the
+caller's thread by ``set``/``delete`` is the small append ``write(2)`` of the
+default "flush" level.
+
+Locks, always taken in this order:
+
+* ``_io`` serializes the background work that touches descriptors (group
+  commit, fsync, the final swap of a compaction, clear, close), so a
+  descriptor is never closed while another thread uses it.
+* ``_lock`` guards the entries and the write position; it is only ever held
+  for short, non-blocking sections (plus the append ``write(2)``).
+"""
+
+from __future__ import annotations
+
+import atexit
+import itertools
+import logging
+import os
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from . import _format
+from ._commit import Commit
+from ._errors import ClosedError, CorruptionError, LockedError
+from ._files import REAL_FILES, FileSystem
+from ._format import (
+    HEADER_SIZE,
+    MAGIC,
+    SCALAR_TYPES,
+    Encoded,
+    Value,
+    decode_value,
+    encode_delete,
+    encode_header,
+    encode_set,
+    encode_snapshot,
+    encode_value,
+    entry_size,
+)
+from ._legacy import parse_legacy_json
+from ._recovery import Replay, replay
+
+logger = logging.getLogger("aiokv")
+
+DURABILITY_LEVELS = ("fsync", "flush", "buffered")
+RECOVERY_MODES = ("strict", "salvage")
+
+COMPACT_SLACK = 256 * 1024
+"""Compaction starts once dead bytes exceed live bytes by this much."""
+SNAPSHOT_BATCH = 2048
+"""Entries per snapshot frame: small enough that encoding one batch never
+holds the GIL for long, large enough that a snapshot replays at C speed."""
+TEMP_INFIX = ".tmp-"
+
+_NEW, _OPEN, _CLOSING, _CLOSED = "new", "open", "closing", "closed"
+_MISSING: object = object()
+
+_open_engines: weakref.WeakSet[Engine] = weakref.WeakSet()
+_atexit_registered = False
+
+
+def _close_all_at_exit() -> None:
+    for engine in list(_open_engines):
+        try:
+            engine.close()
+        except Exception:
+            logger.exception("aiokv: could not close %r at exit", engine.path)
+
+
+@dataclass(frozen=True)
+class Stats:
+    """A snapshot of a store's counters (see docs/api.md)."""
+
+    path: str
+    keys: int
+    file_bytes: int
+    """Size of the log file now."""
+    live_bytes: int
+    """Estimated size of a freshly compacted file holding the current entries."""
+    dead_bytes: int
+    """``file_bytes - live_bytes``: what a compaction would reclaim."""
+    compactions: int
+    """Compactions this log has gone through (kept in its header)."""
+    last_compaction: float | None
+    """Unix time of the last compaction, None if never."""
+    durability: str
+    pending_writes: int
+    """Records acknowledged (or waiting, at "fsync") but not yet written."""
+
+
+def _check_key(key: object) -> str:
+    if isinstance(key, str):
+        return str(key)
+    raise TypeError(f"key must be a str, not {type(key).__name__}: {key!r}")
+
+
+def _prepare(key: str, value: object) -> Value:
+    try:
+        return encode_value(value)
+    except TypeError as exc:
+        raise TypeError(f"key {key!r}: {exc}") from None
+    except ValueError as exc:
+        raise ValueError(f"key {key!r}: {exc}") from None
+
+
+def _expiry_size(key: str) -> int:
+    return len(key) + _format.EXPIRY_ENTRY_EXTRA + 1
+
+
+class Engine:
+    """The store's state and its log. Thread-safe; see the module docstring."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        durability: str = "flush",
+        fsync_interval: float = 1.0,
+        flush_interval: float = 0.1,
+        recovery: str = "strict",
+        files: FileSystem = REAL_FILES,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if not isinstance(path, (str, os.PathLike)):
+            raise TypeError(f"path must be a str or os.PathLike, not {type(path).__name__}")
+        path = os.fspath(path)
+        if not isinstance(path, str):
+            raise TypeError("path must be a str path, not bytes")
+        if not path:
+            raise ValueError("path must not be empty")
+        if durability not in DURABILITY_LEVELS:
+            raise ValueError(f"durability must be one of {DURABILITY_LEVELS}, not {durability!r}")
+        if recovery not in RECOVERY_MODES:
+            raise ValueError(f"recovery must be one of {RECOVERY_MODES}, not {recovery!r}")
+        for name, interval in (("fsync_interval", fsync_interval),
+                               ("flush_interval", flush_interval)):
+            if isinstance(interval, bool) or not isinstance(interval, (int, float)):
+                raise TypeError(f"{name} must be a number of seconds")
+            if not 0 < interval < float("inf"):
+                raise ValueError(f"{name} must be a positive number of seconds")
+        self.path = os.path.abspath(path)
+        self.durability = durability
+        self.fsync_interval = float(fsync_interval)
+        self.flush_interval = float(flush_interval)
+        self.recovery = recovery
+        self._files = files
+        self._clock = clock
+        self._directory = os.path.dirname(self.path)
+
+        self._io = threading.Lock()
+        self._lock = threading.Lock()
+        self._open_lock = threading.Lock()
+        self._state = _NEW
+
+        self._entries: dict[str, Value] = {}
+        self._expiries: dict[str, float] = {}
+        self._live_bytes = HEADER_SIZE
+        self._file_bytes = 0
+        self._fd: int | None = None
+        self._lock_fd: int | None = None
+        self._tail_dirty = False  # bytes past _file_bytes may be garbage
+        self._compactions = 0
+        self._last_compaction: float | None = None
+
+        # "flush": written but not fsynced since this monotonic time.
+        self._unsynced = False
+        self._unsynced_since = 0.0
+        self._dir_unsynced = False
+        # "buffered" and "fsync": frames not yet written, oldest first.
+        self._pending: list[bytes] = []
+        self._pending_since = 0.0
+        # "fsync": the commit the pending frames belong to, and how to undo
+        # their effect on memory if writing them fails.
+        self._commit = Commit()
+        self._undo: list[tuple[str, object, float | None]] = []
+        self._inflight: Commit | None = None
+
+        # Compaction: frames written while one runs (Redis's rewrite buffer).
+        self._rewrite: list[bytes] | None = None
+        self._compaction: Commit | None = None
+        self._compaction_thread: threading.Thread | None = None
+        self._generation = 0  # bumped by clear() and close() to void a compaction
+
+        self._wake = threading.Event()
+        self._stopping = False
+        self._syncer: threading.Thread | None = None
+        self._temp_counter = itertools.count()
+
+    def __repr__(self) -> str:
+        return f"<aiokv engine {self.path!r} {self._state} durability={self.durability}>"
+
+    # -- opening and closing ------------------------------------------------
+
+    @property
+    def is_open(self) -> bool:
+        return self._state is _OPEN
+
+    @property
+    def needs_log_file(self) -> bool:
+        """True when the next write must create the log file (after clear)."""
+        return self._fd is None and self._state is _OPEN
+
+    def open(self) -> None:
+        """Open the store: lock, recover, replay. Idempotent and thread-safe."""
+        with self._open_lock:
+            if self._state is _OPEN:
+                return
+            if self._state is not _NEW:
+                raise ClosedError(self.path)
+            lock_fd = self._files.lock(self.path + ".lock")
+            if lock_fd is None:
+                raise LockedError(self.path)
+            try:
+                self._recover()
+            except BaseException:
+                if self._fd is not None:
+                    self._files.close(self._fd)
+                    self._fd = None
+                self._files.unlock(lock_fd)
+                raise
+            self._lock_fd = lock_fd
+            self._state = _OPEN
+            self._stopping = False
+            self._syncer = threading.Thread(
+                target=self._sync_loop, name=f"aiokv-sync {os.path.basename(self.path)}",
+                daemon=True,
+            )
+            self._syncer.start()
+            global _atexit_registered
+            _open_engines.add(self)
+            if not _atexit_registered:
+                atexit.register(_close_all_at_exit)
+                _atexit_registered = True
+
+    def _recover(self) -> None:
+        self._remove_leftover_temps()
+        data = self._files.read(self.path)
+        if data is None:
+            self._create_log({}, {})
+            return
+        if not data.startswith(MAGIC[: min(len(data), len(MAGIC))]) and data.count(0) != len(data):
+            legacy = parse_legacy_json(data)
+            if legacy is None:
+                raise CorruptionError(self.path, 0, "neither an aiokv log nor a JSON object")
+            self._migrate_legacy(data, legacy)
+            return
+        result = replay(data, salvage=self.recovery == "salvage")
+        if result.header is None and result.corruption is None:
+            if data:
+                logger.warning("aiokv: %s held only an unfinished header (%d bytes); "
+                               "starting an empty store", self.path, len(data))
+            self._create_log({}, {})
+            return
+        if result.corruption is not None and self.recovery == "strict":
+            raise CorruptionError(self.path, result.corruption.offset, result.corruption.reason)
+        if result.skipped or result.corruption is not None:
+            self._salvage(data, result)
+            return
+        self._adopt(result)
+        if result.torn_tail:
+            logger.warning(
+                "aiokv: %s ended in a torn record; truncating %d bytes at offset %d",
+                self.path, result.torn_tail, result.end,
+            )
+            fd = self._files.open_append(self.path)
+            try:
+                self._files.truncate(fd, result.end)
+                self._files.fsync(fd)
+            except BaseException:
+                self._files.close(fd)
+                raise
+            self._fd = fd
+        else:
+            self._fd = self._files.open_append(self.path)
+        self._file_bytes = result.end
+
+    def _adopt(self, result: Replay) -> None:
+        """Take the entries of a replayed log, minus those already expired."""
+        assert result.header is not None
+        self._entries = result.entries
+        self._expiries = result.expiries
+        self._compactions = result.header.compactions
+        self._last_compaction = result.header.compacted_at or None
+        if self._expiries:
+            now = self._clock()
+            for key in [k for k, when in self._expiries.items() if when <= now]:
+                del self._entries[key]
+                del self._expiries[key]
+        self._live_bytes = self._estimate_live_bytes()
+
+    def _estimate_live_bytes(self) -> int:
+        """Size of a compacted file, from a sample of at most ~1,000 entries."""
+        count = len(self._entries)
+        if not count:
+            return HEADER_SIZE
+        step = max(1, count // 1000)
+        sample = list(itertools.islice(self._entries.items(), 0, None, step))
+        sampled = sum(entry_size(key, value) for key, value in sample)
+        expiring = sum(_expiry_size(key) for key in self._expiries) if len(
+            self._expiries) <= 1000 else len(self._expiries) * 24
+        return HEADER_SIZE + sampled * count // len(sample) + expiring
+
+    def _migrate_legacy(self, data: bytes, legacy: dict[str, object]) -> None:
+        entries: dict[str, Value] = {}
+        for key, value in legacy.items():
+            entries[key] = _prepare(key, value)
+        backup = self._free_name(self.path + ".bak", data)
+        if backup is not None:
+            self._write_file_atomically(backup, [data])
+        self._create_log(entries, {})
+        logger.warning("aiokv: converted the JSON state file %s (%d entries) to the log "
+                       "format; the original is kept as %s", self.path, len(entries),
+                       backup or self.path + ".bak")
+
+    def _salvage(self, data: bytes, result: Replay) -> None:
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(self._clock()))
+        aside = self._free_name(f"{self.path}.corrupt-{stamp}", data)
+        if aside is not None:
+            self._write_file_atomically(aside, [data])
+        damage = list(result.skipped)
+        if result.corruption is not None:
+            damage.append(result.corruption)
+        for item in damage:
+            logger.warning("aiokv: salvaging %s: skipped bytes %d-%d (%s)",
+                           self.path, item.offset, item.end, item.reason)
+        if result.header is not None:
+            self._compactions = result.header.compactions
+        self._entries, self._expiries = result.entries, result.expiries
+        self._create_log(result.entries, result.expiries)
+        logger.warning("aiokv: salvaged %s: kept %d entries from %d valid records; the "
+                       "damaged file is kept as %s", self.path, len(result.entries),
+                       result.frames, aside or "(an identical earlier copy)")
+
+    def _free_name(self, base: str, data: bytes) -> str | None:
+        """``base``, or ``base.N`` if taken; None if a copy of ``data`` is there."""
+        for attempt in range(1000):
+            candidate = base if attempt == 0 else f"{base}.{attempt}"
+            existing = self._files.read(candidate)
+            if existing is None:
+                return candidate
+            if existing == data:
+                return None
+        raise FileExistsError(f"no free name for a copy of {self.path!r} next to {base!r}")
+
+    def _remove_leftover_temps(self) -> None:
+        prefix = os.path.basename(self.path) + TEMP_INFIX
+        for name in self._files.listdir(self._directory or "."):
+            if name.startswith(prefix):
+                self._files.remove(os.path.join(self._directory, name))
+
+    def _temp_path(self) -> str:
+        return f"{self.path}{TEMP_INFIX}{os.getpid()}-{next(self._temp_counter)}"
+
+    def _write_file_atomically(self, path: str, chunks: Iterable[bytes]) -> int:
+        """Write a whole file through a temp file, fsync, rename, fsync dir."""
+        temp = self._temp_path()
+        fd = self._files.create(temp)
+        try:
+            size = 0
+            for chunk in chunks:
+                self._write_all(fd, chunk)
+                size += len(chunk)
+            self._files.fsync(fd)
+        except BaseException:
+            self._files.close(fd)
+            self._files.remove(temp)
+            raise
+        self._files.close(fd)
+        self._files.replace(temp, path)
+        self._files.fsync_dir(self._directory)
+        return size
+
+    def _create_log(self, entries: dict[str, Value], expiries: dict[str, float]) -> None:
+        """Atomically write a compacted log holding ``entries``; adopt and open it."""
+        frames = list(_snapshot_frames(entries, expiries))
+        length = HEADER_SIZE + sum(map(len, frames))
+        header = encode_header(self._compactions, self._last_compaction or 0.0, length)
+        self._write_file_atomically(self.path, [header, *frames])
+        self._fd = self._files.open_append(self.path)
+        self._file_bytes = length
+        self._entries, self._expiries = entries, expiries
+        self._live_bytes = length
+
+    def _create_empty_log(self) -> None:
+        """Create the log file again after clear(); memory is left as it is."""
+        header = encode_header(self._compactions, self._last_compaction or 0.0, HEADER_SIZE)
+        self._write_file_atomically(self.path, [header])
+        self._fd = self._files.open_append(self.path)
+        self._file_bytes = HEADER_SIZE
+
+    def close(self) -> None:
+        """Write and fsync everything, stop the threads, release the lock.
+
+        Calling it again is a no-op. If the final write fails, the error is
+        raised and the store stays open, so nothing acknowledged is dropped.
+        """
+        with self._open_lock:
+            if self._state is _NEW:
+                self._state = _CLOSED
+                return
+            if self._state is _CLOSED:
+                return
+            with self._lock:
+                self._state = _CLOSING
+                self._generation += 1  # a running compaction is discarded
+            compaction = self._compaction_thread
+            if compaction is not None:
+                compaction.join()
+            try:
+                self._flush_all()
+            except BaseException:
+                with self._lock:
+                    self._state = _OPEN
+                raise
+            with self._lock:
+                self._stopping = True
+                self._wake.set()
+            if self._syncer is not None:
+                self._syncer.join()
+            with self._io, self._lock:
+                if self._fd is not None:
+                    self._files.close(self._fd)
+                    self._fd = None
+                if self._lock_fd is not None:
+                    self._files.unlock(self._lock_fd)
+                    self._lock_fd = None
+                self._state = _CLOSED
+            _open_engines.discard(self)
+
+    def _check_writable(self) -> None:
+        if self._state is not _OPEN:
+            raise ClosedError(self.path)
+
+    # -- reads --------------------------------------------------------------
+
+    def get(self, key: str, default: object = None) -> object:
+        if self._state is not _OPEN:
+            raise ClosedError(self.path)
+        if type(key) is not str:
+            key = _check_key(key)
+        value = self._entries.get(key, _MISSING)
+        if value is _MISSING:
+            return default
+        if type(value) is Encoded:
+            return decode_value(value)
+        return value
+
+    def items(self) -> dict[str, object]:
+        if self._state is not _OPEN:
+            raise ClosedError(self.path)
+        with self._lock:
+            snapshot = self._entries.copy()
+        return {key: decode_value(value) for key, value in snapshot.items()}
+
+    def stats(self) -> Stats:
+        if self._state is not _OPEN:
+            raise ClosedError(self.path)
+        with self._lock:
+            live = self._live_bytes if self._entries else HEADER_SIZE
+            return Stats(
+                path=self.path,
+                keys=len(self._entries),
+                file_bytes=self._file_bytes,
+                live_bytes=live,
+                dead_bytes=max(0, self._file_bytes - live),
+                compactions=self._compactions,
+                last_compaction=self._last_compaction,
+                durability=self.durability,
+                pending_writes=len(self._pending),
+            )
+
+    # -- writes -------------------------------------------------------------
+
+    def set(self, key: str, value: object) -> Commit | None:
+        """Store ``value``; returns a Commit to wait on at "fsync", else None."""
+        if type(key) is not str:
+            key = _check_key(key)
+        if type(value) in SCALAR_TYPES and type(value) is not int:
+            stored: Value = value  # type: ignore[assignment]
+        else:
+            stored = _prepare(key, value)
+        frame = encode_set(key, stored)
+        with self._lock:
+            if self._state is not _OPEN:
+                raise ClosedError(self.path)
+            if self.durability == "flush":
+                self._append(frame)
+                self._put(key, stored, None)
+                self._maybe_compact()
+                return None
+            old = self._put(key, stored, None)
+            return self._queue(frame, key, old)
+
+    def delete(self, key: str) -> Commit | None:
+        """Remove ``key`` (absent is fine); Commit at "fsync", else None."""
+        if type(key) is not str:
+            key = _check_key(key)
+        with self._lock:
+            if self._state is not _OPEN:
+                raise ClosedError(self.path)
+            if key not in self._entries:
+                return None
+            frame = encode_delete(key)
+            if self.durability == "flush":
+                self._append(frame)
+                self._remove(key)
+                self._maybe_compact()
+                return None
+            old = self._remove(key)
+            return self._queue(frame, key, old)
+
+    def _queue(self, frame: bytes, key: str,
+               old: tuple[object, float | None]) -> Commit | None:
+        """Hold a frame for the background writer ("buffered" and "fsync")."""
+        if not self._pending:
+            self._pending_since = time.monotonic()
+            self._wake.set()
+        self._pending.append(frame)
+        if self.durability == "fsync":
+            self._undo.append((key, *old))
+            self._wake.set()
+            return self._commit
+        return None
+
+    def _put(self, key: str, stored: Value, expires: float | None) -> tuple[object, float | None]:
+        """Change memory only; returns what to restore to undo it. Hold _lock."""
+        old = self._entries.get(key, _MISSING)
+        self._entries[key] = stored
+        live = self._live_bytes + entry_size(key, stored)
+        if old is not _MISSING:
+            live -= entry_size(key, old)  # type: ignore[arg-type]
+        old_expiry = None
+        if expires is not None:
+            old_expiry = self._expiries.get(key)
+            self._expiries[key] = expires
+            if old_expiry is None:
+                live += _expiry_size(key)
+        elif self._expiries:
+            old_expiry = self._expiries.pop(key, None)
+            if old_expiry is not None:
+                live -= _expiry_size(key)
+        self._live_bytes = live
+        return old, old_expiry
+
+    def _remove(self, key: str) -> tuple[object, float | None]:
+        old = self._entries.pop(key, _MISSING)
+        if old is not _MISSING:
+            self._live_bytes -= entry_size(key, old)  # type: ignore[arg-type]
+        old_expiry = self._expiries.pop(key, None) if self._expiries else None
+        if old_expiry is not None:
+            self._live_bytes -= _expiry_size(key)
+        return old, old_expiry
+
+    def _restore(self, key: str, old: object, old_expiry: float | None) -> None:
+        if old is _MISSING:
+            self._remove(key)
+        else:
+            self._put(key, old, old_expiry)  # type: ignore[arg-type]
+
+    def _append(self, frame: bytes) -> None:
+        """Append one frame to the log now ("flush" level). Hold _lock."""
+        if self._fd is None:
+            self._create_empty_log()  # only after clear(); rare
+        if self._tail_dirty:
+            self._cut_tail()
+        fd = self._fd
+        assert fd is not None
+        try:
+            self._write_all(fd, frame)
+        except OSError:
+            self._cut_tail_after_failure()
+            raise
+        self._file_bytes += len(frame)
+        if self._rewrite is not None:
+            self._rewrite.append(frame)
+        if not self._unsynced:
+            self._unsynced = True
+            self._unsynced_since = time.monotonic()
+            self._wake.set()
+
+    def _write_all(self, fd: int, data: bytes | memoryview) -> None:
+        view = memoryview(data)
+        written = self._files.write(fd, view)
+        while written < len(view):
+            if written <= 0:
+                raise OSError("write made no progress")
+            view = view[written:]
+            written = self._files.write(fd, view)
+
+    def _cut_tail(self) -> None:
+        """Remove whatever a failed write left past the last good frame."""
+        assert self._fd is not None
+        self._files.truncate(self._fd, self._file_bytes)
+        self._tail_dirty = False
+
+    def _cut_tail_after_failure(self) -> None:
+        self._tail_dirty = True
+        try:
+            self._cut_tail()
+        except OSError:
+            logger.exception("aiokv: could not truncate %s after a failed write; "
+                             "will retry before the next write", self.path)
+
+    # -- clear --------------------------------------------------------------
+
+    def clear(self) -> None:
+        """Remove every entry and the log file. Raises OSError on failure.
+
+        If the file cannot be removed, nothing changes. If it was removed but
+        the directory could not be synced, the entries are gone (memory and
+        file agree) and the error is raised: a power loss might bring the old
+        file back.
+        """
+        with self._io, self._lock:
+            if self._state is not _OPEN:
+                raise ClosedError(self.path)
+            self._generation += 1
+            if self._fd is not None:
+                self._files.remove(self.path)
+                self._files.close(self._fd)
+                self._fd = None
+            superseded = self._commit if self._undo else None
+            self._pending = []
+            self._undo = []
+            self._commit = Commit()
+            self._entries = {}
+            self._expiries = {}
+            self._file_bytes = 0
+            self._live_bytes = HEADER_SIZE
+            self._tail_dirty = False
+            self._unsynced = False
+            self._rewrite = None
+        if superseded is not None:
+            superseded.settle()  # those writes come before the clear
+        self._files.fsync_dir(self._directory)
+
+    def ensure_log_file(self) -> None:
+        """Create the log file if clear() removed it (blocking)."""
+        with self._lock:
+            self._check_writable()
+            if self._fd is None:
+                self._create_empty_log()
+
+    # -- background: group commit, buffered writes, periodic fsync ----------
+
+    def _sync_loop(self) -> None:
+        while True:
+            with self._lock:
+                if self._stopping:
+                    return
+                now = time.monotonic()
+                timeout: float | None = None
+                write = sync = False
+                if self._pending:
+                    if self.durability == "fsync":
+                        write = True
+                    else:
+                        due = self._pending_since + self.flush_interval
+                        write = now >= due
+                        timeout = None if write else due - now
+                if self._unsynced:
+                    due = self._unsynced_since + self.fsync_interval
+                    sync = now >= due
+                    if not sync:
+                        timeout = due - now if timeout is None else min(timeout, due - now)
+                if not (write or sync):
+                    self._wake.clear()
+            if not (write or sync):
+                self._wake.wait(timeout)
+                continue
+            try:
+                if self.durability == "fsync":
+                    self._commit_pending()
+                    continue
+                if write:
+                    self._write_pending()
+                if sync:
+                    self._sync()
+            except OSError:
+                logger.exception("aiokv: background write to %s failed; will retry", self.path)
+                time.sleep(min(self.flush_interval, 0.05))
+            except Exception:  # never let the writer thread die silently
+                logger.exception("aiokv: unexpected error in the writer of %s", self.path)
+                time.sleep(0.05)
+
+    def _commit_pending(self) -> None:
+        """Write and fsync the pending frames as one batch ("fsync" level)."""
+        with self._io:
+            with self._lock:
+                frames, self._pending = self._pending, []
+                undo, self._undo = self._undo, []
+                commit, self._commit = self._commit, Commit()
+                if not frames:
+                    commit.settle()
+                    return
+                self._inflight = commit
+                start = self._file_bytes
+                mark = None if self._rewrite is None else len(self._rewrite)
+                try:
+                    if self._fd is None:
+                        self._create_empty_log()
+                    if self._tail_dirty:
+                        self._cut_tail()
+                except OSError as exc:
+                    self._roll_back(undo, mark, exc)
+                    commit.settle(exc)
+                    return
+                fd = self._fd
+                assert fd is not None
+                if self._rewrite is not None:
+                    self._rewrite.extend(frames)
+            data = b"".join(frames)
+            try:
+                self._write_all(fd, data)
+                self._files.fsync(fd)
+                if self._dir_unsynced:
+                    self._files.fsync_dir(self._directory)
+                    self._dir_unsynced = False
+            except OSError as exc:
+                with self._lock:
+                    self._file_bytes = start
+                    self._cut_tail_after_failure()
+                    self._roll_back(undo, mark, exc)
+                    self._inflight = None
+                commit.settle(exc)
+                logger.error("aiokv: writing %d records to %s failed: %s", len(frames),
+                             self.path, exc)
+                return
+            with self._lock:
+                self._file_bytes = start + len(data)
+                self._inflight = None
+                self._maybe_compact()
+        commit.settle()
+
+    def _roll_back(self, undo: list[tuple[str, object, float | None]], mark: int | None,
+                   error: BaseException) -> None:
+        """Undo a failed batch and everything queued after it. Hold _lock."""
+        later, self._undo = self._undo, []
+        self._pending = []
+        self._inflight = None
+        failed_later, self._commit = self._commit, Commit()
+        for key, old, old_expiry in reversed(undo + later):
+            self._restore(key, old, old_expiry)
+        if mark is not None and self._rewrite is not None:
+            del self._rewrite[mark:]
+        if later:
+            failed_later.settle(error)
+
+    def _write_pending(self) -> None:
+        """Write the held frames ("buffered" level); keep them on failure."""
+        with self._io:
+            with self._lock:
+                frames, self._pending = self._pending, []
+                if not frames:
+                    return
+                start = self._file_bytes
+                mark = None if self._rewrite is None else len(self._rewrite)
+                try:
+                    if self._fd is None:
+                        self._create_empty_log()
+                    if self._tail_dirty:
+                        self._cut_tail()
+                except OSError:
+                    self._pending[:0] = frames
+                    raise
+                fd = self._fd
+                assert fd is not None
+                if self._rewrite is not None:
+                    self._rewrite.extend(frames)
+            try:
+                self._write_all(fd, b"".join(frames))
+            except OSError:
+                with self._lock:
+                    self._file_bytes = start
+                    self._cut_tail_after_failure()
+                    self._pending[:0] = frames
+                    if mark is not None and self._rewrite is not None:
+                        del self._rewrite[mark:]
+                raise
+            with self._lock:
+                self._file_bytes = start + sum(map(len, frames))
+                if not self._unsynced:
+                    self._unsynced = True
+                    self._unsynced_since = time.monotonic()
+                self._maybe_compact()
+
+    def _sync(self) -> None:
+        """fsync the log (and its directory after a compaction or creation)."""
+        with self._io:
+            with self._lock:
+                fd = self._fd
+                self._unsynced = False
+                sync_dir = self._dir_unsynced
+            if fd is None:
+                return
+            try:
+                self._files.fsync(fd)
+                if sync_dir:
+                    self._files.fsync_dir(self._directory)
+                    self._dir_unsynced = False
+            except OSError:
+                with self._lock:
+                    if not self._unsynced:
+                        self._unsynced = True
+                        self._unsynced_since = time.monotonic()
+                # After a failed fsync the kernel may have dropped the dirty
+                # pages: rewrite everything from memory into a new file.
+                self._request_compaction()
+                raise
+
+    def flush(self) -> None:
+        """Return once everything acknowledged so far is fsynced."""
+        self._check_writable()
+        self._flush_all()
+
+    def _flush_all(self) -> None:
+        if self.durability == "fsync":
+            with self._lock:
+                commit = self._commit if self._pending else self._inflight
+                self._wake.set()
+            if commit is not None:
+                commit.wait()
+            return
+        if self.durability == "buffered":
+            self._write_pending()
+        with self._lock:
+            self._unsynced = True
+        self._sync()
+
+    # -- compaction ---------------------------------------------------------
+
+    def compact(self) -> None:
+        """Compact now and wait for it; raises OSError if it fails."""
+        self._check_writable()
+        with self._lock:
+            commit = self._request_compaction_locked()
+        commit.wait()
+
+    def _maybe_compact(self) -> None:
+        """Start a compaction when dead bytes dominate. Hold _lock."""
+        live = self._live_bytes
+        if self._file_bytes - live > live + COMPACT_SLACK and self._compaction is None:
+            self._request_compaction_locked()
+
+    def _request_compaction(self) -> Commit:
+        with self._lock:
+            return self._request_compaction_locked()
+
+    def _request_compaction_locked(self) -> Commit:
+        if self._compaction is not None:
+            return self._compaction
+        commit = Commit()
+        self._compaction = commit
+        thread = threading.Thread(target=self._run_compaction, args=(commit,),
+                                  name=f"aiokv-compact {os.path.basename(self.path)}",
+                                  daemon=True)
+        self._compaction_thread = thread
+        thread.start()
+        return commit
+
+    def _run_compaction(self, commit: Commit) -> None:
+        error: BaseException | None = None
+        try:
+            self._compact_once()
+        except BaseException as exc:  # reported to compact() callers, logged otherwise
+            error = exc
+            logger.error("aiokv: compaction of %s failed: %s", self.path, exc)
+        finally:
+            with self._lock:
+                self._compaction = None
+                self._compaction_thread = None
+                self._rewrite = None
+            commit.settle(error)
+
+    def _compact_once(self) -> None:
+        # Snapshot under both locks: no batch is being written, and the
+        # effects of queued "fsync" writes (which may still be rolled back)
+        # are taken out of the copy; their frames reach the new file through
+        # the rewrite buffer once written.
+        with self._io, self._lock:
+            if self._state is not _OPEN or self._fd is None:
+                return
+            generation = self._generation
+            entries = self._entries.copy()
+            expiries = self._expiries.copy()
+            for key, old, old_expiry in reversed(self._undo):
+                if old is _MISSING:
+                    entries.pop(key, None)
+                    expiries.pop(key, None)
+                else:
+                    entries[key] = old  # type: ignore[assignment]
+                    if old_expiry is None:
+                        expiries.pop(key, None)
+                    else:
+                        expiries[key] = old_expiry
+            self._rewrite = []
+            live_at_snapshot = self._live_bytes
+            compactions = self._compactions + 1
+
+        if expiries:
+            now = self._clock()
+            for key in [k for k, when in expiries.items() if when <= now]:
+                entries.pop(key, None)
+                del expiries[key]
+        temp = self._temp_path()
+        fd = self._files.create(temp)
+        swapped = False
+        try:
+            # A placeholder header; the real one is written before the fsync.
+            self._files.pwrite(fd, encode_header(0, 0.0, HEADER_SIZE), 0)
+            snapshot_end = self._write_at(fd, HEADER_SIZE, _snapshot_frames(entries, expiries))
+            with self._io:
+                with self._lock:
+                    if self._generation != generation or self._state is not _OPEN:
+                        return
+                    chunk, self._rewrite = self._rewrite or [], []
+                end = self._write_at(fd, snapshot_end, chunk)
+                stamp = self._clock()
+                self._files.pwrite(fd, encode_header(compactions, stamp, end), 0)
+                self._files.fsync(fd)
+                with self._lock:
+                    if self._generation != generation or self._state is not _OPEN:
+                        return
+                    rest, self._rewrite = self._rewrite or [], None
+                    final = self._write_at(fd, end, rest)
+                    self._files.replace(temp, self.path)
+                    swapped = True
+                    new_fd = self._files.open_append(self.path)
+                    old_fd, self._fd = self._fd, new_fd
+                    self._file_bytes = final
+                    self._tail_dirty = False
+                    self._compactions = compactions
+                    self._last_compaction = stamp
+                    self._live_bytes += snapshot_end - live_at_snapshot
+                    self._dir_unsynced = True
+                    if rest and not self._unsynced:
+                        self._unsynced = True
+                        self._unsynced_since = time.monotonic()
+                        self._wake.set()
+                if old_fd is not None:
+                    self._files.close(old_fd)
+                self._files.fsync_dir(self._directory)
+                self._dir_unsynced = False
+        finally:
+            self._files.close(fd)
+            if not swapped:
+                try:
+                    self._files.remove(temp)
+                except OSError:
+                    logger.warning("aiokv: could not remove %s", temp)
+
+    def _write_at(self, fd: int, offset: int, frames: Iterable[bytes]) -> int:
+        """pwrite ``frames`` one after another from ``offset``; return the end."""
+        for frame in frames:
+            view = memoryview(frame)
+            while view:
+                written = self._files.pwrite(fd, view, offset)
+                if written <= 0:
+                    raise OSError("write made no progress")
+                offset += written
+                view = view[written:]
+        return offset
+
+
+def _snapshot_frames(entries: dict[str, Value], expiries: dict[str, float]) -> Iterable[bytes]:
+    """SNAPSHOT frames holding ``entries``, SNAPSHOT_BATCH at a time."""
+    items = iter(entries.items())
+    while True:
+        batch = dict(itertools.islice(items, SNAPSHOT_BATCH))
+        if not batch:
+            return
+        if Encoded in set(map(type, batch.values())):
+            scalars = {k: v for k, v in batch.items() if type(v) is not Encoded}
+            encoded: dict[str, bytes] = {
+                k: v for k, v in batch.items() if isinstance(v, Encoded)
+            }
+        else:
+            scalars, encoded = batch, {}
+        batch_expiries = (
+            {k: expiries[k] for k in batch.keys() & expiries.keys()} if expiries else {}
+        )
+        yield encode_snapshot(scalars, encoded, batch_expiries)

@@ -1,0 +1,51 @@
+"""The exceptions aiokv raises, all under one base class."""
+
+from __future__ import annotations
+
+import os
+
+
+class AioKVError(Exception):
+    """Base class of every error specific to aiokv."""
+
+
+class CorruptionError(AioKVError):
+    """The file holds damage that recovery may not cut silently.
+
+    Raised when opening a log whose bytes were changed after being written
+    completely (damage followed by a valid frame, or damage inside the part a
+    compaction fsynced), or a file that is neither an aiokv log nor a JSON
+    object. The file is left byte-for-byte untouched and the store stays
+    unopened; ``recovery="salvage"`` opens it instead (see docs/guarantees.md).
+    """
+
+    def __init__(self, path: str | os.PathLike[str] | None, offset: int, reason: str) -> None:
+        self.path = None if path is None else os.fspath(path)
+        self.offset = offset
+        self.reason = reason
+        where = f"{self.path!r}" if self.path is not None else "log"
+        super().__init__(f"{where} is corrupt at byte {offset}: {reason}")
+
+
+class LockedError(AioKVError):
+    """Another AioKV or KV (in this process or another) has the store open.
+
+    Raised by the first operation of the second opener; that instance stays
+    unopened and may try again later. The owner is not affected.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        super().__init__(f"{path!r} is open in another AioKV instance or process")
+
+
+class ClosedError(AioKVError):
+    """An operation was called after ``close()``.
+
+    Nothing is read or written; everything acknowledged before close() is
+    safely on disk. Create a new instance to open the store again.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        super().__init__(f"store {path!r} is closed")

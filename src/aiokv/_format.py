@@ -1,0 +1,225 @@
+"""The byte format of an aiokv log, as pure functions over ``bytes``.
+
+Nothing in this module opens a file. ``docs/format.md`` describes the same
+layout in prose; the constants below are the single source of truth for it.
+
+A log is a fixed-size header followed by frames. Every frame is itself one
+msgpack array of six elements, so a whole intact log can be streamed by
+``msgpack.Unpacker`` at C speed::
+
+    [length: uint32, kind: int, a, b, c, checksum: uint32]
+
+The checksum is chosen so that ``zlib.crc32(frame, SEED) == SEED`` for every
+intact frame, where ``SEED`` is the CRC-32 residue. Because each frame brings
+the CRC register back to the same value, a run of intact frames also satisfies
+``zlib.crc32(frames, SEED) == SEED``: one C call checks a whole log, and the
+frame-by-frame walk is only needed to locate damage.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from dataclasses import dataclass
+from typing import Final, Union, cast
+
+import msgpack
+
+MAGIC: Final = b"\x89aiokv\r\n"
+FORMAT_VERSION: Final = 1
+
+# magic, version, flags, compactions, compacted_at, compacted_length, reserved
+_HEADER_BODY: Final = struct.Struct(">8sHHIdQ4s")
+_HEADER_CRC: Final = struct.Struct(">I")
+HEADER_SIZE: Final = _HEADER_BODY.size + _HEADER_CRC.size  # 40
+
+# The CRC-32 residue: crc32(x + crc32(x, s).to_bytes(4, "little"), s) == SEED
+# for every byte string x when s == SEED.
+SEED: Final = 0x2144DF1C
+
+FRAME_START: Final = b"\x96\xce"  # msgpack: fixarray(6), then uint32
+_CHECKSUM_TAG: Final = b"\xce"  # msgpack uint32, holding the checksum
+_PREFIX_SIZE: Final = 6  # FRAME_START + 4-byte length
+_SUFFIX_SIZE: Final = 5  # checksum tag + 4-byte checksum
+MIN_FRAME_SIZE: Final = _PREFIX_SIZE + 4 + _SUFFIX_SIZE  # four 1-byte objects
+MAX_FRAME_SIZE: Final = 1 << 30
+"""A length field claiming more than this is damage, never an allocation."""
+
+SET: Final = 1
+"""a = key, b = value (a msgpack scalar), c = expiry time or nil."""
+SET_ENCODED: Final = 2
+"""a = key, b = bin holding the msgpack encoding of a list or map, c = expiry."""
+DELETE: Final = 3
+"""a = key, b = nil, c = nil."""
+SNAPSHOT: Final = 4
+"""a = map key -> scalar, b = map key -> encoded container, c = map key -> expiry."""
+EXPIRE: Final = 5
+"""a = key, b = nil, c = new expiry time or nil (the key then never expires)."""
+
+KINDS: Final = frozenset({SET, SET_ENCODED, DELETE, SNAPSHOT, EXPIRE})
+
+SCALAR_TYPES: Final = frozenset({type(None), bool, int, float, str, bytes})
+"""Value types kept in memory as they are: immutable, so never copied."""
+
+# Packing exact built-in scalars, tuples of them and plain dicts of them runs
+# in C without releasing the GIL, so one shared Packer is safe across threads.
+# User containers (which may be subclasses calling back into Python) always go
+# through a fresh msgpack.packb instead.
+_pack = msgpack.Packer(use_bin_type=True).pack
+
+
+class Encoded(bytes):
+    """A list or dict value held in memory as its msgpack encoding.
+
+    Storing the encoding makes every read an independent copy (it is decoded
+    anew) and takes less memory than the Python objects would.
+    """
+
+    __slots__ = ()
+
+
+Value = Union[None, bool, int, float, str, bytes, Encoded]  # noqa: UP007 (a runtime alias on 3.10)
+"""A value as the store holds it in memory."""
+
+
+@dataclass(frozen=True)
+class Header:
+    version: int
+    compactions: int
+    compacted_at: float
+    """Unix time of the compaction that wrote this file, 0.0 for never."""
+    compacted_length: int
+    """End of the part that was fsynced before this file was put in place."""
+
+
+def encode_header(compactions: int, compacted_at: float, compacted_length: int) -> bytes:
+    body = _HEADER_BODY.pack(
+        MAGIC, FORMAT_VERSION, 0, compactions, compacted_at, compacted_length, b"\0" * 4
+    )
+    return body + _HEADER_CRC.pack(zlib.crc32(body))
+
+
+class HeaderError(ValueError):
+    """The first bytes are not a valid aiokv header (message says why)."""
+
+
+def is_unfinished_header(data: bytes) -> bool:
+    """True for a file cut short while the store was being created.
+
+    That is: shorter than a header, and either all zero bytes or a prefix of
+    a header (its magic, as far as it goes).
+    """
+    if len(data) >= HEADER_SIZE:
+        return False
+    if data.count(0) == len(data):
+        return True
+    return data[: len(MAGIC)] == MAGIC[: len(data)]
+
+
+def decode_header(data: bytes) -> Header:
+    """Decode the header at the start of ``data``; raise HeaderError if bad."""
+    if len(data) < HEADER_SIZE:
+        raise HeaderError("file is shorter than an aiokv header")
+    if data[: len(MAGIC)] != MAGIC:
+        raise HeaderError("file does not start with the aiokv magic bytes")
+    body = data[: _HEADER_BODY.size]
+    (checksum,) = _HEADER_CRC.unpack_from(data, _HEADER_BODY.size)
+    if zlib.crc32(body) != checksum:
+        raise HeaderError("header checksum does not match")
+    _, version, flags, compactions, compacted_at, compacted_length, _ = _HEADER_BODY.unpack(
+        body
+    )
+    if version != FORMAT_VERSION:
+        raise HeaderError(f"unsupported format version {version}")
+    if flags != 0:
+        raise HeaderError(f"unknown header flags {flags:#x}")
+    if compacted_length < HEADER_SIZE:
+        raise HeaderError("compacted length points inside the header")
+    return Header(version, compactions, compacted_at, compacted_length)
+
+
+def _frame(kind: int, a: object, b: object, c: object) -> bytes:
+    payload: bytes = _pack((kind, a, b, c))[1:]  # drop the fixarray(4) byte
+    length = _PREFIX_SIZE + len(payload) + _SUFFIX_SIZE
+    if length > MAX_FRAME_SIZE:
+        raise ValueError(f"record of {length} bytes exceeds the {MAX_FRAME_SIZE}-byte limit")
+    body = FRAME_START + length.to_bytes(4, "big") + payload + _CHECKSUM_TAG
+    return body + zlib.crc32(body, SEED).to_bytes(4, "little")
+
+
+def encode_value(value: object) -> Value:
+    """Return ``value`` as the store holds it, or raise TypeError/ValueError.
+
+    Scalars of the exact built-in types are kept as they are. Anything else
+    (lists, tuples, dicts, subclasses) is encoded, which both copies it and
+    proves that it round-trips.
+    """
+    if isinstance(value, int) and type(value) is int:
+        if not -(1 << 63) <= value < (1 << 64):
+            raise ValueError("int out of the 64-bit range msgpack can store")
+        return value
+    if type(value) in SCALAR_TYPES:
+        return cast(Value, value)
+    try:
+        encoded: bytes = msgpack.packb(value, use_bin_type=True)
+    except OverflowError as exc:
+        raise ValueError(f"int out of the 64-bit range msgpack can store ({exc})") from None
+    except TypeError as exc:
+        raise TypeError(f"value cannot be stored: {exc}") from None
+    except ValueError as exc:
+        raise ValueError(f"value cannot be stored: {exc}") from None
+    try:
+        decoded = msgpack.unpackb(encoded, strict_map_key=False)
+    except Exception as exc:  # e.g. a map key that decodes to a list
+        raise ValueError(f"value does not read back as stored: {exc}") from None
+    if type(decoded) in SCALAR_TYPES:
+        # A subclass of a scalar type (an IntEnum, a str subclass) or a
+        # bytearray: keep what a reopen would read back.
+        return decoded  # type: ignore[no-any-return]
+    return Encoded(encoded)
+
+
+def decode_value(value: Value) -> object:
+    """The value a reader gets: containers are decoded into fresh objects."""
+    if type(value) is Encoded:
+        return msgpack.unpackb(value, strict_map_key=False)
+    return value
+
+
+def encode_set(key: str, value: Value, expires: float | None = None) -> bytes:
+    if type(value) is Encoded:
+        return _frame(SET_ENCODED, key, value, expires)
+    return _frame(SET, key, value, expires)
+
+
+def encode_delete(key: str) -> bytes:
+    return _frame(DELETE, key, None, None)
+
+
+def encode_expire(key: str, expires: float | None) -> bytes:
+    return _frame(EXPIRE, key, None, expires)
+
+
+def encode_snapshot(
+    scalars: dict[str, Value], encoded: dict[str, bytes], expiries: dict[str, float]
+) -> bytes:
+    return _frame(SNAPSHOT, scalars, encoded, expiries)
+
+
+def entry_size(key: str, value: Value) -> int:
+    """Bytes one entry adds to a snapshot frame (its key and its value)."""
+    if type(value) is float:
+        value_size = 9
+    elif type(value) is Encoded:
+        n = len(value)
+        value_size = n + (2 if n < 256 else 3 if n < 65536 else 5)
+    else:
+        value_size = len(_pack(value))
+    n = len(key)
+    if n < 32 and key.isascii():
+        return value_size + 1 + n
+    return value_size + len(_pack(key))
+
+
+EXPIRY_ENTRY_EXTRA: Final = 9
+"""Bytes an expiry adds besides a second copy of the key (a float)."""

@@ -1,0 +1,332 @@
+"""Replay a log held in memory: the recovery rule as pure functions on bytes.
+
+The rule, in the spirit of LevelDB's log reader and RocksDB's
+``kTolerateCorruptedTailRecords``:
+
+* A damaged frame (cut short, zero-filled, bad length, bad checksum, or a
+  checksum-valid frame that is not a well-formed record) with **no valid frame
+  anywhere after it** is a torn tail: the writer died while appending. The
+  log ends where the last good frame ends and the rest may be cut.
+* A damaged frame **followed by any valid frame** is corruption: something
+  changed bytes that had been written completely. It is reported with its
+  offset, never cut silently.
+* The part of a file written by a compaction (up to the header's
+  ``compacted_length``) was fsynced before the file was put in place, so no
+  damage there can be a torn tail.
+
+With ``salvage=True`` corruption is skipped instead of reported: every frame
+that validates is applied, and the damaged ranges are listed.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass, field
+from typing import cast
+
+import msgpack
+
+from ._format import (
+    DELETE,
+    EXPIRE,
+    FRAME_START,
+    HEADER_SIZE,
+    MAX_FRAME_SIZE,
+    MIN_FRAME_SIZE,
+    SCALAR_TYPES,
+    SEED,
+    SET,
+    SET_ENCODED,
+    SNAPSHOT,
+    Encoded,
+    Header,
+    HeaderError,
+    Value,
+    decode_header,
+    is_unfinished_header,
+)
+
+_NUMBER_TYPES = (int, float)
+
+
+@dataclass(frozen=True)
+class Damage:
+    """Bytes ``[offset, end)`` that hold no valid frame."""
+
+    offset: int
+    end: int
+    reason: str
+
+
+@dataclass
+class Replay:
+    """What a log holds, and where it stops being valid."""
+
+    header: Header | None
+    """None when the file is empty or its header was never completely written."""
+    entries: dict[str, Value] = field(default_factory=dict)
+    expiries: dict[str, float] = field(default_factory=dict)
+    """Expiry times (Unix seconds) of the entries that have one."""
+    frames: int = 0
+    """Number of valid frames applied."""
+    end: int = 0
+    """Offset just past the last valid frame: where the next append belongs."""
+    torn_tail: int = 0
+    """Bytes after ``end`` that form a torn tail (0 when the log is clean)."""
+    corruption: Damage | None = None
+    """The first damage that is not a torn tail (strict replay stops there)."""
+    skipped: list[Damage] = field(default_factory=list)
+    """Salvage only: damaged ranges that were skipped."""
+
+
+@dataclass(frozen=True)
+class Frame:
+    kind: int
+    a: object
+    b: object
+    c: object
+    end: int
+
+
+@dataclass(frozen=True)
+class Incomplete:
+    """The bytes so far are a valid start of a frame that runs past the end."""
+
+
+@dataclass(frozen=True)
+class Invalid:
+    reason: str
+
+
+INCOMPLETE = Incomplete()
+
+
+def _is_expiry(value: object) -> bool:
+    return value is None or (type(value) in _NUMBER_TYPES)
+
+
+def _check_record(
+    kind: int, a: object, b: object, c: object
+) -> str | None:
+    """Return why a decoded record is malformed, or None if it is well formed."""
+    if kind == SET:
+        ok = type(a) is str and type(b) in SCALAR_TYPES and _is_expiry(c)
+    elif kind == SET_ENCODED:
+        ok = type(a) is str and type(b) is bytes and _is_expiry(c)
+    elif kind == DELETE:
+        ok = type(a) is str and b is None and c is None
+    elif kind == EXPIRE:
+        ok = type(a) is str and b is None and _is_expiry(c)
+    elif kind == SNAPSHOT:
+        # set(map(type, ...)) keeps the check in C: snapshots hold many entries.
+        ok = (
+            type(a) is dict
+            and type(b) is dict
+            and type(c) is dict
+            and set(map(type, a)) <= {str}
+            and set(map(type, a.values())) <= SCALAR_TYPES
+            and set(map(type, b)) <= {str}
+            and set(map(type, b.values())) <= {bytes}
+            and set(map(type, c.values())) <= {int, float}
+            and c.keys() <= (a.keys() | b.keys())
+        )
+    else:
+        return f"unknown record kind {kind!r}"
+    return None if ok else f"malformed record of kind {kind}"
+
+
+def read_frame(  # noqa: PLR0911
+    data: bytes | memoryview, offset: int
+) -> Frame | Incomplete | Invalid:
+    """Decode the frame that starts at ``offset``.
+
+    ``Incomplete`` means every byte present is consistent with a frame that
+    continues past the end of ``data`` (more data would be needed).
+    """
+    available = len(data) - offset
+    prefix = bytes(data[offset : offset + 6])
+    if prefix[:2] != FRAME_START[: min(2, available)]:
+        return Invalid("no frame starts here")
+    if available < 6:
+        return INCOMPLETE
+    length = int.from_bytes(prefix[2:6], "big")
+    if not MIN_FRAME_SIZE <= length <= MAX_FRAME_SIZE:
+        return Invalid(f"frame length {length} out of range")
+    if available < length:
+        return INCOMPLETE
+    end = offset + length
+    frame = data[offset:end]
+    if frame[length - 5] != 0xCE or zlib.crc32(frame, SEED) != SEED:
+        return Invalid("checksum mismatch")
+    try:
+        fields = msgpack.unpackb(frame, use_list=False, strict_map_key=False)
+    except Exception:  # any malformed msgpack inside a checksum-valid frame
+        return Invalid("frame does not decode")
+    if type(fields) is not tuple or len(fields) != 6 or fields[0] != length:
+        return Invalid("frame does not decode to a record")
+    _, kind, a, b, c, _ = fields
+    reason = _check_record(kind, a, b, c)
+    if reason is not None:
+        return Invalid(reason)
+    return Frame(kind, a, b, c, end)
+
+
+def find_next_frame(data: bytes | memoryview, start: int) -> int | None:
+    """Offset of the first valid frame at or after ``start``, if any."""
+    raw = data if isinstance(data, bytes) else bytes(data)
+    position = raw.find(FRAME_START, start)
+    while position != -1:
+        if isinstance(read_frame(raw, position), Frame):
+            return position
+        position = raw.find(FRAME_START, position + 1)
+    return None
+
+
+def apply(frame: Frame, entries: dict[str, Value], expiries: dict[str, float]) -> None:
+    """Apply one valid frame (see ``read_frame``) to the replayed state."""
+    kind = frame.kind
+    if kind == SNAPSHOT:
+        scalars = cast("dict[str, Value]", frame.a)
+        encoded = cast("dict[str, bytes]", frame.b)
+        for key in scalars.keys() | encoded.keys():
+            expiries.pop(key, None)
+        entries.update(scalars)
+        for key, value in encoded.items():
+            entries[key] = Encoded(value)
+        expiries.update(cast("dict[str, float]", frame.c))
+        return
+    key = cast(str, frame.a)
+    expires = cast("float | None", frame.c)
+    if kind == DELETE:
+        entries.pop(key, None)
+        expiries.pop(key, None)
+        return
+    if kind == EXPIRE:
+        if key not in entries:
+            return
+    elif kind == SET_ENCODED:
+        entries[key] = Encoded(cast(bytes, frame.b))
+    else:
+        entries[key] = cast(Value, frame.b)
+    if expires is None:
+        expiries.pop(key, None)
+    else:
+        expiries[key] = expires
+
+
+def replay(data: bytes, *, salvage: bool = False) -> Replay:
+    """Rebuild the entries that the log ``data`` holds.
+
+    Never raises for any content of ``data``: problems are reported in the
+    returned ``Replay`` (``corruption``, ``torn_tail``, ``skipped``).
+    """
+    if is_unfinished_header(data):
+        return Replay(header=None)
+    try:
+        header = decode_header(data)
+    except HeaderError as exc:
+        return Replay(header=None, corruption=Damage(0, len(data), str(exc)))
+    fast = _replay_intact(data, header)
+    if fast is not None:
+        return fast
+    return _replay_frame_by_frame(data, header, salvage)
+
+
+def _replay_intact(data: bytes, header: Header) -> Replay | None:  # noqa: PLR0911
+    """The fast path for a log with no damage at all, or None to walk it.
+
+    One CRC over every frame (see ``_format``), then one msgpack stream.
+    """
+    if header.compacted_length > len(data):
+        return None
+    body = memoryview(data)[HEADER_SIZE:]
+    if zlib.crc32(body, SEED) != SEED:
+        return None
+    entries: dict[str, Value] = {}
+    expiries: dict[str, float] = {}
+    unpacker = msgpack.Unpacker(
+        None, use_list=False, strict_map_key=False, max_buffer_size=max(len(body), 1)
+    )
+    unpacker.feed(body)
+    frames = 0
+    try:
+        for _, kind, key, value, expires, _ in unpacker:
+            if kind == SET:
+                entries[key] = value
+            elif kind == SET_ENCODED:
+                if type(value) is not bytes:
+                    return None
+                entries[key] = Encoded(value)
+            elif kind == DELETE:
+                entries.pop(key, None)
+                expiries.pop(key, None)
+                frames += 1
+                continue
+            else:
+                if _check_record(kind, key, value, expires) is not None:
+                    return None
+                apply(Frame(kind, key, value, expires, 0), entries, expiries)
+                frames += 1
+                continue
+            if expires is not None:
+                expiries[key] = expires
+            elif expiries:
+                expiries.pop(key, None)
+            frames += 1
+    except Exception:  # malformed despite a valid checksum: walk to locate it
+        return None
+    if unpacker.tell() != len(body):
+        return None
+    # Type checks over what survived (far fewer than the records replayed);
+    # anything odd sends the log through the walk, which checks every frame.
+    if not set(map(type, entries)) <= {str}:
+        return None
+    if not set(map(type, entries.values())) <= SCALAR_TYPES | {Encoded}:
+        return None
+    if not set(map(type, expiries.values())) <= {int, float}:
+        return None
+    return Replay(header=header, entries=entries, expiries=expiries, frames=frames,
+                  end=len(data))
+
+
+def _replay_frame_by_frame(data: bytes, header: Header, salvage: bool) -> Replay:
+    result = Replay(header=header)
+    offset = HEADER_SIZE
+    size = len(data)
+    protected_end = header.compacted_length
+    while offset < size:
+        frame = read_frame(data, offset)
+        if isinstance(frame, Frame):
+            apply(frame, result.entries, result.expiries)
+            result.frames += 1
+            offset = frame.end
+            continue
+        reason = "frame cut short" if isinstance(frame, Incomplete) else frame.reason
+        following = find_next_frame(data, offset + 1)
+        if following is None:
+            if offset < protected_end:
+                damage = Damage(offset, size, f"{reason} inside the compacted part")
+                if not salvage:
+                    result.corruption = damage
+                    result.end = offset
+                    return result
+                result.skipped.append(damage)
+            else:
+                result.torn_tail = size - offset
+            result.end = offset
+            return result
+        damage = Damage(offset, following, f"{reason}, followed by a valid frame at {following}")
+        if not salvage:
+            result.corruption = damage
+            result.end = offset
+            return result
+        result.skipped.append(damage)
+        offset = following
+    result.end = offset
+    if size < protected_end:
+        damage = Damage(size, protected_end, "file ends inside the compacted part")
+        if salvage:
+            result.skipped.append(damage)
+        else:
+            result.corruption = damage
+    return result

@@ -1,0 +1,187 @@
+"""``AioKV``: the async shell over the engine.
+
+Every method is a thin wrapper. Reads and the default level's append run
+inline (they never block); everything that can block runs in the event loop's
+default executor. Nothing here is bound to one event loop, so a module-level
+instance keeps working across successive ``asyncio.run()`` calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+import warnings
+from collections.abc import Callable
+from types import TracebackType
+from typing import TypeVar
+
+from ._engine import Engine, Stats
+
+logger = logging.getLogger("aiokv")
+
+_T = TypeVar("_T")
+
+
+class _Now:
+    """Default of ``set(key)``: store the current Unix time as an int."""
+
+    def __repr__(self) -> str:
+        return "<now>"
+
+
+_NOW = _Now()
+
+
+async def _in_thread(function: Callable[[], _T]) -> _T:
+    return await asyncio.get_running_loop().run_in_executor(None, function)
+
+
+class AioKV:
+    """An async key-value store kept in an append-only log at ``path``.
+
+    Creating an instance does no I/O: the first operation (or ``open()``)
+    takes the lock and replays the log. See docs/api.md for every method's
+    contract and docs/guarantees.md for what survives which failure.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        durability: str = "flush",
+        fsync_interval: float = 1.0,
+        flush_interval: float = 0.1,
+        recovery: str = "strict",
+    ) -> None:
+        self._engine = Engine(
+            path,
+            durability=durability,
+            fsync_interval=fsync_interval,
+            flush_interval=flush_interval,
+            recovery=recovery,
+        )
+
+    def __repr__(self) -> str:
+        return f"AioKV({self._engine.path!r}, durability={self._engine.durability!r})"
+
+    def __del__(self) -> None:
+        engine = getattr(self, "_engine", None)
+        if engine is not None and engine.is_open:
+            warnings.warn(f"{self!r} was never closed; it is closed at exit",
+                          ResourceWarning, stacklevel=2)
+
+    @property
+    def path(self) -> str:
+        return self._engine.path
+
+    @property
+    def durability(self) -> str:
+        return self._engine.durability
+
+    async def open(self) -> AioKV:
+        """Open the store now (otherwise the first operation does)."""
+        if not self._engine.is_open:
+            await _in_thread(self._engine.open)
+        return self
+
+    async def __aenter__(self) -> AioKV:
+        return await self.open()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Write and fsync everything and release the lock. Idempotent."""
+        await _in_thread(self._engine.close)
+
+    async def _ready_to_write(self) -> None:
+        engine = self._engine
+        if not engine.is_open:
+            await _in_thread(engine.open)
+        if engine.needs_log_file:
+            await _in_thread(engine.ensure_log_file)
+
+    async def get(self, key: str, default: object = None) -> object:
+        """The value stored under ``key`` (a fresh copy), or ``default``."""
+        engine = self._engine
+        if not engine.is_open:
+            await _in_thread(engine.open)
+        return engine.get(key, default)
+
+    async def set(self, key: str, value: object = _NOW) -> None:
+        """Store ``value`` under ``key``; without a value, ``int(time.time())``."""
+        if value is _NOW:
+            value = int(time.time())
+        engine = self._engine
+        if not engine.is_open or engine.needs_log_file:
+            await self._ready_to_write()
+        commit = engine.set(key, value)
+        if commit is not None:
+            await commit.wait_async()
+
+    async def delete(self, key: str) -> bool:
+        """Remove ``key``: True when removed or absent, False (logged) on I/O error."""
+        engine = self._engine
+        try:
+            if not engine.is_open or engine.needs_log_file:
+                await self._ready_to_write()
+            commit = engine.delete(key)
+            if commit is not None:
+                await commit.wait_async()
+        except OSError:
+            logger.exception("aiokv: delete(%r) on %s failed", key, engine.path)
+            return False
+        return True
+
+    async def get_all(self) -> dict[str, object]:
+        """A new dict of every entry (values are fresh copies)."""
+        engine = self._engine
+        if not engine.is_open:
+            await _in_thread(engine.open)
+        return engine.items()
+
+    async def clear(self) -> bool:
+        """Remove every entry and the file: True, or False (logged) on I/O error."""
+        engine = self._engine
+        try:
+            if not engine.is_open:
+                await _in_thread(engine.open)
+            await _in_thread(engine.clear)
+        except OSError:
+            logger.exception("aiokv: clear() of %s failed", engine.path)
+            return False
+        return True
+
+    async def flush(self) -> None:
+        """Return once everything acknowledged so far is fsynced."""
+        engine = self._engine
+        if not engine.is_open:
+            await _in_thread(engine.open)
+        await _in_thread(engine.flush)
+
+    async def compact(self) -> None:
+        """Rewrite the log with only the live entries, now."""
+        engine = self._engine
+        if not engine.is_open:
+            await _in_thread(engine.open)
+        await _in_thread(engine.compact)
+
+    async def stats(self) -> Stats:
+        """Counters of the store: keys, file and live bytes, compactions..."""
+        engine = self._engine
+        if not engine.is_open:
+            await _in_thread(engine.open)
+        return engine.stats()
+
+
+aiocache = AioKV
+"""The original name of AioKV, kept for legacy call sites."""
+
+__all__ = ["AioKV", "aiocache"]
