@@ -1,0 +1,331 @@
+"""The byte format and the recovery rule, tested on bytes alone (no files)."""
+
+from __future__ import annotations
+
+import zlib
+
+import msgpack
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from aiokv._format import (
+    HEADER_SIZE,
+    MAGIC,
+    MAX_FRAME_SIZE,
+    SEED,
+    Encoded,
+    Value,
+    decode_header,
+    encode_delete,
+    encode_expire,
+    encode_header,
+    encode_set,
+    encode_snapshot,
+    encode_value,
+    is_unfinished_header,
+)
+from aiokv._recovery import Frame, Incomplete, Invalid, read_frame, replay
+
+HEADER = encode_header(0, 0.0, HEADER_SIZE)
+
+SAMPLE_FRAMES = [
+    encode_set("a", 1),
+    encode_set("float", 1.5),
+    encode_set("text", "héllo"),
+    encode_set("blob", b"\x00\x96\xce\xff"),
+    encode_set("none", None),
+    encode_set("flag", True),
+    encode_set("big", 2**64 - 1),
+    encode_set("negative", -(2**63)),
+    encode_set("nested", encode_value({"list": [1, 2, {"x": b"y"}]})),
+    encode_set("expiring", "soon", expires=1_900_000_000.5),
+    encode_delete("a"),
+    encode_expire("text", 1_800_000_000),
+    encode_expire("text", None),
+    encode_snapshot({"s": 1, "t": "two"}, {"e": Encoded(b"\x92\x01\x02")}, {"t": 2e9}),
+    encode_set("", ""),
+]
+
+
+def log_of(*frames: bytes, compacted_length: int = HEADER_SIZE) -> bytes:
+    return encode_header(0, 0.0, compacted_length) + b"".join(frames)
+
+
+def records_state(frames: list[bytes]) -> tuple[dict[str, Value], dict[str, float]]:
+    """What replaying exactly these intact frames must give."""
+    result = replay(log_of(*frames))
+    assert result.corruption is None and result.torn_tail == 0
+    return result.entries, result.expiries
+
+
+# -- frames -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("frame", SAMPLE_FRAMES)
+def test_every_frame_returns_the_crc_register_to_the_residue(frame: bytes) -> None:
+    assert zlib.crc32(frame, SEED) == SEED
+
+
+def test_a_run_of_frames_checks_with_one_crc_call() -> None:
+    assert zlib.crc32(b"".join(SAMPLE_FRAMES), SEED) == SEED
+    damaged = bytearray(b"".join(SAMPLE_FRAMES))
+    damaged[len(damaged) // 2] ^= 0x01
+    assert zlib.crc32(bytes(damaged), SEED) != SEED
+
+
+@pytest.mark.parametrize("frame", SAMPLE_FRAMES)
+def test_every_frame_decodes_whole(frame: bytes) -> None:
+    decoded = read_frame(frame, 0)
+    assert isinstance(decoded, Frame)
+    assert decoded.end == len(frame)
+
+
+@pytest.mark.parametrize("frame", SAMPLE_FRAMES)
+def test_every_frame_fed_byte_by_byte_is_incomplete_until_its_last_byte(frame: bytes) -> None:
+    for size in range(len(frame)):
+        assert read_frame(frame[:size], 0) == Incomplete(), size
+    assert isinstance(read_frame(frame, 0), Frame)
+
+
+@pytest.mark.parametrize("frame", SAMPLE_FRAMES)
+def test_every_frame_decodes_with_trailing_bytes(frame: bytes) -> None:
+    decoded = read_frame(frame + b"\x96\xce trailing garbage", 0)
+    assert isinstance(decoded, Frame)
+    assert decoded.end == len(frame)
+
+
+@pytest.mark.parametrize("frame", SAMPLE_FRAMES)
+def test_every_single_bit_flip_in_a_frame_is_detected(frame: bytes) -> None:
+    for position in range(len(frame)):
+        for bit in (0x01, 0x80):
+            damaged = bytearray(frame)
+            damaged[position] ^= bit
+            assert not isinstance(read_frame(bytes(damaged), 0), Frame), (position, bit)
+
+
+def test_a_frame_is_one_msgpack_array_of_six() -> None:
+    length, kind, key, value, expires, _checksum = msgpack.unpackb(encode_set("k", 2.5))
+    assert (kind, key, value, expires) == (1, "k", 2.5, None)
+    assert length == len(encode_set("k", 2.5))
+
+
+def test_a_forged_huge_length_is_invalid_not_an_allocation() -> None:
+    forged = b"\x96\xce" + (MAX_FRAME_SIZE + 1).to_bytes(4, "big") + b"\x00" * 20
+    assert isinstance(read_frame(forged, 0), Invalid)
+    claims_four_gib = b"\x96\xce\xff\xff\xff\xff" + b"\x00" * 20
+    assert isinstance(read_frame(claims_four_gib, 0), Invalid)
+
+
+def test_a_length_below_the_smallest_frame_is_invalid() -> None:
+    assert isinstance(read_frame(b"\x96\xce\x00\x00\x00\x03" + b"\x00" * 20, 0), Invalid)
+
+
+def forge(payload: bytes) -> bytes:
+    """A frame around ``payload`` with a correct length and checksum."""
+    body = b"\x96\xce" + (len(payload) + 11).to_bytes(4, "big") + payload + b"\xce"
+    return body + zlib.crc32(body, SEED).to_bytes(4, "little")
+
+
+def test_a_checksum_valid_frame_that_is_not_a_record_is_invalid() -> None:
+    forged = forge(b"\x09\xa1k\xc0\xc0")  # kind 9
+    assert zlib.crc32(forged, SEED) == SEED
+    decoded = read_frame(forged, 0)
+    assert isinstance(decoded, Invalid)
+    assert "kind" in decoded.reason
+
+
+def test_a_set_record_with_a_container_value_is_malformed() -> None:
+    forged = forge(b"\x01\xa1k\x91\x01\xc0")  # value [1]
+    assert isinstance(read_frame(forged, 0), Invalid)
+    result = replay(log_of(forged, encode_set("after", 1)))
+    assert result.corruption is not None
+
+
+# -- header -------------------------------------------------------------------
+
+
+def test_header_round_trips() -> None:
+    header = decode_header(encode_header(7, 1_700_000_000.25, 12345))
+    assert (header.compactions, header.compacted_at, header.compacted_length) == (
+        7, 1_700_000_000.25, 12345)
+    assert len(encode_header(0, 0.0, HEADER_SIZE)) == HEADER_SIZE
+
+
+def test_an_empty_file_or_a_header_cut_short_is_an_unfinished_header() -> None:
+    for size in range(HEADER_SIZE):
+        assert is_unfinished_header(HEADER[:size])
+        assert replay(HEADER[:size]).header is None
+        assert replay(HEADER[:size]).corruption is None
+    assert is_unfinished_header(b"\x00" * 10)
+    assert not is_unfinished_header(b"{}")
+    assert not is_unfinished_header(HEADER)
+
+
+def test_a_header_with_a_bad_checksum_is_corruption() -> None:
+    damaged = bytearray(HEADER)
+    damaged[13] ^= 0xFF
+    result = replay(bytes(damaged) + encode_set("k", 1))
+    assert result.corruption is not None and result.corruption.offset == 0
+
+
+def test_an_unknown_format_version_is_refused() -> None:
+    result = replay(MAGIC + b"\x00\x63" + HEADER[10:])
+    assert result.corruption is not None
+
+
+# -- replay: the recovery rule ------------------------------------------------
+
+
+def test_an_intact_log_replays_every_record_in_order() -> None:
+    result = replay(log_of(*SAMPLE_FRAMES))
+    assert result.corruption is None and result.torn_tail == 0
+    assert result.frames == len(SAMPLE_FRAMES)
+    assert "a" not in result.entries
+    assert result.entries["float"] == 1.5
+    assert result.entries["blob"] == b"\x00\x96\xce\xff"
+    assert result.entries["big"] == 2**64 - 1
+    assert isinstance(result.entries["nested"], Encoded)
+    assert result.entries["s"] == 1 and result.entries["e"] == encode_value([1, 2])
+    assert result.expiries == {"expiring": 1_900_000_000.5, "t": 2_000_000_000.0}
+
+
+def test_truncation_at_every_offset_replays_exactly_the_records_before_the_cut() -> None:
+    log = log_of(*SAMPLE_FRAMES)
+    boundaries = [HEADER_SIZE]
+    for frame in SAMPLE_FRAMES:
+        boundaries.append(boundaries[-1] + len(frame))
+    for cut in range(HEADER_SIZE, len(log) + 1):
+        complete = sum(1 for end in boundaries[1:] if end <= cut)
+        result = replay(log[:cut])
+        expected_entries, expected_expiries = records_state(SAMPLE_FRAMES[:complete])
+        assert result.corruption is None, cut
+        assert result.entries == expected_entries, cut
+        assert result.expiries == expected_expiries, cut
+        assert result.end == boundaries[complete]
+        assert result.torn_tail == cut - boundaries[complete]
+
+
+def test_a_zero_filled_tail_is_a_torn_tail() -> None:
+    log = log_of(*SAMPLE_FRAMES[:3])
+    result = replay(log + b"\x00" * 4096)
+    assert result.corruption is None
+    assert result.end == len(log) and result.torn_tail == 4096
+
+
+def test_a_final_frame_with_a_bad_checksum_is_a_torn_tail() -> None:
+    last = bytearray(SAMPLE_FRAMES[3])
+    last[-1] ^= 0xFF
+    log = log_of(*SAMPLE_FRAMES[:3])
+    result = replay(log + bytes(last))
+    assert result.corruption is None
+    assert (result.end, result.torn_tail) == (len(log), len(last))
+
+
+def test_a_flipped_byte_followed_by_a_valid_frame_is_corruption_at_its_offset() -> None:
+    log = bytearray(log_of(*SAMPLE_FRAMES))
+    position = HEADER_SIZE + len(SAMPLE_FRAMES[0]) + 3
+    log[position] ^= 0x40
+    result = replay(bytes(log))
+    assert result.corruption is not None
+    assert result.corruption.offset == HEADER_SIZE + len(SAMPLE_FRAMES[0])
+    assert result.entries == {"a": 1}  # replay stopped at the damage
+
+
+def test_damage_inside_the_compacted_part_is_corruption_even_at_the_end() -> None:
+    frames = SAMPLE_FRAMES[:4]
+    compacted = HEADER_SIZE + sum(map(len, frames))
+    log = bytearray(log_of(*frames, compacted_length=compacted))
+    log[-2] ^= 0x10  # the last frame, which a compaction fsynced
+    result = replay(bytes(log))
+    assert result.corruption is not None
+    assert "compacted" in result.corruption.reason
+
+
+def test_a_file_cut_inside_the_compacted_part_is_corruption() -> None:
+    frames = SAMPLE_FRAMES[:4]
+    compacted = HEADER_SIZE + sum(map(len, frames))
+    log = log_of(*frames, compacted_length=compacted)
+    assert replay(log[:-1]).corruption is not None
+    assert replay(log).corruption is None
+
+
+def test_salvage_skips_damage_and_keeps_every_valid_frame() -> None:
+    log = bytearray(log_of(*SAMPLE_FRAMES))
+    first = HEADER_SIZE + len(SAMPLE_FRAMES[0])
+    log[first + 8] ^= 0x01  # the "float" frame
+    result = replay(bytes(log), salvage=True)
+    assert result.corruption is None
+    assert [(d.offset, d.end) for d in result.skipped] == [
+        (first, first + len(SAMPLE_FRAMES[1]))]
+    assert "float" not in result.entries and result.entries["text"] == "héllo"
+    assert result.frames == len(SAMPLE_FRAMES) - 1
+
+
+def test_salvage_of_a_torn_tail_only_cuts_the_tail() -> None:
+    log = log_of(*SAMPLE_FRAMES)
+    result = replay(log[:-3], salvage=True)
+    assert result.skipped == [] and result.torn_tail > 0
+
+
+# -- properties ---------------------------------------------------------------
+
+scalar_values = st.one_of(
+    st.none(), st.booleans(), st.integers(-(2**63), 2**64 - 1),
+    st.floats(allow_nan=False), st.text(max_size=20), st.binary(max_size=20),
+)
+keys = st.text(max_size=6)
+operations = st.lists(
+    st.one_of(
+        st.tuples(st.just("set"), keys, scalar_values),
+        st.tuples(st.just("delete"), keys, st.none()),
+    ),
+    max_size=25,
+)
+
+
+def frames_for(ops: list[tuple[str, str, object]]) -> list[bytes]:
+    return [encode_set(key, encode_value(value)) if op == "set" else encode_delete(key)
+            for op, key, value in ops]
+
+
+@settings(max_examples=150, deadline=None)
+@given(operations, st.data())
+def test_every_prefix_of_a_log_replays_to_a_prefix_of_its_records(
+    ops: list[tuple[str, str, object]], data: st.DataObject
+) -> None:
+    frames = frames_for(ops)
+    log = log_of(*frames)
+    cut = data.draw(st.integers(HEADER_SIZE, len(log)))
+    result = replay(log[:cut])
+    assert result.corruption is None
+    applied = 0
+    end = HEADER_SIZE
+    while applied < len(frames) and end + len(frames[applied]) <= cut:
+        end += len(frames[applied])
+        applied += 1
+    assert result.entries == records_state(frames[:applied])[0]
+    assert (result.end, result.torn_tail) == (end, cut - end)
+
+
+@settings(max_examples=150, deadline=None)
+@given(operations, st.binary(min_size=1, max_size=64))
+def test_garbage_after_a_log_is_a_torn_tail_or_corruption_never_an_error(
+    ops: list[tuple[str, str, object]], garbage: bytes
+) -> None:
+    frames = frames_for(ops)
+    log = log_of(*frames)
+    result = replay(log + garbage)
+    expected = records_state(frames)[0]
+    if result.corruption is None:
+        assert result.entries == expected
+        assert result.end + result.torn_tail == len(log) + len(garbage)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=300))
+def test_replay_of_any_bytes_returns_a_result(data: bytes) -> None:
+    for candidate in (data, HEADER + data):
+        result = replay(candidate)
+        assert result.corruption is not None or result.end + result.torn_tail == len(
+            candidate) or result.header is None
