@@ -34,6 +34,12 @@ class _Now:
 _NOW = _Now()
 
 
+YIELD_EVERY = 64
+"""Reads and default-level writes complete without suspending; every this
+many of them, the calling task yields once so that a long run of them cannot
+starve the other tasks of the event loop (it costs ~0.2 us an operation)."""
+
+
 async def _in_thread(function: Callable[[], _T]) -> _T:
     return await asyncio.get_running_loop().run_in_executor(None, function)
 
@@ -55,6 +61,7 @@ class AioKV:
         flush_interval: float = 0.1,
         recovery: str = "strict",
     ) -> None:
+        self._until_yield = YIELD_EVERY
         self._engine = Engine(
             path,
             durability=durability,
@@ -113,7 +120,12 @@ class AioKV:
         engine = self._engine
         if not engine.is_open:
             await _in_thread(engine.open)
-        return engine.get(key, default)
+        value = engine.get(key, default)
+        self._until_yield -= 1
+        if not self._until_yield:
+            self._until_yield = YIELD_EVERY
+            await asyncio.sleep(0)
+        return value
 
     async def set(self, key: str, value: object = _NOW) -> None:
         """Store ``value`` under ``key``; without a value, ``int(time.time())``."""
@@ -125,6 +137,11 @@ class AioKV:
         commit = engine.set(key, value)
         if commit is not None:
             await commit.wait_async()
+            return
+        self._until_yield -= 1
+        if not self._until_yield:
+            self._until_yield = YIELD_EVERY
+            await asyncio.sleep(0)
 
     async def delete(self, key: str) -> bool:
         """Remove ``key``: True when removed or absent, False (logged) on I/O error."""

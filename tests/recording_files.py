@@ -1,0 +1,100 @@
+"""A FileSystem that records every call: which one, on which thread, when."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+
+from aiokv import AioKV
+from aiokv._engine import Engine
+from aiokv._files import FileSystem
+
+
+@dataclass(frozen=True)
+class Call:
+    name: str
+    thread: int
+    time: float
+    size: int = 0
+
+
+class RecordingFiles(FileSystem):
+    def __init__(self) -> None:
+        self.calls: list[Call] = []
+        self._lock = threading.Lock()
+
+    def _note(self, name: str, size: int = 0) -> None:
+        with self._lock:
+            self.calls.append(Call(name, threading.get_ident(), time.monotonic(), size))
+
+    def names(self) -> list[str]:
+        with self._lock:
+            return [call.name for call in self.calls]
+
+    def clear_calls(self) -> None:
+        with self._lock:
+            self.calls.clear()
+
+    def read(self, path: str) -> bytes | None:
+        self._note("read")
+        return super().read(path)
+
+    def open_append(self, path: str) -> int:
+        self._note("open_append")
+        return super().open_append(path)
+
+    def create(self, path: str) -> int:
+        self._note("create")
+        return super().create(path)
+
+    def write(self, fd: int, data: bytes | memoryview) -> int:
+        self._note("write", len(data))
+        return super().write(fd, data)
+
+    def pwrite(self, fd: int, data: bytes | memoryview, offset: int) -> int:
+        self._note("pwrite", len(data))
+        return super().pwrite(fd, data, offset)
+
+    def fsync(self, fd: int) -> None:
+        self._note("fsync")
+        super().fsync(fd)
+
+    def truncate(self, fd: int, length: int) -> None:
+        self._note("truncate")
+        super().truncate(fd, length)
+
+    def close(self, fd: int) -> None:
+        self._note("close")
+        super().close(fd)
+
+    def replace(self, source: str, target: str) -> None:
+        self._note("replace")
+        super().replace(source, target)
+
+    def remove(self, path: str) -> None:
+        self._note("remove")
+        super().remove(path)
+
+    def listdir(self, directory: str) -> list[str]:
+        self._note("listdir")
+        return super().listdir(directory)
+
+    def fsync_dir(self, directory: str) -> None:
+        self._note("fsync_dir")
+        super().fsync_dir(directory)
+
+    def lock(self, path: str) -> int | None:
+        self._note("lock")
+        return super().lock(path)
+
+    def unlock(self, fd: int) -> None:
+        self._note("unlock")
+        super().unlock(fd)
+
+
+def store_on(files: FileSystem, path: str, **options: object) -> AioKV:
+    """An AioKV whose engine performs its file effects through ``files``."""
+    store = AioKV(path, **options)  # type: ignore[arg-type]
+    store._engine = Engine(path, files=files, **options)  # type: ignore[arg-type]
+    return store

@@ -1,0 +1,163 @@
+"""The three durability levels keep their promises, seen through the file seam."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+from recording_files import RecordingFiles, store_on
+
+
+async def test_at_fsync_level_a_write_returns_only_after_its_record_is_fsynced(
+    store_path: str,
+) -> None:
+    files = RecordingFiles()
+    async with store_on(files, store_path, durability="fsync") as kv:
+        for i in range(20):
+            files.clear_calls()
+            await kv.set("k", i)
+            names = files.names()
+            assert "write" in names and "fsync" in names[names.index("write"):], names
+
+
+class SlowFsyncFiles(RecordingFiles):
+    """fsync blocks until released, so that writers pile up behind it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        self.release.set()
+
+    def fsync(self, fd: int) -> None:
+        self.entered.set()
+        self.release.wait()
+        super().fsync(fd)
+
+
+async def test_at_fsync_level_concurrent_writers_share_one_fsync(store_path: str) -> None:
+    files = SlowFsyncFiles()
+    async with store_on(files, store_path, durability="fsync") as kv:
+        await kv.set("warm-up", 0)
+        files.release.clear()
+        files.entered.clear()
+        files.clear_calls()
+        first = asyncio.create_task(kv.set("first", 0))
+        while not files.entered.is_set():  # the first batch is being fsynced
+            await asyncio.sleep(0.001)
+        others = [asyncio.create_task(kv.set(f"k{i}", i)) for i in range(200)]
+        await asyncio.sleep(0.05)
+        assert not any(task.done() for task in [first, *others])
+        files.release.set()
+        await asyncio.gather(first, *others)
+        assert files.names().count("fsync") == 2  # the 200 waiting writers: one fsync
+
+
+async def test_at_flush_level_a_write_is_handed_to_the_os_before_it_returns(
+    store_path: str,
+) -> None:
+    files = RecordingFiles()
+    async with store_on(files, store_path, fsync_interval=30.0) as kv:
+        await kv.set("warm-up", 0)
+        files.clear_calls()
+        await kv.set("k", 1)
+        assert files.names() == ["write"]
+
+
+async def test_at_flush_level_the_file_is_fsynced_within_fsync_interval(
+    store_path: str,
+) -> None:
+    files = RecordingFiles()
+    async with store_on(files, store_path, fsync_interval=0.2) as kv:
+        await kv.set("warm-up", 0)
+        await asyncio.sleep(0.3)
+        files.clear_calls()
+        await kv.set("k", 1)
+        written_at = files.calls[-1].time
+        await asyncio.sleep(0.6)
+        fsyncs = [call for call in files.calls if call.name == "fsync"]
+        assert fsyncs, files.names()
+        assert fsyncs[0].time - written_at <= 0.2 + 0.25  # the interval, plus scheduling
+
+
+async def test_at_buffered_level_records_reach_the_os_within_flush_interval(
+    store_path: str,
+) -> None:
+    files = RecordingFiles()
+    async with store_on(files, store_path, durability="buffered", flush_interval=0.05) as kv:
+        await kv.set("warm-up", 0)
+        await asyncio.sleep(0.2)
+        files.clear_calls()
+        await kv.set("k", 1)
+        assert files.names() == []  # returned at once
+        await asyncio.sleep(0.3)
+        assert "write" in files.names()
+
+
+@pytest.mark.parametrize("durability", ["fsync", "flush", "buffered"])
+async def test_flush_returns_once_everything_acknowledged_is_fsynced(
+    store_path: str, durability: str
+) -> None:
+    files = RecordingFiles()
+    async with store_on(files, store_path, durability=durability, fsync_interval=30.0,
+                        flush_interval=30.0) as kv:
+        for i in range(10):
+            await kv.set(f"k{i}", i)
+        await kv.flush()
+        names = files.names()
+        last_write = max(i for i, name in enumerate(names) if name == "write")
+        assert "fsync" in names[last_write:]
+
+
+@pytest.mark.parametrize("durability", ["fsync", "flush", "buffered"])
+async def test_close_writes_and_fsyncs_everything(store_path: str, durability: str) -> None:
+    files = RecordingFiles()
+    kv = store_on(files, store_path, durability=durability, fsync_interval=30.0,
+                  flush_interval=30.0)
+    for i in range(10):
+        await kv.set(f"k{i}", i)
+    await kv.close()
+    names = files.names()
+    last_write = max(i for i, name in enumerate(names) if name == "write")
+    assert "fsync" in names[last_write:]
+    async with store_on(RecordingFiles(), store_path) as reopened:
+        assert len(await reopened.get_all()) == 10
+
+
+async def test_reads_never_touch_the_disk(store_path: str) -> None:
+    files = RecordingFiles()
+    async with store_on(files, store_path) as kv:
+        await kv.set("k", {"a": 1})
+        await kv.flush()
+        files.clear_calls()
+        for _ in range(100):
+            await kv.get("k")
+            await kv.get("missing")
+        await kv.get_all()
+        await kv.stats()
+        assert files.names() == []
+
+
+@pytest.mark.parametrize("durability", ["fsync", "flush", "buffered"])
+async def test_the_event_loop_thread_makes_no_file_call_but_the_default_append(
+    store_path: str, durability: str
+) -> None:
+    loop_thread = threading.get_ident()
+    files = RecordingFiles()
+    kv = store_on(files, store_path, durability=durability, fsync_interval=0.05,
+                  flush_interval=0.02)
+    for i in range(3000):
+        await kv.set(f"k{i % 100}", "x" * 200)
+        if i % 500 == 0:
+            await kv.delete(f"k{i % 7}")
+    await kv.compact()
+    await kv.flush()
+    await kv.clear()
+    await kv.set("after-clear", 1)
+    await asyncio.sleep(0.1)
+    await kv.close()
+    on_loop = {call.name for call in files.calls if call.thread == loop_thread}
+    allowed = {"write"} if durability == "flush" else set()
+    assert on_loop <= allowed, on_loop
+    assert "fsync" in {call.name for call in files.calls}
