@@ -329,6 +329,8 @@ def test_the_lock_is_released_when_the_owning_process_dies(store_path: str) -> N
     finally:
         holder.kill()
         holder.wait()
+        if holder.stdout is not None:
+            holder.stdout.close()
 
     async def read() -> object:
         async with AioKV(store_path) as kv:

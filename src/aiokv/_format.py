@@ -138,12 +138,21 @@ def decode_header(data: bytes) -> Header:
     return Header(version, compactions, compacted_at, compacted_length)
 
 
+# The first six bytes of every frame shorter than 256 bytes, by length: most
+# records are, and looking the prefix up is cheaper than building it.
+_SMALL_PREFIXES: Final = tuple(FRAME_START + n.to_bytes(4, "big") for n in range(256))
+
+
 def _frame(kind: int, a: object, b: object, c: object) -> bytes:
-    payload: bytes = _pack((kind, a, b, c))[1:]  # drop the fixarray(4) byte
-    length = _PREFIX_SIZE + len(payload) + _SUFFIX_SIZE
-    if length > MAX_FRAME_SIZE:
+    payload: bytes = _pack((kind, a, b, c))
+    # payload[0] is the fixarray(4) byte, replaced by the 6-byte prefix.
+    length = len(payload) + _PREFIX_SIZE - 1 + _SUFFIX_SIZE
+    if length < 256:
+        body = _SMALL_PREFIXES[length] + payload[1:] + _CHECKSUM_TAG
+    elif length <= MAX_FRAME_SIZE:
+        body = FRAME_START + length.to_bytes(4, "big") + payload[1:] + _CHECKSUM_TAG
+    else:
         raise ValueError(f"record of {length} bytes exceeds the {MAX_FRAME_SIZE}-byte limit")
-    body = FRAME_START + length.to_bytes(4, "big") + payload + _CHECKSUM_TAG
     return body + zlib.crc32(body, SEED).to_bytes(4, "little")
 
 
@@ -206,19 +215,22 @@ def encode_snapshot(
     return _frame(SNAPSHOT, scalars, encoded, expiries)
 
 
+def value_size(value: Value) -> int:
+    """Bytes ``value`` takes in a snapshot frame."""
+    if type(value) is float:
+        return 9
+    if type(value) is Encoded:
+        n = len(value)
+        return n + (2 if n < 256 else 3 if n < 65536 else 5)
+    return len(_pack(value))
+
+
 def entry_size(key: str, value: Value) -> int:
     """Bytes one entry adds to a snapshot frame (its key and its value)."""
-    if type(value) is float:
-        value_size = 9
-    elif type(value) is Encoded:
-        n = len(value)
-        value_size = n + (2 if n < 256 else 3 if n < 65536 else 5)
-    else:
-        value_size = len(_pack(value))
     n = len(key)
     if n < 32 and key.isascii():
-        return value_size + 1 + n
-    return value_size + len(_pack(key))
+        return value_size(value) + 1 + n
+    return value_size(value) + len(_pack(key))
 
 
 EXPIRY_ENTRY_EXTRA: Final = 9

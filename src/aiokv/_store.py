@@ -112,7 +112,7 @@ class AioKV:
         engine = self._engine
         if not engine.is_open:
             await _in_thread(engine.open)
-        if engine.needs_log_file:
+        if engine.log_missing:
             await _in_thread(engine.ensure_log_file)
 
     async def get(self, key: str, default: object = None) -> object:
@@ -132,7 +132,7 @@ class AioKV:
         if value is _NOW:
             value = int(time.time())
         engine = self._engine
-        if not engine.is_open or engine.needs_log_file:
+        if not engine.is_open or engine.log_missing:
             await self._ready_to_write()
         commit = engine.set(key, value)
         if commit is not None:
@@ -147,7 +147,7 @@ class AioKV:
         """Remove ``key``: True when removed or absent, False (logged) on I/O error."""
         engine = self._engine
         try:
-            if not engine.is_open or engine.needs_log_file:
+            if not engine.is_open or engine.log_missing:
                 await self._ready_to_write()
             commit = engine.delete(key)
             if commit is not None:
