@@ -314,7 +314,11 @@ class Engine:
     def _migrate_legacy(self, data: bytes, legacy: dict[str, object]) -> None:
         entries: dict[str, Value] = {}
         for key, value in legacy.items():
-            entries[key] = _prepare(key, value)
+            try:
+                entries[key] = _prepare(key, value)
+            except (TypeError, ValueError) as exc:
+                raise CorruptionError(
+                    self.path, 0, f"the JSON state file cannot be converted: {exc}") from None
         backup = self._free_name(self.path + ".bak", data)
         if backup is not None:
             self._write_file_atomically(backup, [data])
@@ -546,6 +550,11 @@ class Engine:
             if self._state is not _OPEN:
                 raise ClosedError(self.path)
             if key not in self._entries:
+                # Nothing to write. But at "fsync" the key may be absent only
+                # because of a write not yet durable (an earlier delete):
+                # acknowledge once that is durable too.
+                if self.durability == "fsync":
+                    return self._commit if self._pending else self._inflight
                 return None
             frame = encode_delete(key)
             if self.durability == "flush":

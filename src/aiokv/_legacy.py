@@ -11,7 +11,7 @@ def parse_legacy_json(data: bytes) -> dict[str, object] | None:
 
     try:
         document = json.loads(data)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
         return None
     if not isinstance(document, dict):
         return None
