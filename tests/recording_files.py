@@ -5,6 +5,10 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing_extensions import Buffer
 
 from aiokv import AioKV
 from aiokv._engine import Engine
@@ -48,8 +52,8 @@ class RecordingFiles(FileSystem):
         self._note("create")
         return super().create(path)
 
-    def write(self, fd: int, data: bytes | memoryview) -> int:
-        self._note("write", len(data))
+    def write(self, fd: int, data: Buffer) -> int:
+        self._note("write", len(memoryview(data)))
         return super().write(fd, data)
 
     def pwrite(self, fd: int, data: bytes | memoryview, offset: int) -> int:

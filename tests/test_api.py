@@ -194,6 +194,8 @@ BAD_VALUES: list[tuple[object, type[Exception]]] = [
     ({"a": {"b": {3}}}, TypeError),
     ({"k": 2**70}, ValueError),
     ({(1, 2): "tuple key"}, ValueError),
+    ("lone \ud800 surrogate", ValueError),
+    (["nested \udfff"], ValueError),
 ]
 
 
@@ -210,6 +212,16 @@ async def test_a_value_that_cannot_be_stored_raises_naming_the_key_and_changes_n
         assert Path(store_path).read_bytes() == before
     async with AioKV(store_path) as kv:
         assert await kv.get_all() == {"the-key": "before"}
+
+
+async def test_a_key_that_cannot_be_encoded_raises_value_error_naming_it(
+    store_path: str,
+) -> None:
+    async with AioKV(store_path) as kv:
+        with pytest.raises(ValueError, match="bad"):
+            await kv.set("bad \ud800", 1)
+        assert await kv.get_all() == {}
+        assert await kv.delete("bad \ud800") is True  # never stored, so absent
 
 
 @pytest.mark.parametrize("key", [1, b"bytes", None, ("t",), 1.5], ids=repr)

@@ -35,12 +35,14 @@ from ._files import REAL_FILES, FileSystem
 from ._format import (
     HEADER_SIZE,
     MAGIC,
+    SET,
+    SET_ENCODED,
     Encoded,
     Value,
     decode_value,
     encode_delete,
     encode_header,
-    encode_set,
+    encode_record,
     encode_snapshot,
     encode_value,
     entry_size,
@@ -56,9 +58,13 @@ RECOVERY_MODES = ("strict", "salvage")
 
 COMPACT_SLACK = 256 * 1024
 """Compaction starts once dead bytes exceed live bytes by this much."""
-SNAPSHOT_BATCH = 2048
+COMPACTION_CHECK_BYTES = 16 * 1024
+"""How much may be appended between two checks of the compaction rule."""
+SNAPSHOT_BATCH = 512
 """Entries per snapshot frame: small enough that encoding one batch never
 holds the GIL for long, large enough that a snapshot replays at C speed."""
+CATCH_UP_FRAMES = 64
+"""A compaction copies at most this many frames while writers wait on it."""
 TEMP_INFIX = ".tmp-"
 
 _NEW, _OPEN, _CLOSING, _CLOSED = "new", "open", "closing", "closed"
@@ -76,6 +82,10 @@ def _close_all_at_exit() -> None:
             engine.close()
         except Exception:
             logger.exception("aiokv: could not close %r at exit", engine.path)
+
+
+class _CompactionVoid(Exception):
+    """clear() ran while a compaction was writing: its result is discarded."""
 
 
 @dataclass(frozen=True)
@@ -198,6 +208,8 @@ class Engine:
         self._compaction: Commit | None = None
         self._compaction_thread: threading.Thread | None = None
         self._generation = 0  # bumped by clear() and close() to void a compaction
+        self._next_compaction_check = 0
+        self._compaction_wanted = False  # the writer thread starts it
 
         self._wake = threading.Event()
         self._stopping = False
@@ -342,9 +354,8 @@ class Engine:
             self._compactions = result.header.compactions
         self._entries, self._expiries = result.entries, result.expiries
         self._create_log(result.entries, result.expiries)
-        logger.warning("aiokv: salvaged %s: kept %d entries from %d valid records; the "
-                       "damaged file is kept as %s", self.path, len(result.entries),
-                       result.frames, aside or "(an identical earlier copy)")
+        logger.warning("aiokv: salvaged %s: kept %d entries; the damaged file is kept as %s",
+                       self.path, len(result.entries), aside or "(an identical earlier copy)")
 
     def _free_name(self, base: str, data: bytes) -> str | None:
         """``base``, or ``base.N`` if taken; None if a copy of ``data`` is there."""
@@ -435,6 +446,12 @@ class Engine:
                 self._wake.set()
             if self._syncer is not None:
                 self._syncer.join()
+            with self._lock:
+                never_started = self._compaction if self._compaction_wanted else None
+                self._compaction = None
+                self._compaction_wanted = False
+            if never_started is not None:
+                never_started.settle(ClosedError(self.path))
             with self._io, self._lock:
                 if self._fd is not None:
                     self._files.close(self._fd)
@@ -501,7 +518,11 @@ class Engine:
             stored: Value = value  # type: ignore[assignment]
         else:
             stored = _prepare(key, value)
-        frame = encode_set(key, stored)
+        try:
+            frame = encode_record(SET_ENCODED if type(stored) is Encoded else SET, key, stored,
+                                  None)
+        except ValueError as exc:  # e.g. a lone surrogate in the key or the value
+            raise ValueError(f"key {key!r}: cannot be stored: {exc}") from None
         with self._lock:
             if self._state is not _OPEN:
                 raise ClosedError(self.path)
@@ -537,9 +558,8 @@ class Engine:
                 self._unsynced = True
                 self._unsynced_since = time.monotonic()
                 self._wake.set()
-            live = self._live_bytes
-            if self._file_bytes - live > live + COMPACT_SLACK and self._compaction is None:
-                self._request_compaction_locked()
+            if self._file_bytes >= self._next_compaction_check:
+                self._maybe_compact()
             return None
 
     def delete(self, key: str) -> Commit | None:
@@ -556,7 +576,7 @@ class Engine:
                 if self.durability == "fsync":
                     return self._commit if self._pending else self._inflight
                 return None
-            frame = encode_delete(key)
+            frame = encode_delete(key)  # the key was stored, so it encodes
             if self.durability == "flush":
                 self._append(frame)
                 self._remove(key)
@@ -573,8 +593,9 @@ class Engine:
             self._wake.set()
         self._pending.append(frame)
         if self.durability == "fsync":
+            # No wake here: the writer looks for more pending frames after
+            # every batch, and was woken when the first of these arrived.
             self._undo.append((key, *old))
-            self._wake.set()
             return self._commit
         return None
 
@@ -706,6 +727,8 @@ class Engine:
             with self._lock:
                 if self._stopping:
                     return
+                if self._compaction_wanted:
+                    self._start_compaction_locked()
                 now = time.monotonic()
                 timeout: float | None = None
                 write = sync = False
@@ -888,14 +911,31 @@ class Engine:
     # -- compaction ---------------------------------------------------------
 
     def compact(self) -> None:
-        """Compact now and wait for it; raises OSError if it fails."""
+        """Compact now and wait for it; raises OSError if it fails.
+
+        A compaction already running took its snapshot before this call, so
+        it is waited for and then a new one is run.
+        """
         self._check_writable()
         with self._lock:
+            running = self._compaction
+        if running is not None:
+            try:
+                running.wait()
+            except OSError:
+                pass  # it was logged; this call's own compaction decides
+        with self._lock:
+            self._check_writable()
             commit = self._request_compaction_locked()
         commit.wait()
 
     def _maybe_compact(self) -> None:
-        """Start a compaction when dead bytes dominate. Hold _lock."""
+        """Start a compaction when dead bytes dominate. Hold _lock.
+
+        Checked again only after another COMPACTION_CHECK_BYTES have been
+        appended, which keeps the check off nearly every set.
+        """
+        self._next_compaction_check = self._file_bytes + COMPACTION_CHECK_BYTES
         live = self._live_bytes
         if self._file_bytes - live > live + COMPACT_SLACK and self._compaction is None:
             self._request_compaction_locked()
@@ -905,21 +945,37 @@ class Engine:
             return self._request_compaction_locked()
 
     def _request_compaction_locked(self) -> Commit:
+        """Ask for a compaction; the writer thread starts it. Hold _lock.
+
+        Starting a thread takes a fraction of a millisecond, too long for the
+        event loop's thread, which is where most requests come from.
+        """
         if self._compaction is not None:
             return self._compaction
         commit = Commit()
         self._compaction = commit
+        self._compaction_wanted = True
+        self._wake.set()
+        return commit
+
+    def _start_compaction_locked(self) -> None:
+        self._compaction_wanted = False
+        commit = self._compaction
+        assert commit is not None
         thread = threading.Thread(target=self._run_compaction, args=(commit,),
                                   name=f"aiokv-compact {os.path.basename(self.path)}",
                                   daemon=True)
         self._compaction_thread = thread
         thread.start()
-        return commit
 
     def _run_compaction(self, commit: Commit) -> None:
         error: BaseException | None = None
         try:
             self._compact_once()
+        except _CompactionVoid:
+            pass  # clear() emptied the store meanwhile: nothing left to compact
+        except ClosedError as exc:
+            error = exc
         except BaseException as exc:  # reported to compact() callers, logged otherwise
             error = exc
             logger.error("aiokv: compaction of %s failed: %s", self.path, exc)
@@ -936,8 +992,10 @@ class Engine:
         # are taken out of the copy; their frames reach the new file through
         # the rewrite buffer once written.
         with self._io, self._lock:
-            if self._state is not _OPEN or self._fd is None:
-                return
+            if self._state is not _OPEN:
+                raise ClosedError(self.path)
+            if self._fd is None:
+                return  # cleared: there is no log to compact
             generation = self._generation
             entries = self._entries.copy()
             expiries = self._expiries.copy()
@@ -969,32 +1027,38 @@ class Engine:
             snapshot_end = self._write_at(fd, HEADER_SIZE, _snapshot_frames(entries, expiries))
             with self._io:
                 with self._lock:
-                    if self._generation != generation or self._state is not _OPEN:
-                        return
+                    self._check_compaction_still_wanted(generation)
                     chunk, self._rewrite = self._rewrite or [], []
-                end = self._write_at(fd, snapshot_end, chunk)
+                end = self._write_at(fd, snapshot_end, [b"".join(chunk)])
                 stamp = self._clock()
                 self._files.pwrite(fd, encode_header(compactions, stamp, end), 0)
                 self._files.fsync(fd)
-                with self._lock:
-                    if self._generation != generation or self._state is not _OPEN:
-                        return
-                    rest, self._rewrite = self._rewrite or [], None
-                    final = self._write_at(fd, end, rest)
-                    self._files.replace(temp, self.path)
-                    swapped = True
-                    new_fd = self._files.open_append(self.path)
-                    old_fd, self._fd = self._fd, new_fd
-                    self._file_bytes = final
-                    self._tail_dirty = False
-                    self._compactions = compactions
-                    self._last_compaction = stamp
-                    self._live_bytes += snapshot_end - live_at_snapshot
-                    self._dir_unsynced = True
-                    if rest and not self._unsynced:
-                        self._unsynced = True
-                        self._unsynced_since = time.monotonic()
-                        self._wake.set()
+                # Catch up with the frames appended meanwhile outside _lock,
+                # until few enough are left to copy while writers wait.
+                while True:
+                    with self._lock:
+                        self._check_compaction_still_wanted(generation)
+                        rest = self._rewrite or []
+                        if len(rest) <= CATCH_UP_FRAMES:
+                            self._rewrite = None
+                            final = self._write_at(fd, end, [b"".join(rest)])
+                            self._files.replace(temp, self.path)
+                            swapped = True
+                            old_fd, self._fd = self._fd, self._files.open_append(self.path)
+                            self._file_bytes = final
+                            self._next_compaction_check = final + COMPACTION_CHECK_BYTES
+                            self._tail_dirty = False
+                            self._compactions = compactions
+                            self._last_compaction = stamp
+                            self._live_bytes += snapshot_end - live_at_snapshot
+                            self._dir_unsynced = True
+                            if final > end and not self._unsynced:
+                                self._unsynced = True
+                                self._unsynced_since = time.monotonic()
+                                self._wake.set()
+                            break
+                        self._rewrite = []
+                    end = self._write_at(fd, end, [b"".join(rest)])
                 if old_fd is not None:
                     self._files.close(old_fd)
                 self._files.fsync_dir(self._directory)
@@ -1006,6 +1070,13 @@ class Engine:
                     self._files.remove(temp)
                 except OSError:
                     logger.warning("aiokv: could not remove %s", temp)
+
+    def _check_compaction_still_wanted(self, generation: int) -> None:
+        """Raise if the store was closed, or return-worthy if cleared. Hold _lock."""
+        if self._state is not _OPEN:
+            raise ClosedError(self.path)
+        if self._generation != generation:
+            raise _CompactionVoid
 
     def _write_at(self, fd: int, offset: int, frames: Iterable[bytes]) -> int:
         """pwrite ``frames`` one after another from ``offset``; return the end."""

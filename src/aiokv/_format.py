@@ -143,7 +143,8 @@ def decode_header(data: bytes) -> Header:
 _SMALL_PREFIXES: Final = tuple(FRAME_START + n.to_bytes(4, "big") for n in range(256))
 
 
-def _frame(kind: int, a: object, b: object, c: object) -> bytes:
+def encode_record(kind: int, a: object, b: object, c: object) -> bytes:
+    """One frame holding a record of ``kind`` with fields a, b, c."""
     payload: bytes = _pack((kind, a, b, c))
     # payload[0] is the fixarray(4) byte, replaced by the 6-byte prefix.
     length = len(payload) + _PREFIX_SIZE - 1 + _SUFFIX_SIZE
@@ -197,22 +198,22 @@ def decode_value(value: Value) -> object:
 
 def encode_set(key: str, value: Value, expires: float | None = None) -> bytes:
     if type(value) is Encoded:
-        return _frame(SET_ENCODED, key, value, expires)
-    return _frame(SET, key, value, expires)
+        return encode_record(SET_ENCODED, key, value, expires)
+    return encode_record(SET, key, value, expires)
 
 
 def encode_delete(key: str) -> bytes:
-    return _frame(DELETE, key, None, None)
+    return encode_record(DELETE, key, None, None)
 
 
 def encode_expire(key: str, expires: float | None) -> bytes:
-    return _frame(EXPIRE, key, None, expires)
+    return encode_record(EXPIRE, key, None, expires)
 
 
 def encode_snapshot(
     scalars: dict[str, Value], encoded: dict[str, bytes], expiries: dict[str, float]
 ) -> bytes:
-    return _frame(SNAPSHOT, scalars, encoded, expiries)
+    return encode_record(SNAPSHOT, scalars, encoded, expiries)
 
 
 def value_size(value: Value) -> int:

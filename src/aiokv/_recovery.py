@@ -67,8 +67,6 @@ class Replay:
     entries: dict[str, Value] = field(default_factory=dict)
     expiries: dict[str, float] = field(default_factory=dict)
     """Expiry times (Unix seconds) of the entries that have one."""
-    frames: int = 0
-    """Number of valid frames applied."""
     end: int = 0
     """Offset just past the last valid frame: where the next append belongs."""
     torn_tail: int = 0
@@ -248,10 +246,10 @@ def _replay_intact(data: bytes, header: Header) -> Replay | None:  # noqa: PLR09
         None, use_list=False, strict_map_key=False, max_buffer_size=max(len(body), 1)
     )
     unpacker.feed(body)
-    frames = 0
+    plain_set = SET  # a local: this loop runs once per record of the log
     try:
         for _, kind, key, value, expires, _ in unpacker:
-            if kind == SET:
+            if kind == plain_set:
                 entries[key] = value
             elif kind == SET_ENCODED:
                 if type(value) is not bytes:
@@ -260,19 +258,17 @@ def _replay_intact(data: bytes, header: Header) -> Replay | None:  # noqa: PLR09
             elif kind == DELETE:
                 entries.pop(key, None)
                 expiries.pop(key, None)
-                frames += 1
                 continue
             else:
                 if _check_record(kind, key, value, expires) is not None:
                     return None
                 apply(Frame(kind, key, value, expires, 0), entries, expiries)
-                frames += 1
                 continue
-            if expires is not None:
+            if expires is None:
+                if expiries:
+                    expiries.pop(key, None)
+            else:
                 expiries[key] = expires
-            elif expiries:
-                expiries.pop(key, None)
-            frames += 1
     except Exception:  # malformed despite a valid checksum: walk to locate it
         return None
     if unpacker.tell() != len(body):
@@ -285,8 +281,7 @@ def _replay_intact(data: bytes, header: Header) -> Replay | None:  # noqa: PLR09
         return None
     if not set(map(type, expiries.values())) <= {int, float}:
         return None
-    return Replay(header=header, entries=entries, expiries=expiries, frames=frames,
-                  end=len(data))
+    return Replay(header=header, entries=entries, expiries=expiries, end=len(data))
 
 
 def _replay_frame_by_frame(data: bytes, header: Header, salvage: bool) -> Replay:
@@ -298,7 +293,6 @@ def _replay_frame_by_frame(data: bytes, header: Header, salvage: bool) -> Replay
         frame = read_frame(data, offset)
         if isinstance(frame, Frame):
             apply(frame, result.entries, result.expiries)
-            result.frames += 1
             offset = frame.end
             continue
         reason = "frame cut short" if isinstance(frame, Incomplete) else frame.reason
