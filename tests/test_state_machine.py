@@ -25,7 +25,7 @@ commit path at "fsync"), and the ``set(key)`` default of "now".
 Compaction during the machine
 -----------------------------
 A ``compact`` rule compacts explicitly. Automatic compaction starts only when
-dead bytes exceed live bytes by ``aiokv._engine.COMPACT_SLACK`` (256 KiB),
+dead bytes exceed live bytes by ``aiokv._engine.COMPACT_SLACK`` (640 KiB),
 which small examples never reach, so each machine draws a slack in its
 ``initialize`` rule (0, 16 or 256 bytes, or the real value) and patches the
 module constant for the machine's lifetime (``_maybe_compact`` reads it at

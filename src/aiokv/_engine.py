@@ -56,7 +56,7 @@ logger = logging.getLogger("aiokv")
 DURABILITY_LEVELS = ("fsync", "flush", "buffered")
 RECOVERY_MODES = ("strict", "salvage")
 
-COMPACT_SLACK = 256 * 1024
+COMPACT_SLACK = 640 * 1024
 """Compaction starts once dead bytes exceed live bytes by this much."""
 COMPACTION_CHECK_BYTES = 16 * 1024
 """How much may be appended between two checks of the compaction rule."""
