@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 import tempfile
+
+from harness import fuzz
 
 from aiokv._engine import Engine
 from aiokv._errors import CorruptionError
@@ -51,13 +52,5 @@ def check(data: bytes) -> None:
         shutil.rmtree(directory)
 
 
-def main() -> None:
-    import atheris  # noqa: PLC0415 (only the fuzzing run needs it)
-
-    atheris.instrument_all()  # coverage feedback from the already imported aiokv
-    atheris.Setup(sys.argv, check)
-    atheris.Fuzz()
-
-
 if __name__ == "__main__":
-    main()
+    fuzz(check)

@@ -11,7 +11,7 @@ Run for hours with atheris (see fuzz/README.md)::
 
 from __future__ import annotations
 
-import sys
+from harness import fuzz
 
 from aiokv._format import HEADER_SIZE, encode_header
 from aiokv._recovery import Frame, Incomplete, Invalid, Replay, read_frame, replay
@@ -35,13 +35,5 @@ def check(data: bytes) -> None:
                 assert result.end + result.torn_tail == len(log)
 
 
-def main() -> None:
-    import atheris  # noqa: PLC0415 (only the fuzzing run needs it)
-
-    atheris.instrument_all()  # coverage feedback from the already imported aiokv
-    atheris.Setup(sys.argv, check)
-    atheris.Fuzz()
-
-
 if __name__ == "__main__":
-    main()
+    fuzz(check)

@@ -552,14 +552,9 @@ class Engine:
                 del self._expiries[key]
                 self._live_bytes -= _expiry_size(key)
             self._file_bytes += len(frame)
-            if self._rewrite is not None:
-                self._rewrite.append(frame)
-            if not self._unsynced:
-                self._unsynced = True
-                self._unsynced_since = time.monotonic()
-                self._wake.set()
-            if self._file_bytes >= self._next_compaction_check:
-                self._maybe_compact()
+            if (self._rewrite is not None or not self._unsynced
+                    or self._file_bytes >= self._next_compaction_check):
+                self._after_append(frame)
             return None
 
     def delete(self, key: str) -> Commit | None:
@@ -649,12 +644,18 @@ class Engine:
             self._cut_tail_after_failure()
             raise
         self._file_bytes += len(frame)
+        self._after_append(frame)
+
+    def _after_append(self, frame: bytes) -> None:
+        """What an append at the "flush" level sometimes needs. Hold _lock."""
         if self._rewrite is not None:
             self._rewrite.append(frame)
         if not self._unsynced:
             self._unsynced = True
             self._unsynced_since = time.monotonic()
             self._wake.set()
+        if self._file_bytes >= self._next_compaction_check:
+            self._maybe_compact()
 
     def _write_all(self, fd: int, data: bytes | memoryview) -> None:
         view = memoryview(data)
