@@ -19,7 +19,7 @@ from aiokv import AioKV
 
 def test_the_public_names_are_exactly_these() -> None:
     assert sorted(aiokv.__all__) == sorted([
-        "AioKV", "AioKVError", "ClosedError", "CorruptionError", "LockedError", "Stats",
+        "AioKV", "AioKVError", "ClosedError", "CorruptionError", "KV", "LockedError", "Stats",
         "__version__", "aiocache",
     ])
     assert aiokv.__version__.count(".") == 2

@@ -7,9 +7,11 @@ replayed on open, compacted in the background and recovered after a crash.
 from ._engine import Stats
 from ._errors import AioKVError, ClosedError, CorruptionError, LockedError
 from ._store import AioKV, aiocache
+from ._sync import KV
 from ._version import __version__
 
 __all__ = [
+    "KV",
     "AioKV",
     "AioKVError",
     "ClosedError",

@@ -19,9 +19,13 @@ Locks, always taken in this order:
 from __future__ import annotations
 
 import atexit
+import fnmatch
+import heapq
 import itertools
 import logging
+import math
 import os
+import re
 import threading
 import time
 import weakref
@@ -41,6 +45,7 @@ from ._format import (
     Value,
     decode_value,
     encode_delete,
+    encode_expire,
     encode_header,
     encode_record,
     encode_snapshot,
@@ -107,6 +112,10 @@ class Stats:
     durability: str
     pending_writes: int
     """Records acknowledged (or waiting, at "fsync") but not yet written."""
+    ttl_keys: int
+    """Live keys that have an expiry time."""
+    held_entries: int
+    """Entries held in memory: ``keys`` plus expired ones not yet swept."""
 
 
 def _check_key(key: object) -> str:
@@ -122,6 +131,25 @@ def _prepare(key: str, value: object) -> Value:
         raise TypeError(f"key {key!r}: {exc}") from None
     except ValueError as exc:
         raise ValueError(f"key {key!r}: {exc}") from None
+
+
+def _check_ttl(ttl: object) -> float | None:
+    """Seconds to live, or None for "never expires" (None or 0)."""
+    if ttl is None:
+        return None
+    if isinstance(ttl, bool) or not isinstance(ttl, (int, float)):
+        raise TypeError(f"ttl must be a number of seconds or None, not {type(ttl).__name__}")
+    if ttl == 0:
+        return None
+    if not 0 < ttl < math.inf:
+        raise ValueError(f"ttl must be a positive, finite number of seconds, not {ttl!r}")
+    return float(ttl)
+
+
+SWEEP_INTERVAL = 1.0
+"""Longest time (seconds) an expired entry stays in memory unread."""
+SWEEP_BATCH = 1000
+"""Expired entries removed per hold of the engine lock by the sweep."""
 
 
 def _expiry_size(key: str) -> int:
@@ -182,6 +210,9 @@ class Engine:
 
         self._entries: dict[str, Value] = {}
         self._expiries: dict[str, float] = {}
+        # (expiry time, key) for every expiry set; entries whose time no
+        # longer matches _expiries are stale and skipped by the sweep.
+        self._expiry_heap: list[tuple[float, str]] = []
         self._live_bytes = HEADER_SIZE
         self._file_bytes = 0
         self._fd: int | None = None
@@ -309,6 +340,8 @@ class Engine:
             for key in [k for k, when in self._expiries.items() if when <= now]:
                 del self._entries[key]
                 del self._expiries[key]
+            self._expiry_heap = [(when, key) for key, when in self._expiries.items()]
+            heapq.heapify(self._expiry_heap)
         self._live_bytes = self._estimate_live_bytes()
 
     def _estimate_live_bytes(self) -> int:
@@ -468,33 +501,82 @@ class Engine:
 
     # -- reads --------------------------------------------------------------
 
+    def _is_expired(self, key: str) -> bool:
+        when = self._expiries.get(key)
+        return when is not None and when <= self._clock()
+
     def get(self, key: str, default: object = None) -> object:
         if self._state is not _OPEN:
             raise ClosedError(self.path)
         if type(key) is not str:
             key = _check_key(key)
         value = self._entries.get(key, _MISSING)
-        if value is _MISSING:
+        if value is _MISSING or (self._expiries and self._is_expired(key)):
             return default
         if type(value) is Encoded:
             return decode_value(value)
         return value
 
+    def _live_items(self) -> list[tuple[str, Value]]:
+        with self._lock:
+            items = list(self._entries.items())
+            if not self._expiries:
+                return items
+            now = self._clock()
+            expiries = self._expiries
+            return [(key, value) for key, value in items
+                    if (when := expiries.get(key)) is None or when > now]
+
     def items(self) -> dict[str, object]:
         if self._state is not _OPEN:
             raise ClosedError(self.path)
+        return {key: decode_value(value) for key, value in self._live_items()}
+
+    def keys(self, pattern: str = "*") -> list[str]:
+        """Live keys matching a glob (fnmatch.fnmatchcase: case-sensitive,
+        ``*`` also matches ``:`` and ``/``)."""
+        if self._state is not _OPEN:
+            raise ClosedError(self.path)
+        if not isinstance(pattern, str):
+            raise TypeError(f"pattern must be a str, not {type(pattern).__name__}")
+        live = [key for key, _ in self._live_items()]
+        if pattern == "*":
+            return live
+        match = re.compile(fnmatch.translate(pattern)).match
+        return [key for key in live if match(key)]
+
+    def exists(self, key: str) -> bool:
+        if self._state is not _OPEN:
+            raise ClosedError(self.path)
+        if type(key) is not str:
+            key = _check_key(key)
+        return key in self._entries and not (self._expiries and self._is_expired(key))
+
+    def ttl(self, key: str) -> int:
+        """Whole seconds left (rounded up); -1 without expiry; -2 if absent."""
+        if self._state is not _OPEN:
+            raise ClosedError(self.path)
+        if type(key) is not str:
+            key = _check_key(key)
         with self._lock:
-            snapshot = self._entries.copy()
-        return {key: decode_value(value) for key, value in snapshot.items()}
+            if key not in self._entries:
+                return -2
+            when = self._expiries.get(key)
+            if when is None:
+                return -1
+            left = when - self._clock()
+        return -2 if left <= 0 else math.ceil(left)
 
     def stats(self) -> Stats:
         if self._state is not _OPEN:
             raise ClosedError(self.path)
         with self._lock:
+            now = self._clock()
+            expired = sum(1 for when in self._expiries.values() if when <= now)
             live = self._live_bytes if self._entries else HEADER_SIZE
             return Stats(
                 path=self.path,
-                keys=len(self._entries),
+                keys=len(self._entries) - expired,
                 file_bytes=self._file_bytes,
                 live_bytes=live,
                 dead_bytes=max(0, self._file_bytes - live),
@@ -502,12 +584,17 @@ class Engine:
                 last_compaction=self._last_compaction,
                 durability=self.durability,
                 pending_writes=len(self._pending),
+                ttl_keys=len(self._expiries) - expired,
+                held_entries=len(self._entries),
             )
 
     # -- writes -------------------------------------------------------------
 
-    def set(self, key: str, value: object) -> Commit | None:
+    def set(self, key: str, value: object, ttl: float | None = None) -> Commit | None:
         """Store ``value``; returns a Commit to wait on at "fsync", else None.
+
+        ``ttl`` (seconds; None or 0 for never) sets when the key expires; a
+        set without one removes an earlier expiry, as Redis's SET does.
 
         The "flush" level's common case is written out inline: this is the
         hot path, and every call saved here is a few percent of a set.
@@ -518,6 +605,8 @@ class Engine:
             stored: Value = value  # type: ignore[assignment]
         else:
             stored = _prepare(key, value)
+        if ttl is not None:
+            return self._set_expiring(key, stored, _check_ttl(ttl))
         try:
             frame = encode_record(SET_ENCODED if type(stored) is Encoded else SET, key, stored,
                                   None)
@@ -556,6 +645,76 @@ class Engine:
                     or self._file_bytes >= self._next_compaction_check):
                 self._after_append(frame)
             return None
+
+    def _set_expiring(self, key: str, stored: Value, ttl: float | None) -> Commit | None:
+        with self._lock:
+            if self._state is not _OPEN:
+                raise ClosedError(self.path)
+            expires = None if ttl is None else self._clock() + ttl
+            return self._write_put(key, stored, expires)
+
+    def _write_put(self, key: str, stored: Value, expires: float | None,
+                   frame: bytes | None = None) -> Commit | None:
+        """Log and apply ``key = stored`` expiring at ``expires``. Hold _lock."""
+        if frame is None:
+            try:
+                frame = encode_record(SET_ENCODED if type(stored) is Encoded else SET, key,
+                                      stored, expires)
+            except ValueError as exc:
+                raise ValueError(f"key {key!r}: cannot be stored: {exc}") from None
+        if self._inline_writes:
+            self._append(frame)
+            self._put(key, stored, expires)
+            self._maybe_compact()
+            return None
+        return self._queue(frame, key, self._put(key, stored, expires))
+
+    def incr(self, key: str, amount: int = 1,
+             ttl: float | None = None) -> tuple[int, Commit | None]:
+        """Add ``amount`` to the int at ``key`` (a missing or expired key
+        counts as 0) and return the new value with the Commit to wait on.
+
+        An existing key keeps its expiry; ``ttl`` applies only when the key
+        is created. Atomic: the read and the write happen under one lock.
+        """
+        if type(key) is not str:
+            key = _check_key(key)
+        if isinstance(amount, bool) or not isinstance(amount, int):
+            raise TypeError(f"amount must be an int, not {type(amount).__name__}")
+        seconds = _check_ttl(ttl)
+        with self._lock:
+            if self._state is not _OPEN:
+                raise ClosedError(self.path)
+            current = self._entries.get(key, _MISSING)
+            if current is _MISSING or (self._expiries and self._is_expired(key)):
+                value = amount
+                expires = None if seconds is None else self._clock() + seconds
+            elif type(current) is not int:
+                raise TypeError(f"key {key!r} holds a {type(current).__name__}, not an int")
+            else:
+                value = current + amount
+                expires = self._expiries.get(key)
+            if not -(1 << 63) <= value < (1 << 64):
+                raise ValueError(f"key {key!r}: {value} is out of the 64-bit range")
+            return value, self._write_put(key, value, expires)
+
+    def expire(self, key: str, ttl: float | None) -> tuple[bool, Commit | None]:
+        """Set (or with None/0 remove) the expiry of a live key.
+
+        Returns whether the key existed, and the Commit to wait on.
+        """
+        if type(key) is not str:
+            key = _check_key(key)
+        seconds = _check_ttl(ttl)
+        with self._lock:
+            if self._state is not _OPEN:
+                raise ClosedError(self.path)
+            current = self._entries.get(key, _MISSING)
+            if current is _MISSING or (self._expiries and self._is_expired(key)):
+                return False, None
+            expires = None if seconds is None else self._clock() + seconds
+            frame = encode_expire(key, expires)
+            return True, self._write_put(key, current, expires, frame)  # type: ignore[arg-type]
 
     def delete(self, key: str) -> Commit | None:
         """Remove ``key`` (absent is fine); Commit at "fsync", else None."""
@@ -605,7 +764,9 @@ class Engine:
         old_expiry = None
         if expires is not None:
             old_expiry = self._expiries.get(key)
-            self._expiries[key] = expires
+            if old_expiry != expires:  # incr keeps an expiry: no new heap entry
+                self._expiries[key] = expires
+                heapq.heappush(self._expiry_heap, (expires, key))
             if old_expiry is None:
                 live += _expiry_size(key)
         elif self._expiries:
@@ -705,6 +866,7 @@ class Engine:
             self._commit = Commit()
             self._entries = {}
             self._expiries = {}
+            self._expiry_heap = []
             self._file_bytes = 0
             self._live_bytes = HEADER_SIZE
             self._tail_dirty = False
@@ -730,8 +892,8 @@ class Engine:
                     return
                 if self._compaction_wanted:
                     self._start_compaction_locked()
+                timeout: float | None = self._sweep_locked()
                 now = time.monotonic()
-                timeout: float | None = None
                 write = sync = False
                 if self._pending:
                     if self.durability == "fsync":
@@ -739,7 +901,8 @@ class Engine:
                     else:
                         due = self._pending_since + self.flush_interval
                         write = now >= due
-                        timeout = None if write else due - now
+                        if not write:
+                            timeout = due - now if timeout is None else min(timeout, due - now)
                 if self._unsynced:
                     due = self._unsynced_since + self.fsync_interval
                     sync = now >= due
@@ -764,6 +927,30 @@ class Engine:
             except Exception:  # never let the writer thread die silently
                 logger.exception("aiokv: unexpected error in the writer of %s", self.path)
                 time.sleep(0.05)
+
+    def _sweep_locked(self) -> float | None:
+        """Drop expired entries from memory; seconds until the next sweep.
+
+        Expiry times are in the log, so nothing is written: replay and
+        compaction drop these keys too. Hold _lock; at most SWEEP_BATCH
+        entries go per call, so the lock is never held for long.
+        """
+        heap = self._expiry_heap
+        if not heap:
+            return None
+        now = self._clock()
+        removed = 0
+        while heap and heap[0][0] <= now and removed < SWEEP_BATCH:
+            when, key = heapq.heappop(heap)
+            if self._expiries.get(key) == when:
+                self._remove(key)
+                removed += 1
+        if len(heap) > 2 * len(self._expiries) + 1000:  # mostly stale: rebuild
+            self._expiry_heap = heap = [(when, key) for key, when in self._expiries.items()]
+            heapq.heapify(heap)
+        if removed == SWEEP_BATCH:
+            return 0.0
+        return None if not heap else min(SWEEP_INTERVAL, max(0.0, heap[0][0] - now))
 
     def _commit_pending(self) -> None:
         """Write and fsync the pending frames as one batch ("fsync" level)."""

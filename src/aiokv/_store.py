@@ -60,6 +60,7 @@ class AioKV:
         fsync_interval: float = 1.0,
         flush_interval: float = 0.1,
         recovery: str = "strict",
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._until_yield = YIELD_EVERY
         self._engine = Engine(
@@ -68,6 +69,7 @@ class AioKV:
             fsync_interval=fsync_interval,
             flush_interval=flush_interval,
             recovery=recovery,
+            clock=clock,
         )
 
     def __repr__(self) -> str:
@@ -127,14 +129,18 @@ class AioKV:
             await asyncio.sleep(0)
         return value
 
-    async def set(self, key: str, value: object = _NOW) -> None:
-        """Store ``value`` under ``key``; without a value, ``int(time.time())``."""
+    async def set(self, key: str, value: object = _NOW, ttl: float | None = None) -> None:
+        """Store ``value`` under ``key``; without a value, ``int(time.time())``.
+
+        ``ttl``: seconds until the key expires (None or 0: never). A set
+        without a ttl removes an earlier one.
+        """
         if value is _NOW:
             value = int(time.time())
         engine = self._engine
         if not engine.is_open or engine.log_missing:
             await self._ready_to_write()
-        commit = engine.set(key, value)
+        commit = engine.set(key, value, ttl)
         if commit is not None:
             await commit.wait_async()
             return
@@ -156,6 +162,52 @@ class AioKV:
             logger.exception("aiokv: delete(%r) on %s failed", key, engine.path)
             return False
         return True
+
+    async def incr(self, key: str, amount: int = 1, *, ttl: float | None = None) -> int:
+        """Add ``amount`` to the int at ``key`` (missing or expired: 0); the new value.
+
+        Atomic. An existing key keeps its expiry; ``ttl`` applies only when
+        this call creates the key (a fixed-window rate limit in one call).
+        A value that is not an int raises TypeError and stays as it was.
+        """
+        engine = self._engine
+        if not engine.is_open or engine.log_missing:
+            await self._ready_to_write()
+        value, commit = engine.incr(key, amount, ttl)
+        if commit is not None:
+            await commit.wait_async()
+        return value
+
+    async def keys(self, pattern: str = "*") -> list[str]:
+        """Live keys matching a glob pattern (``fnmatch.fnmatchcase`` rules)."""
+        engine = self._engine
+        if not engine.is_open:
+            await _in_thread(engine.open)
+        return engine.keys(pattern)
+
+    async def exists(self, key: str) -> bool:
+        """True if ``key`` is stored and not expired."""
+        engine = self._engine
+        if not engine.is_open:
+            await _in_thread(engine.open)
+        return engine.exists(key)
+
+    async def ttl(self, key: str) -> int:
+        """Seconds left (rounded up); -1 for no expiry; -2 if missing or expired."""
+        engine = self._engine
+        if not engine.is_open:
+            await _in_thread(engine.open)
+        return engine.ttl(key)
+
+    async def expire(self, key: str, ttl: float | None) -> bool:
+        """Set (None or 0: remove) the expiry of an existing key; whether it existed."""
+        engine = self._engine
+        if not engine.is_open or engine.log_missing:
+            await self._ready_to_write()
+        existed, commit = engine.expire(key, ttl)
+        if commit is not None:
+            await commit.wait_async()
+        return existed
 
     async def get_all(self) -> dict[str, object]:
         """A new dict of every entry (values are fresh copies)."""

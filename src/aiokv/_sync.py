@@ -1,0 +1,151 @@
+"""``KV``: the blocking shell over the engine, for threads and scripts.
+
+Every method is a thin wrapper that may be called from any number of threads
+at once; the engine serializes them. It shares the file format, recovery,
+durability levels and lock with ``AioKV``: a store written by one opens in
+the other (not both at once: the lock admits one owner).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import warnings
+from collections.abc import Callable
+from types import TracebackType
+
+from ._engine import Engine, Stats
+
+logger = logging.getLogger("aiokv")
+
+
+class KV:
+    """A key-value store in an append-only log at ``path``, with blocking calls.
+
+    Same options and semantics as ``AioKV`` (see docs/api.md); creating it
+    does no I/O, the first call opens the store.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        durability: str = "flush",
+        fsync_interval: float = 1.0,
+        flush_interval: float = 0.1,
+        recovery: str = "strict",
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._engine = Engine(
+            path,
+            durability=durability,
+            fsync_interval=fsync_interval,
+            flush_interval=flush_interval,
+            recovery=recovery,
+            clock=clock,
+        )
+
+    def __repr__(self) -> str:
+        return f"KV({self._engine.path!r}, durability={self._engine.durability!r})"
+
+    def __del__(self) -> None:
+        engine = getattr(self, "_engine", None)
+        if engine is not None and engine.is_open:
+            warnings.warn(f"{self!r} was never closed; it is closed at exit",
+                          ResourceWarning, stacklevel=2)
+
+    @property
+    def path(self) -> str:
+        return self._engine.path
+
+    @property
+    def durability(self) -> str:
+        return self._engine.durability
+
+    def _ready(self) -> Engine:
+        engine = self._engine
+        if not engine.is_open:
+            engine.open()
+        return engine
+
+    def open(self) -> KV:
+        """Open the store now (otherwise the first call does)."""
+        self._ready()
+        return self
+
+    def __enter__(self) -> KV:
+        return self.open()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Write and fsync everything and release the lock. Idempotent."""
+        self._engine.close()
+
+    def get(self, key: str, default: object = None) -> object:
+        return self._ready().get(key, default)
+
+    def set(self, key: str, value: object, ttl: float | None = None) -> None:
+        commit = self._ready().set(key, value, ttl)
+        if commit is not None:
+            commit.wait()
+
+    def delete(self, key: str) -> bool:
+        """True when removed or absent, False (logged) on an I/O error."""
+        try:
+            commit = self._ready().delete(key)
+            if commit is not None:
+                commit.wait()
+        except OSError:
+            logger.exception("aiokv: delete(%r) on %s failed", key, self._engine.path)
+            return False
+        return True
+
+    def get_all(self) -> dict[str, object]:
+        return self._ready().items()
+
+    def clear(self) -> bool:
+        """Remove every entry and the file: True, or False (logged) on error."""
+        try:
+            self._ready().clear()
+        except OSError:
+            logger.exception("aiokv: clear() of %s failed", self._engine.path)
+            return False
+        return True
+
+    def incr(self, key: str, amount: int = 1, *, ttl: float | None = None) -> int:
+        value, commit = self._ready().incr(key, amount, ttl)
+        if commit is not None:
+            commit.wait()
+        return value
+
+    def keys(self, pattern: str = "*") -> list[str]:
+        return self._ready().keys(pattern)
+
+    def exists(self, key: str) -> bool:
+        return self._ready().exists(key)
+
+    def ttl(self, key: str) -> int:
+        return self._ready().ttl(key)
+
+    def expire(self, key: str, ttl: float | None) -> bool:
+        existed, commit = self._ready().expire(key, ttl)
+        if commit is not None:
+            commit.wait()
+        return existed
+
+    def flush(self) -> None:
+        self._ready().flush()
+
+    def compact(self) -> None:
+        self._ready().compact()
+
+    def stats(self) -> Stats:
+        return self._ready().stats()
