@@ -17,6 +17,7 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import TypeVar
 
+from ._commit import Commit
 from ._engine import Engine, Stats
 
 logger = logging.getLogger("aiokv")
@@ -117,6 +118,19 @@ class AioKV:
         if engine.log_missing:
             await _in_thread(engine.ensure_log_file)
 
+    async def _acknowledge(self, commit: Commit | None) -> None:
+        """Wait for ``commit`` ("fsync"), or now and then let other tasks run.
+
+        ``set()`` has this inlined: it is the hot path.
+        """
+        if commit is not None:
+            await commit.wait_async()
+            return
+        self._until_yield -= 1
+        if not self._until_yield:
+            self._until_yield = YIELD_EVERY
+            await asyncio.sleep(0)
+
     async def get(self, key: str, default: object = None) -> object:
         """The value stored under ``key`` (a fresh copy), or ``default``."""
         engine = self._engine
@@ -174,8 +188,7 @@ class AioKV:
         if not engine.is_open or engine.log_missing:
             await self._ready_to_write()
         value, commit = engine.incr(key, amount, ttl)
-        if commit is not None:
-            await commit.wait_async()
+        await self._acknowledge(commit)
         return value
 
     async def keys(self, pattern: str = "*") -> list[str]:
@@ -205,8 +218,7 @@ class AioKV:
         if not engine.is_open or engine.log_missing:
             await self._ready_to_write()
         existed, commit = engine.expire(key, ttl)
-        if commit is not None:
-            await commit.wait_async()
+        await self._acknowledge(commit)
         return existed
 
     async def get_all(self) -> dict[str, object]:
