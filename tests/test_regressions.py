@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 import threading
 
+import pytest
 from recording_files import RecordingFiles, store_on
+
+from aiokv import KV
 
 
 class GatedFsyncFiles(RecordingFiles):
@@ -36,3 +39,12 @@ async def test_a_delete_of_a_key_whose_delete_is_not_yet_fsynced_waits_for_that_
         assert not first.done() and not second.done()
         files.gate.set()
         assert await first is True and await second is True
+
+
+def test_a_ttl_too_large_for_a_float_raises_value_error(store_path: str) -> None:
+    # Found by the TTL tests: float(10**400) raised OverflowError.
+    with KV(store_path) as kv:
+        for call in (lambda: kv.set("k", 1, ttl=10**400), lambda: kv.incr("n", ttl=10**400)):
+            with pytest.raises(ValueError, match="ttl"):
+                call()
+        assert kv.get_all() == {}

@@ -118,6 +118,16 @@ class Stats:
     """Entries held in memory: ``keys`` plus expired ones not yet swept."""
 
 
+class _Now:
+    """The default value of ``set(key)``: the current Unix time as an int."""
+
+    def __repr__(self) -> str:
+        return "<now>"
+
+
+NOW = _Now()
+
+
 def _check_key(key: object) -> str:
     if isinstance(key, str):
         return str(key)
@@ -141,9 +151,13 @@ def _check_ttl(ttl: object) -> float | None:
         raise TypeError(f"ttl must be a number of seconds or None, not {type(ttl).__name__}")
     if ttl == 0:
         return None
-    if not 0 < ttl < math.inf:
+    try:
+        seconds = float(ttl)
+    except OverflowError:  # an int beyond any float
+        seconds = math.inf
+    if not 0 < seconds < math.inf:
         raise ValueError(f"ttl must be a positive, finite number of seconds, not {ttl!r}")
-    return float(ttl)
+    return seconds
 
 
 SWEEP_INTERVAL = 1.0
@@ -331,18 +345,21 @@ class Engine:
     def _adopt(self, result: Replay) -> None:
         """Take the entries of a replayed log, minus those already expired."""
         assert result.header is not None
-        self._entries = result.entries
-        self._expiries = result.expiries
         self._compactions = result.header.compactions
         self._last_compaction = result.header.compacted_at or None
-        if self._expiries:
-            now = self._clock()
-            for key in [k for k, when in self._expiries.items() if when <= now]:
-                del self._entries[key]
-                del self._expiries[key]
-            self._expiry_heap = [(when, key) for key, when in self._expiries.items()]
-            heapq.heapify(self._expiry_heap)
+        self._take_entries(result.entries, result.expiries)
         self._live_bytes = self._estimate_live_bytes()
+
+    def _take_entries(self, entries: dict[str, Value], expiries: dict[str, float]) -> None:
+        """Hold these entries, minus the expired ones; index the expiry times."""
+        if expiries:
+            now = self._clock()
+            for key in [k for k, when in expiries.items() if when <= now]:
+                del entries[key]
+                del expiries[key]
+        self._entries, self._expiries = entries, expiries
+        self._expiry_heap = [(when, key) for key, when in expiries.items()]
+        heapq.heapify(self._expiry_heap)
 
     def _estimate_live_bytes(self) -> int:
         """Size of a compacted file, from a sample of at most ~1,000 entries."""
@@ -385,8 +402,8 @@ class Engine:
                            self.path, item.offset, item.end, item.reason)
         if result.header is not None:
             self._compactions = result.header.compactions
-        self._entries, self._expiries = result.entries, result.expiries
-        self._create_log(result.entries, result.expiries)
+        self._take_entries(result.entries, result.expiries)
+        self._create_log(self._entries, self._expiries)
         logger.warning("aiokv: salvaged %s: kept %d entries; the damaged file is kept as %s",
                        self.path, len(result.entries), aside or "(an identical earlier copy)")
 
@@ -501,6 +518,10 @@ class Engine:
 
     # -- reads --------------------------------------------------------------
 
+    def timestamp(self) -> int:
+        """What ``set(key)`` without a value stores: ``int`` of the clock."""
+        return int(self._clock())
+
     def _is_expired(self, key: str) -> bool:
         when = self._expiries.get(key)
         return when is not None and when <= self._clock()
@@ -510,8 +531,12 @@ class Engine:
             raise ClosedError(self.path)
         if type(key) is not str:
             key = _check_key(key)
+        # The expiry is looked up before the entry: the sweep removes both,
+        # and this order never shows an expired value while it runs.
+        if self._expiries and self._is_expired(key):
+            return default
         value = self._entries.get(key, _MISSING)
-        if value is _MISSING or (self._expiries and self._is_expired(key)):
+        if value is _MISSING:
             return default
         if type(value) is Encoded:
             return decode_value(value)
@@ -550,7 +575,9 @@ class Engine:
             raise ClosedError(self.path)
         if type(key) is not str:
             key = _check_key(key)
-        return key in self._entries and not (self._expiries and self._is_expired(key))
+        if self._expiries and self._is_expired(key):  # before the entry: see get()
+            return False
+        return key in self._entries
 
     def ttl(self, key: str) -> int:
         """Whole seconds left (rounded up); -1 without expiry; -2 if absent."""
@@ -665,7 +692,6 @@ class Engine:
         if self._inline_writes:
             self._append(frame)
             self._put(key, stored, expires)
-            self._maybe_compact()
             return None
         return self._queue(frame, key, self._put(key, stored, expires))
 
@@ -800,7 +826,9 @@ class Engine:
         fd = self._fd
         assert fd is not None
         try:
-            self._write_all(fd, frame)
+            written = self._files.write(fd, frame)
+            if written != len(frame):
+                self._write_all(fd, memoryview(frame)[written:])
         except OSError:
             self._cut_tail_after_failure()
             raise

@@ -18,21 +18,11 @@ from types import TracebackType
 from typing import TypeVar
 
 from ._commit import Commit
-from ._engine import Engine, Stats
+from ._engine import NOW, Engine, Stats
 
 logger = logging.getLogger("aiokv")
 
 _T = TypeVar("_T")
-
-
-class _Now:
-    """Default of ``set(key)``: store the current Unix time as an int."""
-
-    def __repr__(self) -> str:
-        return "<now>"
-
-
-_NOW = _Now()
 
 
 YIELD_EVERY = 64
@@ -143,15 +133,15 @@ class AioKV:
             await asyncio.sleep(0)
         return value
 
-    async def set(self, key: str, value: object = _NOW, ttl: float | None = None) -> None:
-        """Store ``value`` under ``key``; without a value, ``int(time.time())``.
+    async def set(self, key: str, value: object = NOW, ttl: float | None = None) -> None:
+        """Store ``value`` under ``key``; without a value, the Unix time as an int.
 
         ``ttl``: seconds until the key expires (None or 0: never). A set
         without a ttl removes an earlier one.
         """
-        if value is _NOW:
-            value = int(time.time())
         engine = self._engine
+        if value is NOW:
+            value = engine.timestamp()
         if not engine.is_open or engine.log_missing:
             await self._ready_to_write()
         commit = engine.set(key, value, ttl)

@@ -15,7 +15,7 @@ import warnings
 from collections.abc import Callable
 from types import TracebackType
 
-from ._engine import Engine, Stats
+from ._engine import NOW, Engine, Stats
 
 logger = logging.getLogger("aiokv")
 
@@ -92,8 +92,12 @@ class KV:
     def get(self, key: str, default: object = None) -> object:
         return self._ready().get(key, default)
 
-    def set(self, key: str, value: object, ttl: float | None = None) -> None:
-        commit = self._ready().set(key, value, ttl)
+    def set(self, key: str, value: object = NOW, ttl: float | None = None) -> None:
+        """Store ``value`` under ``key``; without a value, the current Unix time."""
+        engine = self._ready()
+        if value is NOW:
+            value = engine.timestamp()
+        commit = engine.set(key, value, ttl)
         if commit is not None:
             commit.wait()
 
