@@ -1,15 +1,42 @@
-"""The ``aiokv`` command (also ``python -m aiokv``)."""
+"""The ``aiokv`` command (also ``python -m aiokv``).
+
+``check`` and ``dump`` only read the file; every other subcommand opens the
+store through ``KV`` and so takes its lock.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
+import binascii
+import json
+import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from ._errors import AioKVError
+from ._format import MAGIC, decode_value
+from ._legacy import parse_legacy_json
+from ._recovery import Replay, replay
 from ._store import AioKV
+from ._sync import KV
+
+BYTES_MARKER = "$bytes"
+"""JSON stand-in for a bytes value: ``{"$bytes": "<base64>"}``."""
+
+# Exit codes of ``check``, as fsck's.
+CHECK_CLEAN = 0
+CHECK_FIXABLE = 1
+CHECK_CORRUPT = 4
+CHECK_FAILED = 8
+
+_MISSING = object()
+
+
+class _UsageError(Exception):
+    """A condition reported as one ``aiokv: error:`` line, exit code 1."""
 
 
 async def _demo(path: str) -> None:
@@ -38,25 +65,460 @@ async def _demo(path: str) -> None:
     )
 
 
+# -- JSON conversion ----------------------------------------------------------
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _to_json(value: object) -> object:
+    """``value`` with every bytes object replaced by the ``$bytes`` marker."""
+    if isinstance(value, bytes):
+        return {BYTES_MARKER: _b64(value)}
+    if isinstance(value, (list, tuple)):
+        return [_to_json(item) for item in value]
+    if isinstance(value, dict):
+        # A map key cannot hold the marker: bytes keys become their base64 text.
+        return {
+            (_b64(key) if isinstance(key, bytes) else key): _to_json(item)
+            for key, item in value.items()
+        }
+    return value
+
+
+def _from_json(value: object) -> object:
+    """The inverse of ``_to_json``: ``{"$bytes": "<base64>"}`` becomes bytes."""
+    if isinstance(value, dict):
+        if len(value) == 1 and BYTES_MARKER in value:
+            text = value[BYTES_MARKER]
+            if not isinstance(text, str):
+                raise ValueError(f"{BYTES_MARKER!r} needs a base64 string")
+            try:
+                return base64.b64decode(text, validate=True)
+            except binascii.Error as exc:
+                raise ValueError(f"{BYTES_MARKER!r} holds invalid base64: {exc}") from None
+        return {key: _from_json(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_from_json(item) for item in value]
+    return value
+
+
+def _parse_value(text: str) -> object:
+    """VALUE as JSON (with the bytes marker), or else the plain string."""
+    try:
+        document = json.loads(text)
+    except ValueError:
+        return text
+    return _from_json(document)
+
+
+def _dumps(value: object, indent: int | None = None) -> str:
+    return json.dumps(_to_json(value), indent=indent, ensure_ascii=False)
+
+
+# -- reading files without opening the store ---------------------------------
+
+
+def _looks_like_log(head: bytes) -> bool:
+    """The rule the store uses on open: the magic (as far as it goes) or zeros."""
+    return head.startswith(MAGIC[: min(len(head), len(MAGIC))]) or head.count(0) == len(head)
+
+
+def _entries(count: int) -> str:
+    return f"{count} entry" if count == 1 else f"{count} entries"
+
+
+def _read(path: str) -> bytes:
+    try:
+        with open(path, "rb") as file:
+            return file.read()
+    except FileNotFoundError:
+        raise _UsageError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise _UsageError(f"{path}: is a directory") from None
+    except OSError as exc:
+        raise _UsageError(f"{path}: cannot read: {exc.strerror or exc}") from None
+
+
+def _not_a_log_message(path: str, data: bytes) -> str:
+    legacy = parse_legacy_json(data)
+    if legacy is not None:
+        return (f"{path}: a legacy JSON state file ({_entries(len(legacy))}), not an aiokv "
+                f"log; `aiokv migrate {path}` would convert it")
+    return f"{path}: not an aiokv log (nor a legacy JSON state file)"
+
+
+def _require_store(path: str) -> None:
+    """Refuse, before opening, a missing file or one that is not a log.
+
+    Opening would otherwise create a store, or silently convert a legacy
+    JSON state file (that is what ``migrate`` is for).
+    """
+    try:
+        with open(path, "rb") as file:
+            head = file.read(4096)
+    except FileNotFoundError:
+        raise _UsageError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise _UsageError(f"{path}: is a directory") from None
+    if not _looks_like_log(head):
+        if head.lstrip().startswith(b"{"):
+            raise _UsageError(f"{path} looks like a legacy JSON state file; convert it "
+                              f"first with `aiokv migrate {path}`")
+        raise _UsageError(f"{path} is not an aiokv log")
+
+
+def _replay_log(path: str) -> Replay:
+    data = _read(path)
+    if not _looks_like_log(data):
+        raise _UsageError(_not_a_log_message(path, data))
+    result = replay(data)
+    if result.corruption is not None:
+        raise _UsageError(f"{path} is corrupt at byte {result.corruption.offset}: "
+                          f"{result.corruption.reason} (see `aiokv check`, `aiokv repair`)")
+    if result.torn_tail:
+        print(f"aiokv: warning: {path} ends in a torn record ({result.torn_tail} bytes at "
+              f"offset {result.end}), ignored", file=sys.stderr)
+    return result
+
+
+def _live(result: Replay, now: float) -> dict[str, float | None]:
+    """The live keys, sorted, each with its expiry time or None."""
+    return {
+        key: result.expiries.get(key)
+        for key in sorted(result.entries)
+        if result.expiries.get(key, now + 1) > now
+    }
+
+
+# -- subcommands ----------------------------------------------------------------
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    asyncio.run(_demo(args.path))
+    return 0
+
+
+def _cmd_dump(args: argparse.Namespace) -> int:
+    result = _replay_log(args.file)
+    live = _live(result, time.time())
+    if args.jsonl:
+        for key, expires in live.items():
+            value = decode_value(result.entries[key])
+            print(_dumps({"key": key, "value": value, "expires": expires}))
+    else:
+        print(_dumps({key: decode_value(result.entries[key]) for key in live}, indent=2))
+    return 0
+
+
+def _cmd_get(args: argparse.Namespace) -> int:
+    _require_store(args.file)
+    with KV(args.file) as kv:
+        value = kv.get(args.key, _MISSING)
+    if value is _MISSING:
+        raise _UsageError(f"no key {args.key!r} in {args.file}")
+    print(_dumps(value))
+    return 0
+
+
+def _cmd_set(args: argparse.Namespace) -> int:
+    if os.path.exists(args.file):
+        _require_store(args.file)
+    value = _parse_value(args.value)
+    with KV(args.file) as kv:
+        kv.set(args.key, value, ttl=args.ttl)
+    return 0
+
+
+def _cmd_delete(args: argparse.Namespace) -> int:
+    _require_store(args.file)
+    with KV(args.file) as kv:
+        existed = kv.exists(args.key)
+        if not kv.delete(args.key):
+            raise _UsageError(f"deleting {args.key!r} from {args.file} failed (see the log above)")
+    print(f"deleted {args.key!r}" if existed else f"no key {args.key!r}; nothing to delete")
+    return 0
+
+
+def _cmd_keys(args: argparse.Namespace) -> int:
+    _require_store(args.file)
+    with KV(args.file) as kv:
+        keys = kv.keys(args.pattern)
+    for key in sorted(keys):
+        print(key)
+    return 0
+
+
+def _format_time(when: float | None) -> str:
+    if when is None:
+        return "never"
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(when))
+
+
+def _cmd_stats(args: argparse.Namespace) -> int:
+    _require_store(args.file)
+    with KV(args.file) as kv:
+        stats = kv.stats()
+    fields: dict[str, object] = {
+        "keys": stats.keys,
+        "live_bytes": stats.live_bytes,
+        "dead_bytes": stats.dead_bytes,
+        "file_bytes": stats.file_bytes,
+        "ttl_keys": stats.ttl_keys,
+        "compactions": stats.compactions,
+        "last_compaction": stats.last_compaction,
+    }
+    if args.json:
+        print(json.dumps(fields))
+        return 0
+    for name, value in fields.items():
+        label = name.replace("_", " ").replace("ttl", "TTL")
+        shown = _format_time(stats.last_compaction) if name == "last_compaction" else value
+        print(f"{label}: {shown}")
+    return 0
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    path = args.file
+    try:
+        data = _read(path)
+    except _UsageError as exc:
+        print(f"aiokv: error: cannot check {exc}", file=sys.stderr)
+        return CHECK_FAILED
+    if not _looks_like_log(data):
+        print(f"aiokv: error: cannot check {_not_a_log_message(path, data)}",
+              file=sys.stderr)
+        return CHECK_FAILED
+    result = replay(data)
+    if result.header is None and result.corruption is None:
+        print(f"{path}: empty (a header cut short while being created): {len(data)} bytes; "
+              f"opening the store would rewrite it")
+        return CHECK_FIXABLE
+    if result.corruption is not None:
+        damage = result.corruption
+        salvage = replay(data, salvage=True)
+        print(f"{path}: corrupt at byte {damage.offset}: {damage.reason}")
+        print(f"  opening the store fails; `aiokv repair {path}` would keep "
+              f"{_entries(len(salvage.entries))} and copy the damaged file aside")
+        return CHECK_CORRUPT
+    entries = len(_live(result, time.time()))
+    if result.torn_tail:
+        print(f"{path}: torn tail: {result.torn_tail} bytes at offset {result.end} "
+              f"(a record cut short by a crash); opening the store truncates them "
+              f"and keeps {_entries(entries)}")
+        return CHECK_FIXABLE
+    print(f"{path}: clean: {_entries(entries)}, {len(data)} bytes")
+    return CHECK_CLEAN
+
+
+def _corrupt_copies(path: str) -> set[str]:
+    folder = os.path.dirname(path)
+    prefix = os.path.basename(path) + ".corrupt-"
+    return {os.path.join(folder, name) for name in os.listdir(folder or ".")
+            if name.startswith(prefix)}
+
+
+def _cmd_repair(args: argparse.Namespace) -> int:
+    path = args.file
+    _require_store(path)
+    data = _read(path)
+    before = replay(data, salvage=True)
+    copies = _corrupt_copies(path)
+    with KV(path, recovery="salvage") as kv:
+        stats = kv.stats()
+    new_copies = sorted(_corrupt_copies(path) - copies)
+    damage = list(before.skipped)
+    if before.corruption is not None:
+        damage.append(before.corruption)
+    if damage:
+        dropped = sum(item.end - item.offset for item in damage)
+        print(f"{path}: skipped {len(damage)} damaged range(s), {dropped} bytes")
+        if new_copies:
+            print(f"  the damaged original is kept as {new_copies[0]}")
+        else:
+            print("  an identical copy of the damaged original was already kept")
+    elif before.torn_tail:
+        print(f"{path}: cut a torn tail of {before.torn_tail} bytes at offset {before.end}")
+    else:
+        print(f"{path}: no damage found")
+    print(f"kept {_entries(stats.keys)} ({stats.ttl_keys} with an expiry), "
+          f"file {stats.file_bytes} bytes")
+    return 0
+
+
+def _cmd_compact(args: argparse.Namespace) -> int:
+    path = args.file
+    _require_store(path)
+    before = os.path.getsize(path)
+    with KV(path) as kv:
+        kv.compact()
+    after = os.path.getsize(path)
+    print(f"{path}: {before} bytes -> {after} bytes")
+    return 0
+
+
+def _cmd_migrate(args: argparse.Namespace) -> int:
+    path = args.file
+    data = _read(path)
+    if _looks_like_log(data):
+        print(f"{path} is already an aiokv log; nothing to do")
+        return 0
+    if parse_legacy_json(data) is None:
+        raise _UsageError(f"{path} is neither an aiokv log nor a JSON state file")
+    with KV(path) as kv:
+        count = kv.stats().keys
+    backup = path + ".bak"
+    for attempt in range(1, 1000):  # the store picks the first free name
+        try:
+            with open(backup, "rb") as file:
+                if file.read() == data:
+                    break
+        except FileNotFoundError:
+            pass
+        backup = f"{path}.bak.{attempt}"
+    else:
+        backup = path + ".bak"
+    print(f"converted {path} to the log format ({_entries(count)}); "
+          f"the original is kept as {backup}")
+    return 0
+
+
+# -- the parser -------------------------------------------------------------------
+
+
+_CHECK_EPILOG = """\
+exit codes (as fsck's):
+  0  clean
+  1  fixable: a torn tail (a record cut short by a crash; opening the store
+     truncates it) or an empty file (a header cut short while being created;
+     opening the store rewrites it)
+  4  corruption: bytes changed after they were written; opening the store
+     fails (see `aiokv repair`)
+  8  could not check: missing, unreadable, or not an aiokv log (a legacy
+     JSON state file is converted by `aiokv migrate`)
+"""
+
+_BYTES_NOTE = (f'bytes values are shown as {{"{BYTES_MARKER}": "<base64>"}}, also inside lists '
+               f"and maps")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="aiokv", description="Inspect and use aiokv stores.")
+    parser = argparse.ArgumentParser(
+        prog="aiokv", description="Inspect and use aiokv stores.",
+        epilog="Errors are reported as one line and exit code 1 (2 for bad usage); "
+               "`check` has its own exit codes (see `aiokv check --help`).",
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    demo = commands.add_parser(
-        "demo", help="store some state, reopen the store and print it",
-        description="Write a little state to a store, close it, reopen it and print "
-                    "what came back. Run it twice to see the state persist.",
+
+    def add(name: str, handler: Callable[[argparse.Namespace], int], summary: str,
+            description: str, epilog: str | None = None) -> argparse.ArgumentParser:
+        sub = commands.add_parser(
+            name, help=summary, description=description, epilog=epilog,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        sub.set_defaults(handler=handler)
+        return sub
+
+    def add_file(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("file", metavar="FILE", help="the store's log file")
+
+    demo = add(
+        "demo", _cmd_demo, "store some state, reopen the store and print it",
+        "Write a little state to a store, close it, reopen it and print what came "
+        "back. Run it twice to see the state persist.",
     )
     demo.add_argument("--path", default="aiokv-demo.kv",
                       help="store file to use (default: %(default)s in the current directory)")
+
+    dump = add(
+        "dump", _cmd_dump, "print the live entries as JSON",
+        "Print the live (non-expired) entries as one JSON object {key: value}, keys "
+        "sorted.\nReads the file without opening the store (no lock, nothing written), "
+        "so it also\nworks on a store open elsewhere; it shows what has reached the file.",
+        epilog=_BYTES_NOTE + ".\nMap keys that are bytes become their base64 text.",
+    )
+    add_file(dump)
+    dump.add_argument("--jsonl", action="store_true",
+                      help='one JSON object per line instead: {"key": ..., "value": ..., '
+                           '"expires": <Unix time or null>}')
+
+    get = add("get", _cmd_get, "print the value of KEY as JSON",
+              "Print the value stored under KEY as JSON (exit 1 if there is none).",
+              epilog=_BYTES_NOTE + ".")
+    add_file(get)
+    get.add_argument("key", metavar="KEY")
+
+    set_ = add(
+        "set", _cmd_set, "store VALUE under KEY",
+        "Store VALUE under KEY, creating the store if FILE does not exist.\nVALUE is "
+        "parsed as JSON (42, true, null, \"text\", [1, 2], {\"a\": 1}); anything that "
+        "is\nnot valid JSON is stored as the plain string.",
+        epilog=f'{{"{BYTES_MARKER}": "<base64>"}} (alone in its map) stores bytes.',
+    )
+    add_file(set_)
+    set_.add_argument("key", metavar="KEY")
+    set_.add_argument("value", metavar="VALUE")
+    set_.add_argument("--ttl", type=float, metavar="SECONDS",
+                      help="expire the key this many seconds from now")
+
+    delete = add("delete", _cmd_delete, "remove KEY", "Remove KEY (absent is not an error).")
+    add_file(delete)
+    delete.add_argument("key", metavar="KEY")
+
+    keys = add("keys", _cmd_keys, "list the live keys",
+               "List the live keys matching PATTERN, one a line, sorted.")
+    add_file(keys)
+    keys.add_argument("pattern", metavar="PATTERN", nargs="?", default="*",
+                      help="a glob (fnmatch.fnmatchcase; default: %(default)s)")
+
+    stats = add(
+        "stats", _cmd_stats, "print the store's counters",
+        "Print keys, live bytes, dead bytes, file bytes, TTL keys, compactions and\n"
+        "the time of the last compaction.",
+    )
+    add_file(stats)
+    stats.add_argument("--json", action="store_true", help="print one JSON object instead")
+
+    check = add(
+        "check", _cmd_check, "verify every frame without opening the store",
+        "Read FILE and verify its header and every frame, without opening the store\n"
+        "(no lock taken, nothing written). On a store being written elsewhere, a\n"
+        "record half-written at that instant shows as a torn tail.",
+        epilog=_CHECK_EPILOG,
+    )
+    add_file(check)
+
+    repair = add(
+        "repair", _cmd_repair, "salvage a corrupt store",
+        "Open the store with recovery=\"salvage\": a damaged file is copied aside to\n"
+        "FILE.corrupt-<time> and rewritten with every record that validates.\n"
+        "Prints what was kept.",
+    )
+    add_file(repair)
+
+    compact = add("compact", _cmd_compact, "rewrite the log with only the live entries",
+                  "Compact the store now; prints the file size before and after.")
+    add_file(compact)
+
+    migrate = add(
+        "migrate", _cmd_migrate, "convert a legacy JSON state file to a log",
+        "Convert the JSON state file of the original aiokv to the log format; the\n"
+        "original is kept as FILE.bak. A file that is already a log is left alone.",
+    )
+    add_file(migrate)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    handler: Callable[[argparse.Namespace], int] = args.handler
     try:
-        if args.command == "demo":
-            asyncio.run(_demo(args.path))
-    except (AioKVError, OSError, ValueError, TypeError) as exc:
+        return handler(args)
+    except BrokenPipeError:  # e.g. `aiokv dump FILE | head`
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
+    except (_UsageError, AioKVError, OSError, ValueError, TypeError) as exc:
         print(f"aiokv: error: {exc}", file=sys.stderr)
         return 1
-    return 0

@@ -1,0 +1,352 @@
+"""The ``aiokv`` command, run for real in a subprocess (``python -m aiokv``)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from aiokv import KV
+from aiokv._format import HEADER_SIZE
+
+SUBCOMMANDS = ["demo", "dump", "get", "set", "delete", "keys", "stats", "check", "repair",
+               "compact", "migrate"]
+
+
+def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "aiokv", *args],
+        capture_output=True, text=True, timeout=60, cwd=cwd, check=False,
+    )
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess[str], code: int = 1) -> None:
+    assert result.returncode == code, result
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("aiokv: error: ")
+
+
+def make_store(path: Path, items: dict[str, object]) -> list[int]:
+    """Write ``items`` one record each; return the offset just past each frame.
+
+    The lock file the store leaves is removed, so tests can tell whether a
+    command created one.
+    """
+    ends = []
+    for key, value in items.items():
+        with KV(path) as kv:
+            kv.set(key, value)
+        ends.append(path.stat().st_size)
+    Path(f"{path}.lock").unlink()
+    return ends
+
+
+ITEMS: dict[str, object] = {f"key{i}": {"n": i, "text": "x" * i} for i in range(6)}
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Path:
+    return tmp_path / "state.kv"
+
+
+# -- dump ---------------------------------------------------------------------
+
+
+def test_dump_prints_live_entries_with_the_bytes_marker(store: Path) -> None:
+    with KV(store) as kv:
+        kv.set("n", 42)
+        kv.set("raw", b"\x00\xffbin")
+        kv.set("nested", {"list": [1, b"\x01"], "s": "text"})
+        kv.set("gone", "soon", ttl=0.01)
+    time.sleep(0.05)
+    result = run("dump", str(store))
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {
+        "n": 42,
+        "raw": {"$bytes": base64.b64encode(b"\x00\xffbin").decode()},
+        "nested": {"list": [1, {"$bytes": "AQ=="}], "s": "text"},
+    }
+
+
+def test_dump_jsonl_gives_the_expiry_time(store: Path) -> None:
+    before = time.time()
+    with KV(store) as kv:
+        kv.set("a", [1, 2])
+        kv.set("b", "temporary", ttl=100)
+    result = run("dump", "--jsonl", str(store))
+    assert result.returncode == 0, result.stderr
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [row["key"] for row in rows] == ["a", "b"]
+    assert rows[0] == {"key": "a", "value": [1, 2], "expires": None}
+    assert rows[1]["value"] == "temporary"
+    assert before + 100 <= rows[1]["expires"] <= time.time() + 100
+
+
+def test_dump_works_while_the_store_is_open_elsewhere(store: Path) -> None:
+    with KV(store) as kv:
+        kv.set("a", 1)
+        kv.flush()
+        result = run("dump", str(store))
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {"a": 1}
+
+
+# -- get / set / delete / keys ------------------------------------------------
+
+
+def test_set_get_delete_keys_round_trip(store: Path) -> None:
+    assert run("set", str(store), "n", "42").returncode == 0
+    assert run("set", str(store), "obj", '{"a": [1, null, true]}').returncode == 0
+    assert run("set", str(store), "word", "hello world").returncode == 0  # not JSON
+    assert run("set", str(store), "quoted", '"7"').returncode == 0
+    assert run("set", str(store), "blob", '{"$bytes": "AAE="}').returncode == 0
+    assert run("set", str(store), "user:1", "x").returncode == 0
+    assert json.loads(run("get", str(store), "n").stdout) == 42
+    assert json.loads(run("get", str(store), "obj").stdout) == {"a": [1, None, True]}
+    assert json.loads(run("get", str(store), "word").stdout) == "hello world"
+    assert json.loads(run("get", str(store), "quoted").stdout) == "7"
+    assert json.loads(run("get", str(store), "blob").stdout) == {"$bytes": "AAE="}
+    with KV(store) as kv:  # the values are real ones, not their JSON text
+        assert kv.get("n") == 42
+        assert kv.get("blob") == b"\x00\x01"
+        assert kv.get("quoted") == "7"
+    keys = run("keys", str(store))
+    assert keys.returncode == 0
+    assert keys.stdout.splitlines() == ["blob", "n", "obj", "quoted", "user:1", "word"]
+    assert run("keys", str(store), "user:*").stdout.splitlines() == ["user:1"]
+    deleted = run("delete", str(store), "n")
+    assert deleted.returncode == 0
+    assert "deleted" in deleted.stdout
+    assert run("delete", str(store), "n").returncode == 0  # absent is fine
+    missing = run("get", str(store), "n")
+    assert_one_line_error(missing)
+    assert "'n'" in missing.stderr
+
+
+def test_set_with_ttl(store: Path) -> None:
+    assert run("set", "--ttl", "60", str(store), "t", "1").returncode == 0
+    with KV(store) as kv:
+        assert 59 <= kv.ttl("t") <= 60
+    assert run("set", "--ttl", "0.05", str(store), "short", "1").returncode == 0
+    time.sleep(0.1)
+    assert run("keys", str(store)).stdout.splitlines() == ["t"]
+
+
+def test_bad_values_are_one_line_errors(store: Path) -> None:
+    assert_one_line_error(run("set", "--ttl", "-1", str(store), "k", "1"))
+    assert_one_line_error(run("set", str(store), "k", str(1 << 70)))
+    assert_one_line_error(run("set", str(store), "k", '{"$bytes": "not base64!"}'))
+
+
+def test_reading_commands_refuse_a_missing_file(store: Path) -> None:
+    for command in ["get", "delete"]:
+        assert_one_line_error(run(command, str(store), "k"))
+    for command in ["keys", "stats", "dump", "compact", "repair", "migrate"]:
+        assert_one_line_error(run(command, str(store)))
+    assert not store.exists()
+
+
+def test_a_store_open_elsewhere_is_refused(store: Path) -> None:
+    with KV(store) as kv:
+        kv.set("a", 1)
+        for args in [("get", "a"), ("set", "a", "2"), ("delete", "a"), ("keys",), ("stats",),
+                     ("compact",), ("repair",)]:
+            result = run(args[0], str(store), *args[1:])
+            assert_one_line_error(result)
+            assert "open in another" in result.stderr
+        assert kv.get("a") == 1
+
+
+def test_quick_edits_refuse_a_legacy_json_file(store: Path) -> None:
+    store.write_text('{"a": 1}')
+    result = run("get", str(store), "a")
+    assert_one_line_error(result)
+    assert "migrate" in result.stderr
+    assert store.read_text() == '{"a": 1}'
+
+
+# -- stats --------------------------------------------------------------------
+
+
+def test_stats_human_and_json(store: Path) -> None:
+    with KV(store) as kv:
+        kv.set("a", 1)
+        kv.set("a", 2)
+        kv.set("t", "x", ttl=100)
+    human = run("stats", str(store))
+    assert human.returncode == 0, human.stderr
+    lines = dict(line.split(": ", 1) for line in human.stdout.splitlines())
+    assert lines["keys"] == "2"
+    assert lines["TTL keys"] == "1"
+    assert lines["compactions"] == "0"
+    assert lines["last compaction"] == "never"
+    assert lines["file bytes"] == str(store.stat().st_size)
+    assert {"live bytes", "dead bytes"} <= lines.keys()
+    as_json = json.loads(run("stats", "--json", str(store)).stdout)
+    assert as_json["keys"] == 2
+    assert as_json["ttl_keys"] == 1
+    assert as_json["file_bytes"] == store.stat().st_size
+    assert as_json["live_bytes"] + as_json["dead_bytes"] == as_json["file_bytes"]
+    assert as_json["last_compaction"] is None
+
+
+# -- check --------------------------------------------------------------------
+
+
+def check_untouched(path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run ``check`` and assert it changed nothing and created no lock file."""
+    before = path.read_bytes() if path.exists() else None
+    result = run("check", str(path), *args)
+    assert "Traceback" not in result.stderr
+    assert (path.read_bytes() if path.exists() else None) == before
+    assert not Path(f"{path}.lock").exists()
+    return result
+
+
+def test_check_clean(store: Path) -> None:
+    make_store(store, ITEMS)
+    result = check_untouched(store)
+    assert result.returncode == 0, result
+    assert "clean" in result.stdout
+
+
+def test_check_torn_tail(store: Path) -> None:
+    ends = make_store(store, ITEMS)
+    os.truncate(store, ends[-1] - 3)
+    result = check_untouched(store)
+    assert result.returncode == 1, result
+    assert "torn tail" in result.stdout
+    assert f"offset {ends[-2]}" in result.stdout
+    assert f"{ends[-1] - 3 - ends[-2]} bytes" in result.stdout
+
+
+def test_check_corruption(store: Path) -> None:
+    ends = make_store(store, ITEMS)
+    data = bytearray(store.read_bytes())
+    data[ends[1] + 10] ^= 0xFF  # inside the third frame, with valid frames after it
+    store.write_bytes(bytes(data))
+    result = check_untouched(store)
+    assert result.returncode == 4, result
+    assert f"corrupt at byte {ends[1]}" in result.stdout
+    assert "checksum" in result.stdout
+
+
+def test_check_empty_file(store: Path) -> None:
+    store.write_bytes(b"")
+    result = check_untouched(store)
+    assert result.returncode == 1, result
+    assert "empty" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [(None, "no such file"), (b'{"a": 1, "b": [2]}', "migrate"), (b"junk" * 50, "not an aiokv")],
+    ids=["missing", "json", "junk"],
+)
+def test_check_cannot_check(store: Path, content: bytes | None, message: str) -> None:
+    if content is not None:
+        store.write_bytes(content)
+    result = check_untouched(store)
+    assert result.returncode == 8, result
+    assert message in result.stderr
+
+
+def test_check_header_damage_is_corruption(store: Path) -> None:
+    make_store(store, ITEMS)
+    data = bytearray(store.read_bytes())
+    data[HEADER_SIZE - 8] ^= 0x01
+    store.write_bytes(bytes(data))
+    assert check_untouched(store).returncode == 4
+
+
+# -- repair / compact / migrate -----------------------------------------------
+
+
+def test_repair_keeps_the_valid_entries(store: Path) -> None:
+    ends = make_store(store, ITEMS)
+    data = bytearray(store.read_bytes())
+    data[ends[1] + 10] ^= 0xFF  # damages key2
+    store.write_bytes(bytes(data))
+    result = run("repair", str(store))
+    assert result.returncode == 0, result
+    assert "kept 5 entries" in result.stdout
+    copies = list(store.parent.glob("state.kv.corrupt-*"))
+    assert len(copies) == 1
+    assert copies[0].read_bytes() == bytes(data)
+    assert str(copies[0]) in result.stdout
+    assert run("check", str(store)).returncode == 0
+    with KV(store) as kv:
+        assert kv.get_all() == {key: value for key, value in ITEMS.items() if key != "key2"}
+
+
+def test_compact_shrinks_an_overwritten_log(store: Path) -> None:
+    with KV(store) as kv:
+        for i in range(300):
+            kv.set("counter", i)
+    before = store.stat().st_size
+    result = run("compact", str(store))
+    assert result.returncode == 0, result
+    after = store.stat().st_size
+    assert after < before // 10
+    assert f"{before} bytes -> {after} bytes" in result.stdout
+    with KV(store) as kv:
+        assert kv.get_all() == {"counter": 299}
+
+
+def test_migrate_converts_a_json_file_and_keeps_a_backup(store: Path) -> None:
+    original = json.dumps({"a": 1, "b": [1, "two"], "c": {"d": None}}).encode()
+    store.write_bytes(original)
+    result = run("migrate", str(store))
+    assert result.returncode == 0, result
+    assert Path(f"{store}.bak").read_bytes() == original
+    assert run("check", str(store)).returncode == 0
+    assert json.loads(run("dump", str(store)).stdout) == json.loads(original)
+    again = run("migrate", str(store))
+    assert again.returncode == 0
+    assert "already" in again.stdout
+
+
+def test_migrate_refuses_junk(store: Path) -> None:
+    store.write_bytes(b"junk" * 10)
+    assert_one_line_error(run("migrate", str(store)))
+    assert store.read_bytes() == b"junk" * 10
+
+
+# -- usage ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", SUBCOMMANDS)
+def test_help(command: str) -> None:
+    result = run(command, "--help")
+    assert result.returncode == 0
+    assert f"aiokv {command}" in result.stdout
+
+
+def test_help_documents_the_bytes_marker_and_exit_codes() -> None:
+    assert "$bytes" in run("dump", "--help").stdout
+    check_help = run("check", "--help").stdout
+    for code in "0148":
+        assert f"  {code}  " in check_help
+
+
+@pytest.mark.parametrize("args", [(), ("frobnicate",), ("get", "only-a-file"),
+                                  ("set", "f", "k", "v", "--ttl", "soon")])
+def test_bad_usage_exits_2(args: tuple[str, ...]) -> None:
+    result = run(*args)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "usage:" in result.stderr
+
+
+def test_demo_still_works(tmp_path: Path) -> None:
+    result = run("demo", "--path", str(tmp_path / "demo.kv"))
+    assert result.returncode == 0, result
+    assert "this demo has run 1 time(s)" in result.stdout
