@@ -9,6 +9,7 @@ import pytest
 from recording_files import RecordingFiles, store_on
 
 from aiokv import KV
+from aiokv._engine import Engine
 
 
 class GatedFsyncFiles(RecordingFiles):
@@ -48,3 +49,53 @@ def test_a_ttl_too_large_for_a_float_raises_value_error(store_path: str) -> None
             with pytest.raises(ValueError, match="ttl"):
                 call()
         assert kv.get_all() == {}
+
+
+class _ClockPausingCompaction:
+    """A fake clock that pauses a compaction thread reading it outside the
+    engine lock: the window in which the bug below lived."""
+
+    def __init__(self) -> None:
+        self.now = 1_700_000_000.0
+        self.reached = threading.Event()
+        self.release = threading.Event()
+        self.paused = False
+        self.lock: threading.Lock | None = None
+
+    def __call__(self) -> float:
+        in_compaction = threading.current_thread().name.startswith("aiokv-compact")
+        unlocked = self.lock is not None and not self.lock.locked()
+        if in_compaction and unlocked and not self.paused:
+            self.paused = True
+            self.reached.set()
+            self.release.wait(10)
+        return self.now
+
+
+def test_an_expire_during_a_compaction_keeps_the_key_across_a_reopen(store_path: str) -> None:
+    # Found by the state machine: the compaction read the clock after copying
+    # the entries and releasing the lock; a key whose old expiry passed in
+    # between was left out of the new file, and the expire() record appended
+    # after it then found no key on replay.
+    clock = _ClockPausingCompaction()
+    engine = Engine(store_path, clock=clock)
+    clock.lock = engine._lock
+    engine.open()
+    engine.set("session", "alice", ttl=10)
+    compaction = threading.Thread(target=engine.compact)
+    compaction.start()
+    try:
+        clock.reached.wait(1)  # reached only if the clock is read unlocked
+        clock.now += 5
+        assert engine.expire("session", 3600)[0] is True
+        clock.now += 6  # past the old expiry only
+    finally:
+        clock.release.set()
+        compaction.join()
+    engine.close()
+    reopened = Engine(store_path, clock=clock)
+    reopened.open()
+    try:
+        assert reopened.get("session") == "alice"
+    finally:
+        reopened.close()

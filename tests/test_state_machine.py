@@ -1,26 +1,78 @@
-"""The store behaves like a dict, whatever the order of operations.
+"""The store behaves like a dict with expiry times, whatever the order of operations.
 
 How it is driven
 ----------------
 Hypothesis state machines are synchronous, and ``AioKV`` is only a thin async
 shell (each method calls one ``Engine`` method, inline or in the executor). So
 the main machine drives the synchronous ``aiokv._engine.Engine`` directly,
-waiting on the ``Commit`` that ``set``/``delete`` return at the "fsync" level,
-and compares it after every step with a plain dict. It runs once per
-durability level ("flush", "fsync", "buffered"), each as its own test class.
-Its rules: set, get, delete, clear, compact, flush, get_all, close-and-reopen,
-plus two rules checking that values are independent copies (mutating the
-object passed to ``set``, and mutating what ``get``/``get_all`` returned, must
-not change what is stored). After every step ``get_all()`` equals the model
-and ``stats().keys == len(model)``; after a reopen the contents equal the
-model exactly. The ``initialize`` rule also draws the flush and fsync
-intervals (the defaults, or 1 ms so the background writer runs mid-machine).
+waiting on the ``Commit`` that ``set``/``delete``/``incr``/``expire`` return
+at the "fsync" level, and compares it after every step with a model
+(``Model``: a plain dict of the live values plus each key's expiry time). It
+runs once per durability level ("flush", "fsync", "buffered"), each as its
+own test class. Its rules: set, get, delete, clear, compact, flush, get_all,
+close-and-reopen, plus two rules checking that values are independent copies
+(mutating the object passed to ``set``, and mutating what ``get``/``get_all``
+returned, must not change what is stored), and the expiry, counter and time
+rules below. After every step ``get_all()`` equals the model and
+``stats().keys == len(model)``; after a reopen the contents equal the model
+exactly. The ``initialize`` rule also draws the flush and fsync intervals (the
+defaults, or 1 ms so the background writer runs mid-machine).
 
 The async shell gets a smaller, separate test: a hypothesis ``@given`` test
 that draws a list of operations and plays them through ``AioKV`` inside one
 ``asyncio.run`` per example (a fresh event loop each time), including a
 reopen, a batch of concurrent writes gathered on distinct keys (the group
-commit path at "fsync"), and the ``set(key)`` default of "now".
+commit path at "fsync"), the ``set(key)`` default of "now" (the int time on
+the store's clock), and sets with a ttl, ``incr``, ``expire`` and moves of a
+fake clock, checking every key's ``ttl`` after each operation.
+
+Expiry, counters and time
+-------------------------
+Every engine the machine opens (and every reopen) reads the time from one
+``FakeClock`` passed as ``clock=``: it starts at a realistic Unix time
+(``START_TIME``, 1_700_000_000.0, where a float's resolution is about 0.24 us)
+and moves only when a rule moves it. The model keeps absolute expiry times on
+that clock, computed with the engine's own float arithmetic
+(``now + float(ttl)``), and drops a key the instant ``expiry <= now``: an
+expired key is absent for ``get`` (the default comes back), ``get_all``,
+``keys``, ``exists``, ``ttl``, ``incr`` and ``stats().keys``. The rules:
+
+* ``set_with_ttl``: a ttl drawn from small positive ints and floats (down to
+  the smallest subnormal, which at this clock's magnitude expires at once),
+  plus None and 0 (no expiry). A set without a ttl (the other set rules)
+  removes an earlier expiry.
+* ``incr``: amounts from small ints, the int edges above, just past them, and
+  any int; ``incr_to_an_edge`` picks the amount that takes the current value
+  to just inside or just outside the range; ``set_counter`` sets an int with a
+  ttl for incr to find. A missing or expired key starts from 0 and takes incr's ttl; an
+  existing int keeps its expiry (incr's ttl is ignored); a key holding
+  anything else (a bool too) raises TypeError and stays as it was; a result
+  outside -2**63..2**64-1 raises ValueError and changes nothing.
+* ``expire``: sets, or with None/0 removes, the expiry of a live key; returns
+  whether the key existed and was live.
+* ``ttl`` (-2 missing or expired, -1 no expiry, else the seconds left rounded
+  up), ``exists``, and ``keys`` with a few glob patterns (``PATTERNS``).
+* ``a_bad_ttl_changes_nothing``: a negative, NaN or infinite ttl raises
+  ValueError and a non-number (a bool too) TypeError, for set, incr and
+  expire; a non-int incr amount raises TypeError.
+* ``advance_clock`` moves the clock by a drawn amount (0, small ints and
+  halves, which land exactly on the expiry of keys set with such ttls, or any
+  float up to 6 s); ``advance_clock_to_an_expiry`` moves it to exactly a
+  key's expiry time (the key must then be gone: expiry is ``when <= now``) or
+  to the last float before it (the key must still be live, with ttl 1).
+* ``close_and_reopen`` also draws a downtime: the clock moves while the store
+  is closed, and the reopened engine must keep the remaining expiry times
+  (checked to the float by the rules above) and drop what expired meanwhile.
+
+An invariant reads every key after every step with ``get``, ``exists`` and
+``ttl``, and checks ``stats().ttl_keys`` (live keys with an expiry) and that
+``stats().held_entries`` counts at most the live keys plus the expired ones
+the writer thread's sweep may not have dropped yet (``Model.unswept``); after
+a reopen it must count exactly the live keys. When the sweep runs is up to
+the writer thread, and it is invisible to reads; the one place the machine
+allows for it is ``delete`` at "fsync" of an expired key, which returns a
+Commit if the key was still held (a delete record is written) and None if it
+was already swept.
 
 Compaction during the machine
 -----------------------------
@@ -60,20 +112,26 @@ msgpack fixstr) so overwrites and deletes of present keys are frequent.
 from __future__ import annotations
 
 import asyncio
+import fnmatch
 import math
 import os
 import shutil
 import tempfile
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import hypothesis.strategies as st
 import pytest
 from hypothesis import given, settings
-from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+)
 
 from aiokv import AioKV, _engine
 from aiokv._commit import Commit
@@ -184,6 +242,143 @@ def _restore_compaction_thresholds() -> Iterator[None]:
     set_compaction_thresholds()
 
 
+# -- time and the model ---------------------------------------------------------
+
+START_TIME = 1_700_000_000.0
+"""Where every fake clock starts: a realistic Unix time (November 2023)."""
+
+
+class FakeClock:
+    """The engine's ``clock=``: returns ``now``, which only the test moves."""
+
+    def __init__(self, now: float = START_TIME) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _seconds(ttl: float | None) -> float | None:
+    """How the engine reads a valid ttl: None or 0 is "never expires"."""
+    return None if ttl is None or ttl == 0 else float(ttl)
+
+
+class Model:
+    """What the store should hold: the live values and their expiry times.
+
+    A key leaves ``values`` (and ``expiries``) the instant its expiry time is
+    reached on ``clock`` (``when <= now``), so ``values`` holds exactly the
+    live keys. ``unswept`` holds the keys that expired since the engine last
+    dropped them for certain (a set, delete, clear or reopen): its sweep may
+    not have removed them from memory yet.
+    """
+
+    def __init__(self, clock: FakeClock) -> None:
+        self.clock = clock
+        self.values: dict[str, object] = {}
+        self.expiries: dict[str, float] = {}
+        self.unswept: set[str] = set()
+
+    def _expiry(self, ttl: float | None) -> float | None:
+        seconds = _seconds(ttl)
+        return None if seconds is None else self.clock.now + seconds
+
+    def _store(self, key: str, value: object, expires: float | None) -> None:
+        self.values[key] = value
+        self.unswept.discard(key)
+        if expires is None:
+            self.expiries.pop(key, None)
+        else:
+            self.expiries[key] = expires
+        self.purge()
+
+    def purge(self) -> None:
+        """Drop the keys whose expiry time has been reached."""
+        now = self.clock.now
+        for key in [key for key, when in self.expiries.items() if when <= now]:
+            del self.values[key]
+            del self.expiries[key]
+            self.unswept.add(key)
+
+    def advance(self, seconds: float) -> None:
+        self.clock.now += seconds
+        self.purge()
+
+    def set(self, key: str, value: object, ttl: float | None = None) -> None:
+        self._store(key, value, self._expiry(ttl))
+
+    def delete(self, key: str) -> None:
+        self.values.pop(key, None)
+        self.expiries.pop(key, None)
+        self.unswept.discard(key)
+
+    def clear(self) -> None:
+        self.values.clear()
+        self.expiries.clear()
+        self.unswept.clear()
+
+    def incr(self, key: str, amount: int, ttl: float | None) -> int:
+        """The new value; raises TypeError or ValueError (changing nothing) as
+        the engine must."""
+        current = self.values.get(key, _MISSING)
+        if current is _MISSING:
+            value, expires = amount, self._expiry(ttl)
+        elif type(current) is not int:
+            raise TypeError(f"{key!r} holds a {type(current).__name__}")
+        else:
+            value, expires = current + amount, self.expiries.get(key)
+        if not INT_MIN <= value <= INT_MAX:
+            raise ValueError(f"{value} is out of the 64-bit range")
+        self._store(key, value, expires)
+        return value
+
+    def expire(self, key: str, ttl: float | None) -> bool:
+        if key not in self.values:
+            return False
+        self._store(key, self.values[key], self._expiry(ttl))
+        return True
+
+    def ttl(self, key: str) -> int:
+        if key not in self.values:
+            return -2
+        when = self.expiries.get(key)
+        if when is None:
+            return -1
+        return math.ceil(when - self.clock.now)
+
+    def keys(self, pattern: str) -> list[str]:
+        return sorted(key for key in self.values if fnmatch.fnmatchcase(key, pattern))
+
+
+ttls: st.SearchStrategy[float | None] = st.one_of(
+    st.sampled_from([None, 0, 0.0]),
+    st.integers(1, 5),
+    st.sampled_from([0.5, 1.5, 2.5]),
+    st.floats(min_value=0.0, max_value=5.0, exclude_min=True),
+)
+"""Valid ttls: None and 0 (no expiry), small ints and floats, subnormals too."""
+
+advances: st.SearchStrategy[float] = st.one_of(
+    st.sampled_from([0, 0.5, 1, 2, 5]),
+    st.floats(min_value=0.0, max_value=6.0),
+)
+"""Moves of the clock; the ints and halves add up exactly to expiry times."""
+
+amounts: st.SearchStrategy[int] = st.one_of(
+    st.integers(-3, 3),
+    st.sampled_from(INT_EDGES),
+    st.sampled_from([INT_MIN - 1, INT_MAX + 1, -(2**64), 2**65]),
+    st.integers(),
+)
+
+bad_ttls: st.SearchStrategy[object] = st.sampled_from(
+    [-1, -0.5, -5e-324, -math.inf, math.inf, math.nan, True, False, "1", b"1", [1]]
+)
+
+PATTERNS = ["*", "?", "a*", "k*", "*ключ", "[ab]", "[!ab]*", "*\x00", "a key *", ""]
+"""Globs for ``keys()``: the model matches them with ``fnmatch.fnmatchcase``."""
+
+
 # -- the engine against a dict ------------------------------------------------
 
 
@@ -194,7 +389,8 @@ class _EngineMatchesADict(RuleBasedStateMachine):
         super().__init__()
         self.directory = tempfile.mkdtemp(prefix="aiokv-machine-")
         self.path = os.path.join(self.directory, "state.kv")
-        self.model: dict[str, object] = {}
+        self.clock = FakeClock()
+        self.model = Model(self.clock)
         self.flush_interval = 0.1
         self.fsync_interval = 1.0
         self.engine: Engine | None = None
@@ -204,9 +400,14 @@ class _EngineMatchesADict(RuleBasedStateMachine):
         assert self.engine is not None
         return self.engine
 
+    @property
+    def fsync(self) -> bool:
+        return self.durability == "fsync"
+
     def _open(self) -> Engine:
         engine = Engine(self.path, durability=self.durability,
-                        flush_interval=self.flush_interval, fsync_interval=self.fsync_interval)
+                        flush_interval=self.flush_interval, fsync_interval=self.fsync_interval,
+                        clock=self.clock)
         engine.open()
         return engine
 
@@ -235,31 +436,37 @@ class _EngineMatchesADict(RuleBasedStateMachine):
     @rule(key=keys, value=values)
     def set(self, key: str, value: object) -> None:
         commit = self.store.set(key, value)
-        self._wait(commit, expect_commit=self.durability == "fsync")
-        self.model[key] = expected(value)
+        self._wait(commit, expect_commit=self.fsync)
+        self.model.set(key, expected(value))
 
     @rule(key=keys, value=values, times=st.integers(2, 40))
     def overwrite_repeatedly(self, key: str, value: object, times: int) -> None:
         """A burst of dead records, so automatic compactions start."""
         commits = [self.store.set(key, value) for _ in range(times)]
         for commit in commits:
-            self._wait(commit, expect_commit=self.durability == "fsync")
-        self.model[key] = expected(value)
+            self._wait(commit, expect_commit=self.fsync)
+        self.model.set(key, expected(value))
 
     @rule(key=keys)
     def get(self, key: str) -> None:
-        if key in self.model:
-            assert_same(self.store.get(key), self.model[key])
+        if key in self.model.values:
+            assert_same(self.store.get(key), self.model.values[key])
         else:
             assert self.store.get(key) is None
             assert self.store.get(key, _MISSING) is _MISSING
 
     @rule(key=keys)
     def delete(self, key: str) -> None:
-        present = key in self.model
+        present = key in self.model.values
         commit = self.store.delete(key)
-        self._wait(commit, expect_commit=present and self.durability == "fsync")
-        self.model.pop(key, None)
+        if self.fsync and key in self.model.unswept:
+            # Expired: a delete record is written (a Commit) only if the sweep
+            # has not dropped the key from memory yet.
+            if commit is not None:
+                commit.wait()
+        else:
+            self._wait(commit, expect_commit=present and self.fsync)
+        self.model.delete(key)
         assert self.store.get(key, _MISSING) is _MISSING
 
     @rule()
@@ -286,20 +493,25 @@ class _EngineMatchesADict(RuleBasedStateMachine):
 
     @rule()
     def get_all(self) -> None:
-        assert_same(self.store.items(), self.model)
+        assert_same(self.store.items(), self.model.values)
 
-    @rule()
-    def close_and_reopen(self) -> None:
+    @rule(downtime=st.just(0.0) | advances)
+    def close_and_reopen(self, downtime: float) -> None:
+        """The clock moves by ``downtime`` while the store is closed."""
         compactions = self.store.stats().compactions
         self.store.close()
         assert not self.store.is_open
+        self.model.advance(downtime)
         # The header keeps the count of compactions; clear() removes the file
         # (and with it the count) until the next write creates it again.
         had_file = os.path.exists(self.path)
         self.engine = self._open()
-        assert_same(self.store.items(), self.model)
+        self.model.unswept.clear()  # replay leaves expired entries out
+        assert_same(self.store.items(), self.model.values)
         stats = self.store.stats()
-        assert stats.keys == len(self.model)
+        assert stats.keys == len(self.model.values)
+        assert stats.held_entries == len(self.model.values)
+        assert stats.ttl_keys == len(self.model.expiries)
         assert stats.file_bytes == os.path.getsize(self.path)
         if had_file:
             assert stats.compactions >= compactions
@@ -309,11 +521,11 @@ class _EngineMatchesADict(RuleBasedStateMachine):
         self, key: str, value: object
     ) -> None:
         commit = self.store.set(key, value)
-        self.model[key] = expected(value)
+        self.model.set(key, expected(value))
         mutate(value)
-        assert_same(self.store.get(key), self.model[key])
-        self._wait(commit, expect_commit=self.durability == "fsync")
-        assert_same(self.store.get(key), self.model[key])
+        assert_same(self.store.get(key), self.model.values[key])
+        self._wait(commit, expect_commit=self.fsync)
+        assert_same(self.store.get(key), self.model.values[key])
 
     @rule(key=keys)
     def mutating_what_get_returned_leaves_the_store_alone(self, key: str) -> None:
@@ -324,15 +536,122 @@ class _EngineMatchesADict(RuleBasedStateMachine):
             mutate(item)
         everything["mutated"] = "mutated"
         everything.pop(key, None)
-        assert_same(self.store.get(key, _MISSING), self.model.get(key, _MISSING))
+        assert_same(self.store.get(key, _MISSING), self.model.values.get(key, _MISSING))
+
+    # -- expiry, counters and time ----------------------------------------------
+
+    @rule(key=keys, value=values, ttl=ttls)
+    def set_with_ttl(self, key: str, value: object, ttl: float | None) -> None:
+        commit = self.store.set(key, value, ttl=ttl)
+        self._wait(commit, expect_commit=self.fsync)
+        self.model.set(key, expected(value), ttl)
+
+    @rule(key=keys, edge=st.sampled_from([INT_MIN - 1, INT_MIN, INT_MAX, INT_MAX + 1]),
+          ttl=ttls)
+    def incr_to_an_edge(self, key: str, edge: int, ttl: float | None) -> None:
+        """An amount that takes a live int (or a missing key's 0) to just
+        inside or just outside the range."""
+        current = self.model.values.get(key, 0)
+        amount = edge - current if type(current) is int else edge
+        self.incr(key, amount, ttl)
+
+    @rule(key=keys, value=st.integers(-3, 3) | st.sampled_from(INT_EDGES), ttl=ttls)
+    def set_counter(self, key: str, value: int, ttl: float | None) -> None:
+        """An int with a ttl: what incr then counts on, keeping that expiry."""
+        self.set_with_ttl(key, value, ttl)
+
+    @rule(key=keys, amount=amounts, ttl=ttls)
+    def incr(self, key: str, amount: int, ttl: float | None) -> None:
+        try:
+            wanted = self.model.incr(key, amount, ttl)
+        except (TypeError, ValueError) as exc:
+            with pytest.raises(type(exc)):
+                self.store.incr(key, amount, ttl)
+            return  # the invariants check that nothing changed
+        value, commit = self.store.incr(key, amount, ttl)
+        self._wait(commit, expect_commit=self.fsync)
+        assert type(value) is int
+        assert value == wanted
+
+    @rule(key=keys, ttl=ttls)
+    def expire(self, key: str, ttl: float | None) -> None:
+        live = self.model.expire(key, ttl)
+        existed, commit = self.store.expire(key, ttl)
+        assert existed is live
+        self._wait(commit, expect_commit=live and self.fsync)
+
+    @rule(key=keys)
+    def ttl(self, key: str) -> None:
+        assert self.store.ttl(key) == self.model.ttl(key)
+
+    @rule(key=keys)
+    def exists(self, key: str) -> None:
+        assert self.store.exists(key) is (key in self.model.values)
+
+    @rule(pattern=st.sampled_from(PATTERNS))
+    def keys_matching(self, pattern: str) -> None:
+        got = self.store.keys(pattern)
+        assert len(got) == len(set(got)), f"keys({pattern!r}) repeats a key: {got!r}"
+        assert sorted(got) == self.model.keys(pattern)
+
+    @rule(key=keys, ttl=bad_ttls, call=st.sampled_from(["set", "incr", "expire"]))
+    def a_bad_ttl_changes_nothing(self, key: str, ttl: Any, call: str) -> None:
+        number = isinstance(ttl, (int, float)) and not isinstance(ttl, bool)
+        with pytest.raises(ValueError if number else TypeError):
+            if call == "set":
+                self.store.set(key, "changed", ttl=ttl)
+            elif call == "incr":
+                self.store.incr(key, 1, ttl=ttl)
+            else:
+                self.store.expire(key, ttl)
+
+    @rule(key=keys, amount=st.sampled_from([True, 1.0, "1", None]))
+    def incr_by_a_non_int_changes_nothing(self, key: str, amount: Any) -> None:
+        with pytest.raises(TypeError):
+            self.store.incr(key, amount)
+
+    @rule(seconds=advances)
+    def advance_clock(self, seconds: float) -> None:
+        self.model.advance(seconds)
+
+    @precondition(lambda self: bool(self.model.expiries))
+    @rule(pick=st.integers(0, len(KEYS) - 1), just_before=st.booleans())
+    def advance_clock_to_an_expiry(self, pick: int, just_before: bool) -> None:
+        """To exactly a key's expiry time (gone), or the float before it (live)."""
+        key = sorted(self.model.expiries)[pick % len(self.model.expiries)]
+        when = self.model.expiries[key]
+        if just_before:
+            self.clock.now = math.nextafter(when, -math.inf)  # >= now: the key is live
+            self.model.purge()
+            assert self.store.exists(key)
+            assert self.store.ttl(key) == self.model.ttl(key) == 1
+        else:
+            self.clock.now = when
+            self.model.purge()
+            assert key not in self.model.values
+            assert not self.store.exists(key)
+            assert self.store.ttl(key) == -2
+            assert self.store.get(key, _MISSING) is _MISSING
+
+    # -- after every step -------------------------------------------------------
 
     @invariant()
     def get_all_matches_the_model(self) -> None:
-        assert_same(self.store.items(), self.model)
+        assert_same(self.store.items(), self.model.values)
 
     @invariant()
     def stats_count_the_models_keys(self) -> None:
-        assert self.store.stats().keys == len(self.model)
+        stats = self.store.stats()
+        assert stats.keys == len(self.model.values)
+        assert stats.ttl_keys == len(self.model.expiries)
+        assert stats.keys <= stats.held_entries <= stats.keys + len(self.model.unswept)
+
+    @invariant()
+    def every_key_reads_as_the_model_says(self) -> None:
+        for key in KEYS:
+            assert_same(self.store.get(key, _MISSING), self.model.values.get(key, _MISSING))
+            assert self.store.exists(key) is (key in self.model.values)
+            assert self.store.ttl(key) == self.model.ttl(key), key
 
     def teardown(self) -> None:
         try:
@@ -343,7 +662,7 @@ class _EngineMatchesADict(RuleBasedStateMachine):
             shutil.rmtree(self.directory, ignore_errors=True)
 
 
-MACHINE_SETTINGS = settings(max_examples=100, stateful_step_count=30, deadline=None)
+MACHINE_SETTINGS = settings(max_examples=120, stateful_step_count=50, deadline=None)
 
 
 @MACHINE_SETTINGS
@@ -373,6 +692,7 @@ TestStoreMatchesADictAcrossReopenAtBuffered = BufferedEngineMatchesADict.TestCas
 class Set:
     key: str
     value: object
+    ttl: float | None
 
 
 @dataclass(frozen=True)
@@ -391,6 +711,26 @@ class Delete:
 
 
 @dataclass(frozen=True)
+class Incr:
+    key: str
+    amount: int
+    ttl: float | None
+
+
+@dataclass(frozen=True)
+class Expire:
+    key: str
+    ttl: float | None
+
+
+@dataclass(frozen=True)
+class Advance:
+    """Move the fake clock forward."""
+
+    seconds: float
+
+
+@dataclass(frozen=True)
 class Gathered:
     """Concurrent writes on distinct keys: a value to set, or None to delete."""
 
@@ -402,13 +742,17 @@ class Simple:
     name: str  # "clear", "compact", "flush", "reopen"
 
 
-Operation = Set | SetNow | Get | Delete | Gathered | Simple
+Operation = Set | SetNow | Get | Delete | Incr | Expire | Advance | Gathered | Simple
 
 operations: st.SearchStrategy[Operation] = st.one_of(
-    st.builds(Set, keys, values),
+    st.builds(Set, keys, values, st.none()),
+    st.builds(Set, keys, values, ttls),
     st.builds(SetNow, keys),
     st.builds(Get, keys),
     st.builds(Delete, keys),
+    st.builds(Incr, keys, amounts, ttls),
+    st.builds(Expire, keys, ttls),
+    st.builds(Advance, advances),
     st.builds(
         Gathered,
         st.dictionaries(keys, st.none() | st.tuples(values), min_size=1, max_size=4),
@@ -418,27 +762,42 @@ operations: st.SearchStrategy[Operation] = st.one_of(
 
 
 async def _play(path: str, durability: str, interval: float, script: list[Operation]) -> None:
-    model: dict[str, object] = {}
-    kv = AioKV(path, durability=durability, flush_interval=interval, fsync_interval=interval)
+    clock = FakeClock()
+    model = Model(clock)
+    kv = AioKV(path, durability=durability, flush_interval=interval, fsync_interval=interval,
+               clock=clock)
     try:
         for operation in script:
             if isinstance(operation, Set):
-                await kv.set(operation.key, operation.value)
-                model[operation.key] = expected(operation.value)
-            elif isinstance(operation, SetNow):
-                start = int(time.time())
+                await kv.set(operation.key, operation.value, operation.ttl)
+                model.set(operation.key, expected(operation.value), operation.ttl)
+            elif isinstance(operation, SetNow):  # the time on the store's clock
                 await kv.set(operation.key)
                 now = await kv.get(operation.key)
-                assert isinstance(now, int)
-                assert start <= now <= int(time.time())
-                model[operation.key] = now
+                assert type(now) is int
+                assert now == int(clock.now)
+                model.set(operation.key, now)
             elif isinstance(operation, Get):
                 got = await kv.get(operation.key, _MISSING)
-                assert_same(got, model.get(operation.key, _MISSING))
+                assert_same(got, model.values.get(operation.key, _MISSING))
                 mutate(got)
             elif isinstance(operation, Delete):
                 assert await kv.delete(operation.key) is True
-                model.pop(operation.key, None)
+                model.delete(operation.key)
+            elif isinstance(operation, Incr):
+                key, amount, ttl = operation.key, operation.amount, operation.ttl
+                try:
+                    wanted = model.incr(key, amount, ttl)
+                except (TypeError, ValueError) as exc:
+                    with pytest.raises(type(exc)):
+                        await kv.incr(key, amount, ttl=ttl)
+                else:
+                    assert await kv.incr(key, amount, ttl=ttl) == wanted
+            elif isinstance(operation, Expire):
+                live = model.expire(operation.key, operation.ttl)
+                assert await kv.expire(operation.key, operation.ttl) is live
+            elif isinstance(operation, Advance):
+                model.advance(operation.seconds)
             elif isinstance(operation, Gathered):
                 writes = [
                     kv.delete(key) if write is None else kv.set(key, write[0])
@@ -447,9 +806,9 @@ async def _play(path: str, durability: str, interval: float, script: list[Operat
                 await asyncio.gather(*writes)
                 for key, write in operation.writes.items():
                     if write is None:
-                        model.pop(key, None)
+                        model.delete(key)
                     else:
-                        model[key] = expected(write[0])
+                        model.set(key, expected(write[0]))
             elif operation.name == "clear":
                 assert await kv.clear() is True
                 model.clear()
@@ -460,14 +819,20 @@ async def _play(path: str, durability: str, interval: float, script: list[Operat
             else:
                 await kv.close()
                 kv = AioKV(path, durability=durability, flush_interval=interval,
-                           fsync_interval=interval)
+                           fsync_interval=interval, clock=clock)
                 await kv.open()
-            assert_same(await kv.get_all(), model)
-            assert (await kv.stats()).keys == len(model)
+            assert_same(await kv.get_all(), model.values)
+            stats = await kv.stats()
+            assert stats.keys == len(model.values)
+            assert stats.ttl_keys == len(model.expiries)
+            for key in KEYS:
+                assert await kv.ttl(key) == model.ttl(key), key
     finally:
         await kv.close()
-    async with AioKV(path, durability=durability) as reopened:
-        assert_same(await reopened.get_all(), model)
+    async with AioKV(path, durability=durability, clock=clock) as reopened:
+        assert_same(await reopened.get_all(), model.values)
+        for key in KEYS:
+            assert await reopened.ttl(key) == model.ttl(key), key
 
 
 class TestAioKVMatchesADictAcrossReopen:

@@ -1228,9 +1228,11 @@ class Engine:
             self._rewrite = []
             live_at_snapshot = self._live_bytes
             compactions = self._compactions + 1
+            # Read with the copy: a key still live at this instant is kept,
+            # so a later expire() record that extends it finds it on replay.
+            now = self._clock()
 
         if expiries:
-            now = self._clock()
             for key in [k for k, when in expiries.items() if when <= now]:
                 entries.pop(key, None)
                 del expiries[key]
