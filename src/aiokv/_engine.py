@@ -885,7 +885,8 @@ class Engine:
             self._generation += 1
             if self._fd is not None:
                 self._files.remove(self.path)
-                self._files.close(self._fd)
+                # From here on the clear has happened: nothing may stop it.
+                self._close_quietly(self._fd)
                 self._fd = None
                 self.log_missing = True
             superseded = self._commit if self._undo else None
@@ -1278,7 +1279,7 @@ class Engine:
                         self._rewrite = []
                     end = self._write_at(fd, end, [b"".join(rest)])
                 if old_fd is not None:
-                    self._files.close(old_fd)
+                    self._close_quietly(old_fd)  # the new log is in place
                 self._files.fsync_dir(self._directory)
                 self._dir_unsynced = False
         finally:
@@ -1288,6 +1289,13 @@ class Engine:
                     self._files.remove(temp)
                 except OSError:
                     logger.warning("aiokv: could not remove %s", temp)
+
+    def _close_quietly(self, fd: int) -> None:
+        """Close a descriptor whose file is no longer needed; log a failure."""
+        try:
+            self._files.close(fd)
+        except OSError as exc:
+            logger.warning("aiokv: closing a descriptor of %s failed: %s", self.path, exc)
 
     def _check_compaction_still_wanted(self, generation: int) -> None:
         """Raise if the store was closed, or return-worthy if cleared. Hold _lock."""
