@@ -502,12 +502,18 @@ class Engine:
                 self._compaction_wanted = False
             if never_started is not None:
                 never_started.settle(ClosedError(self.path))
+            # Everything is on disk: from here on close() completes. A failing
+            # close(2) still frees the descriptor (and with it the flock).
             with self._io, self._lock:
                 if self._fd is not None:
-                    self._files.close(self._fd)
+                    self._close_quietly(self._fd)
                     self._fd = None
                 if self._lock_fd is not None:
-                    self._files.unlock(self._lock_fd)
+                    try:
+                        self._files.unlock(self._lock_fd)
+                    except OSError as exc:
+                        logger.warning("aiokv: releasing the lock of %s failed: %s",
+                                       self.path, exc)
                     self._lock_fd = None
                 self._state = _CLOSED
             _open_engines.discard(self)
@@ -992,7 +998,6 @@ class Engine:
                     commit.settle()
                     return
                 self._inflight = commit
-                start = self._file_bytes
                 mark = None if self._rewrite is None else len(self._rewrite)
                 try:
                     if self._fd is None:
@@ -1003,6 +1008,7 @@ class Engine:
                     self._roll_back(undo, mark, exc)
                     commit.settle(exc)
                     return
+                start = self._file_bytes  # after a re-creation: past its header
                 fd = self._fd
                 assert fd is not None
                 if self._rewrite is not None:
@@ -1051,7 +1057,6 @@ class Engine:
                 frames, self._pending = self._pending, []
                 if not frames:
                     return
-                start = self._file_bytes
                 mark = None if self._rewrite is None else len(self._rewrite)
                 try:
                     if self._fd is None:
@@ -1061,6 +1066,7 @@ class Engine:
                 except OSError:
                     self._pending[:0] = frames
                     raise
+                start = self._file_bytes  # after a re-creation: past its header
                 fd = self._fd
                 assert fd is not None
                 if self._rewrite is not None:
@@ -1242,7 +1248,7 @@ class Engine:
         swapped = False
         try:
             # A placeholder header; the real one is written before the fsync.
-            self._files.pwrite(fd, encode_header(0, 0.0, HEADER_SIZE), 0)
+            self._write_at(fd, 0, [encode_header(0, 0.0, HEADER_SIZE)])
             snapshot_end = self._write_at(fd, HEADER_SIZE, _snapshot_frames(entries, expiries))
             with self._io:
                 with self._lock:
@@ -1250,7 +1256,7 @@ class Engine:
                     chunk, self._rewrite = self._rewrite or [], []
                 end = self._write_at(fd, snapshot_end, [b"".join(chunk)])
                 stamp = self._clock()
-                self._files.pwrite(fd, encode_header(compactions, stamp, end), 0)
+                self._write_at(fd, 0, [encode_header(compactions, stamp, end)])
                 self._files.fsync(fd)
                 # Catch up with the frames appended meanwhile outside _lock,
                 # until few enough are left to copy while writers wait.
@@ -1261,9 +1267,17 @@ class Engine:
                         if len(rest) <= CATCH_UP_FRAMES:
                             self._rewrite = None
                             final = self._write_at(fd, end, [b"".join(rest)])
-                            self._files.replace(temp, self.path)
+                            # Opened before the rename, so that once the new
+                            # log is in place nothing can fail before appends
+                            # go to it.
+                            new_fd = self._files.open_append(temp)
+                            try:
+                                self._files.replace(temp, self.path)
+                            except BaseException:
+                                self._close_quietly(new_fd)
+                                raise
                             swapped = True
-                            old_fd, self._fd = self._fd, self._files.open_append(self.path)
+                            old_fd, self._fd = self._fd, new_fd
                             self._file_bytes = final
                             self._next_compaction_check = final + COMPACTION_CHECK_BYTES
                             self._tail_dirty = False
