@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import time
-import warnings
 from collections.abc import Callable
 from types import TracebackType
 from typing import TypeVar
 
 from ._commit import Commit
-from ._engine import NOW, Engine, Stats
+from ._engine import NOW, Stats
+from ._shell import Shell
 
 logger = logging.getLogger("aiokv")
 
@@ -35,7 +33,7 @@ async def _in_thread(function: Callable[[], _T]) -> _T:
     return await asyncio.get_running_loop().run_in_executor(None, function)
 
 
-class AioKV:
+class AioKV(Shell):
     """An async key-value store kept in an append-only log at ``path``.
 
     Creating an instance does no I/O: the first operation (or ``open()``)
@@ -43,42 +41,7 @@ class AioKV:
     contract and docs/guarantees.md for what survives which failure.
     """
 
-    def __init__(
-        self,
-        path: str | os.PathLike[str],
-        *,
-        durability: str = "flush",
-        fsync_interval: float = 1.0,
-        flush_interval: float = 0.1,
-        recovery: str = "strict",
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self._until_yield = YIELD_EVERY
-        self._engine = Engine(
-            path,
-            durability=durability,
-            fsync_interval=fsync_interval,
-            flush_interval=flush_interval,
-            recovery=recovery,
-            clock=clock,
-        )
-
-    def __repr__(self) -> str:
-        return f"AioKV({self._engine.path!r}, durability={self._engine.durability!r})"
-
-    def __del__(self) -> None:
-        engine = getattr(self, "_engine", None)
-        if engine is not None and engine.is_open:
-            warnings.warn(f"{self!r} was never closed; it is closed at exit",
-                          ResourceWarning, stacklevel=2)
-
-    @property
-    def path(self) -> str:
-        return self._engine.path
-
-    @property
-    def durability(self) -> str:
-        return self._engine.durability
+    _until_yield = YIELD_EVERY  # per instance once first decremented
 
     async def open(self) -> AioKV:
         """Open the store now (otherwise the first operation does)."""

@@ -9,59 +9,20 @@ the other (not both at once: the lock admits one owner).
 from __future__ import annotations
 
 import logging
-import os
-import time
-import warnings
-from collections.abc import Callable
 from types import TracebackType
 
 from ._engine import NOW, Engine, Stats
+from ._shell import Shell
 
 logger = logging.getLogger("aiokv")
 
 
-class KV:
+class KV(Shell):
     """A key-value store in an append-only log at ``path``, with blocking calls.
 
     Same options and semantics as ``AioKV`` (see docs/api.md); creating it
     does no I/O, the first call opens the store.
     """
-
-    def __init__(
-        self,
-        path: str | os.PathLike[str],
-        *,
-        durability: str = "flush",
-        fsync_interval: float = 1.0,
-        flush_interval: float = 0.1,
-        recovery: str = "strict",
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self._engine = Engine(
-            path,
-            durability=durability,
-            fsync_interval=fsync_interval,
-            flush_interval=flush_interval,
-            recovery=recovery,
-            clock=clock,
-        )
-
-    def __repr__(self) -> str:
-        return f"KV({self._engine.path!r}, durability={self._engine.durability!r})"
-
-    def __del__(self) -> None:
-        engine = getattr(self, "_engine", None)
-        if engine is not None and engine.is_open:
-            warnings.warn(f"{self!r} was never closed; it is closed at exit",
-                          ResourceWarning, stacklevel=2)
-
-    @property
-    def path(self) -> str:
-        return self._engine.path
-
-    @property
-    def durability(self) -> str:
-        return self._engine.durability
 
     def _ready(self) -> Engine:
         engine = self._engine

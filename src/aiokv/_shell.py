@@ -1,0 +1,52 @@
+"""What the two shells, ``AioKV`` and ``KV``, have in common."""
+
+from __future__ import annotations
+
+import os
+import time
+import warnings
+from collections.abc import Callable
+
+from ._engine import Engine
+
+
+class Shell:
+    """Holds the engine a shell drives; creating one does no I/O."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        durability: str = "flush",
+        fsync_interval: float = 1.0,
+        flush_interval: float = 0.1,
+        recovery: str = "strict",
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._engine = Engine(
+            path,
+            durability=durability,
+            fsync_interval=fsync_interval,
+            flush_interval=flush_interval,
+            recovery=recovery,
+            clock=clock,
+        )
+
+    def __repr__(self) -> str:
+        engine = self._engine
+        return f"{type(self).__name__}({engine.path!r}, durability={engine.durability!r})"
+
+    def __del__(self) -> None:
+        engine = getattr(self, "_engine", None)
+        if engine is not None and engine.is_open:
+            warnings.warn(f"{self!r} was never closed; it is closed at exit",
+                          ResourceWarning, stacklevel=2)
+
+    @property
+    def path(self) -> str:
+        """The log file's absolute path."""
+        return self._engine.path
+
+    @property
+    def durability(self) -> str:
+        return self._engine.durability
