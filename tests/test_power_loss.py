@@ -1,0 +1,669 @@
+"""Power loss at every file call: what a reboot may show, and what it must keep.
+
+``PowerLossFiles`` is a ``FileSystem`` that does the real file work in a temp
+directory and also keeps a model of what a power loss would leave behind:
+
+* per file (an inode: a descriptor keeps pointing at it across renames), the
+  content as the OS sees it and the content made durable by the last
+  ``fsync(fd)``; whatever was written after that fsync is volatile;
+* per directory, the names as the OS sees them and the names made durable by
+  the last ``fsync_dir``; the create/replace/remove calls since then are
+  pending and a reboot may show any prefix of them (none of them: the old
+  name state; all of them: the current one).
+
+``crash_images()`` lists the directory states a power loss may produce: for
+each prefix of the pending name changes, the files under those names with
+their volatile part (everything past the longest common prefix of the durable
+and the current content) dropped, kept, cut (at random points, after its
+first byte, before its last), replaced by zeros or random garbage of the same
+length, or cut with the rest zeros or garbage (torn appends, as in ALICE);
+the same variant for every file, and a few images with a random variant per
+file. Randomness is seeded by the crash point, so every run is the same.
+
+A scripted workload (sets, deletes, flushes, compactions, a clear, sets after
+it, close and reopen) runs directly on the ``Engine`` on the test's thread,
+once per durability level, with both timers set to an hour: no periodic fsync
+or buffered write happens at a time chosen by the scheduler, so the order of
+the file calls is the same in every run. A crash point is taken right after
+every file call (the Nth, for every N, including every call of a
+compaction's temp-write / fsync / replace / directory-fsync sequence) and
+after every step of the workload.
+
+Each crash image is opened by a plain ``Engine`` in a fresh directory. It must
+open (no ``CorruptionError``, no other error) and hold exactly the state after
+some prefix of the workload's steps, between:
+
+* the floor: at "fsync" every step that returned (a set returns after its
+  Commit.wait()); at "flush" and "buffered" every step up to the last
+  flush() or close() that returned (their writes were fsynced);
+* the newest: every step that returned plus the one running at the crash.
+
+A state that is no prefix (a lost write with a later one kept, a torn value,
+a resurrected key) fails as surely as a lost promised write.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import random
+import shutil
+import tempfile
+import threading
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import pytest
+
+from aiokv._engine import Engine
+from aiokv._files import FileSystem
+from aiokv._recovery import replay
+
+if TYPE_CHECKING:
+    from typing_extensions import Buffer
+
+HOUR = 3600.0
+CLOCK_TIME = 1_700_000_000.0
+LEVELS = ("fsync", "flush", "buffered")
+VARIANTS = ("drop", "keep", "partial-1", "partial-2", "partial-3", "first-byte", "all-but-last",
+            "zeros", "garbage", "torn-zeros", "torn-garbage")
+STORE = "state.kv"
+
+
+def _clock() -> float:
+    return CLOCK_TIME
+
+
+# -- the simulated file system ------------------------------------------------
+
+
+@dataclass
+class Inode:
+    number: int
+    data: bytearray = field(default_factory=bytearray)
+    """The content as the OS sees it (what a read returns now)."""
+    durable: bytes = b""
+    """The content as of the last fsync of this file."""
+
+
+# A pending name change: ("create", name, "") / ("replace", source, target) /
+# ("remove", name, "").
+NameOp = tuple[str, str, str]
+Names = dict[str, int]
+"""A directory's state: name -> inode number."""
+Image = tuple[tuple[str, bytes], ...]
+"""A directory after a reboot: (name, content) of each file."""
+
+
+def _apply_name_op(names: Names, op: NameOp, created: dict[str, int]) -> None:
+    kind, first, second = op
+    if kind == "create":
+        names[first] = created[first]
+    elif kind == "replace":
+        if first in names:
+            names[second] = names.pop(first)
+    elif kind == "remove":
+        names.pop(first, None)
+    else:
+        raise AssertionError(kind)
+
+
+def _canonical(names: Names) -> tuple[tuple[str, int], ...]:
+    """Sorted names, the pid in temp names replaced: the same in every run."""
+    pid = f".tmp-{os.getpid()}-"
+    return tuple(sorted((name.replace(pid, ".tmp-PID-"), number)
+                        for name, number in names.items()))
+
+
+@dataclass(frozen=True)
+class CrashPoint:
+    label: str
+    """Where the power went: after which call of which step, or after a step."""
+    name_states: tuple[tuple[tuple[str, int], ...], ...]
+    """The directory states a reboot may show, old to new (sorted items)."""
+    contents: dict[int, tuple[bytes, bytes]]
+    """inode number -> (durable content, current content)."""
+    floor: int
+    """States[floor] is the oldest state the reboot may show."""
+    newest: int
+    """States[newest] is the newest."""
+
+
+class PowerLossFiles(FileSystem):
+    """Real files in ``directory``, plus a model of what is durable.
+
+    After every call (and when ``mark`` is called) a ``CrashPoint`` is
+    recorded. Lock files are not modelled: a rebooted directory never holds
+    a lock, and the engine creates its own at open.
+    """
+
+    def __init__(self, directory: str) -> None:
+        self.directory = directory
+        self.names: dict[str, Inode] = {}
+        self.durable_names: Names = {}
+        self.pending: list[NameOp] = []
+        self.created: dict[str, int] = {}
+        """Inode number of each name at its latest (pending) create."""
+        self.inodes: dict[int, Inode] = {}
+        self.fds: dict[int, Inode] = {}
+        self.points: list[CrashPoint] = []
+        self.op = ""
+        self.floor = 0
+        self.newest = 0
+        self.calls = 0
+        self._lock = threading.RLock()
+
+    # -- bookkeeping --
+
+    def _name(self, path: str) -> str:
+        directory, name = os.path.split(path)
+        assert os.path.abspath(directory) == os.path.abspath(self.directory), path
+        return name
+
+    def _new_inode(self) -> Inode:
+        inode = Inode(len(self.inodes) + 1)
+        self.inodes[inode.number] = inode
+        return inode
+
+    def _check_model(self) -> None:
+        """The model's view of the names and contents is the real one."""
+        real = {name for name in os.listdir(self.directory) if not name.endswith(".lock")}
+        assert real == set(self.names), (real, set(self.names))
+        for name, inode in self.names.items():
+            with open(os.path.join(self.directory, name), "rb") as file:
+                assert file.read() == inode.data, f"model of {name} differs from the file"
+
+    def preload(self, image: Image) -> None:
+        """Files there before the run: durable content under durable names."""
+        with self._lock:
+            for name, content in image:
+                with open(os.path.join(self.directory, name), "wb") as file:
+                    file.write(content)
+                inode = self._new_inode()
+                inode.data += content
+                inode.durable = content
+                self.names[name] = inode
+            self.durable_names = {name: inode.number for name, inode in self.names.items()}
+
+    def mark(self, label: str) -> None:
+        """Record a crash point now."""
+        with self._lock:
+            self._check_model()
+            states: list[tuple[tuple[str, int], ...]] = []
+            names = dict(self.durable_names)
+            states.append(_canonical(names))
+            for op in self.pending:
+                _apply_name_op(names, op, self.created)
+                states.append(_canonical(names))
+            contents = {number: (inode.durable, bytes(inode.data))
+                        for number, inode in self.inodes.items()}
+            self.points.append(CrashPoint(label, tuple(states), contents,
+                                          self.floor, self.newest))
+
+    def _after(self, call: str) -> None:
+        self.calls += 1
+        self.mark(f"call {self.calls} ({call}) in {self.op!r}")
+
+    # -- the seam --
+
+    def read(self, path: str) -> bytes | None:
+        with self._lock:
+            data = super().read(path)
+            self._after("read")
+            return data
+
+    def listdir(self, directory: str) -> list[str]:
+        with self._lock:
+            names = super().listdir(directory)
+            self._after("listdir")
+            return names
+
+    def create(self, path: str) -> int:
+        with self._lock:
+            fd = super().create(path)
+            name = self._name(path)
+            inode = self._new_inode()
+            self.names[name] = inode
+            self.created[name] = inode.number
+            self.pending.append(("create", name, ""))
+            self.fds[fd] = inode
+            self._after("create")
+            return fd
+
+    def open_append(self, path: str) -> int:
+        with self._lock:
+            fd = super().open_append(path)
+            self.fds[fd] = self.names[self._name(path)]
+            self._after("open_append")
+            return fd
+
+    def write(self, fd: int, data: Buffer) -> int:
+        with self._lock:
+            view = memoryview(data)
+            written = os.write(fd, view)
+            self.fds[fd].data += view[:written]  # O_APPEND: at the end
+            self._after("write")
+            return written
+
+    def pwrite(self, fd: int, data: bytes | memoryview, offset: int) -> int:
+        with self._lock:
+            written = os.pwrite(fd, data, offset)
+            content = self.fds[fd].data
+            if len(content) < offset:
+                content += bytes(offset - len(content))
+            content[offset:offset + written] = memoryview(data)[:written]
+            self._after("pwrite")
+            return written
+
+    def truncate(self, fd: int, length: int) -> None:
+        with self._lock:
+            super().truncate(fd, length)
+            content = self.fds[fd].data
+            if len(content) > length:
+                del content[length:]
+            else:
+                content += bytes(length - len(content))
+            self._after("truncate")
+
+    def fsync(self, fd: int) -> None:
+        with self._lock:
+            super().fsync(fd)
+            inode = self.fds[fd]
+            inode.durable = bytes(inode.data)
+            self._after("fsync")
+
+    def close(self, fd: int) -> None:
+        with self._lock:
+            super().close(fd)
+            del self.fds[fd]
+            self._after("close")
+
+    def replace(self, source: str, target: str) -> None:
+        with self._lock:
+            super().replace(source, target)
+            old, new = self._name(source), self._name(target)
+            self.names[new] = self.names.pop(old)
+            self.pending.append(("replace", old, new))
+            self._after("replace")
+
+    def remove(self, path: str) -> None:
+        with self._lock:
+            super().remove(path)
+            name = self._name(path)
+            del self.names[name]
+            self.pending.append(("remove", name, ""))
+            self._after("remove")
+
+    def fsync_dir(self, directory: str) -> None:
+        with self._lock:
+            super().fsync_dir(directory)
+            assert os.path.abspath(directory) == os.path.abspath(self.directory)
+            self.durable_names = {name: inode.number for name, inode in self.names.items()}
+            self.pending = []
+            self._after("fsync_dir")
+
+    def lock(self, path: str) -> int | None:
+        with self._lock:
+            fd = super().lock(path)
+            self._after("lock")
+            return fd
+
+    def unlock(self, fd: int) -> None:
+        with self._lock:
+            super().unlock(fd)
+            self._after("unlock")
+
+
+# -- crash images ---------------------------------------------------------------
+
+
+def _common_prefix(a: bytes, b: bytes) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+def _after_reboot(durable: bytes, current: bytes, variant: str, rng: random.Random) -> bytes:
+    """One content a power loss may leave: the volatile part per ``variant``.
+
+    The volatile part is everything past the longest common prefix of the
+    durable and the current content. "partial" keeps a random part of it;
+    "torn-*" keeps a random part and fills the rest with zeros or garbage (the
+    size reached the disk, some of the data did not); "first-byte" and
+    "all-but-last" are the extreme cuts.
+    """
+    assert variant in VARIANTS, variant
+    if variant == "drop":
+        return durable
+    stable = _common_prefix(durable, current)
+    volatile = len(current) - stable
+    fixed_cuts = {"keep": volatile, "first-byte": min(1, volatile),
+                  "all-but-last": max(0, volatile - 1), "zeros": 0, "garbage": 0}
+    cut = fixed_cuts.get(variant)
+    if cut is None:  # partial-N, torn-*
+        cut = rng.randint(0, volatile)
+    rest = volatile - cut if variant in ("zeros", "garbage", "torn-zeros", "torn-garbage") else 0
+    filler = bytes(rest) if variant.endswith("zeros") else rng.randbytes(rest)
+    return current[:stable + cut] + filler
+
+
+MIXED = 3
+"""Images per name state in which each file gets its own random variant."""
+
+
+def crash_images(point: CrashPoint, seed: str) -> list[tuple[str, Image]]:
+    """(description, directory content) of every state this crash may leave.
+
+    The same variant for every file, then MIXED images with a variant chosen
+    per file (e.g. the old log's tail kept and the temp file's dropped).
+    """
+    rng = random.Random(seed)
+    images: list[tuple[str, Image]] = []
+    seen: set[Image] = set()
+    for step, names in enumerate(point.name_states):
+        where = f"names after {step} of {len(point.name_states) - 1} pending changes"
+        choices: list[list[str]] = [[variant] * len(names) for variant in VARIANTS]
+        choices += [[rng.choice(VARIANTS) for _ in names] for _ in range(MIXED)]
+        for variants in choices:
+            image = tuple(
+                (name, _after_reboot(*point.contents[number], variant, rng))
+                for (name, number), variant in zip(names, variants, strict=True))
+            if image not in seen:
+                seen.add(image)
+                described = ", ".join(f"{name}: {variant}"
+                                      for (name, _), variant in zip(names, variants, strict=True))
+                images.append((f"{where}, volatile data: {described or 'no files'}", image))
+    return images
+
+
+# -- the workload -----------------------------------------------------------------
+
+# (label, kind, key, value)
+Step = tuple[str, str, str, object]
+
+WORKLOAD: list[Step] = [
+    ("open #1", "open", "", None),
+    ("set a", "set", "a", 1),
+    ("set b", "set", "b", "b" * 50),
+    ("flush #1", "flush", "", None),
+    ("set c", "set", "c", b"\x00\xff" * 20),
+    ("set a again", "set", "a", [1, "two", 3.5]),
+    ("delete b", "delete", "b", None),
+    ("flush #2", "flush", "", None),
+    ("set d", "set", "d", {"nested": [True, None]}),
+    ("set big", "set", "big", "x" * 2000),
+    ("compact #1", "compact", "", None),
+    ("set e after compact", "set", "e", 2.5),
+    ("delete c", "delete", "c", None),
+    ("flush #3", "flush", "", None),
+    ("set f", "set", "f", -7),
+    ("clear", "clear", "", None),
+    ("set g after clear", "set", "g", "g"),
+    ("set h after clear", "set", "h", 2**63),
+    ("flush #4", "flush", "", None),
+    ("delete g", "delete", "g", None),
+    ("set ttl i", "set+ttl", "i", "lives an hour"),
+    ("close #1", "close", "", None),
+    ("open #2", "open", "", None),
+    ("set j after reopen", "set", "j", b"j"),
+    ("delete absent", "delete", "zz", None),
+    ("set h again", "set", "h", False),
+    ("compact #2", "compact", "", None),
+    ("flush #5", "flush", "", None),
+    ("set k", "set", "k", "k" * 300),
+    ("delete j", "delete", "j", None),
+    ("compact #3", "compact", "", None),
+    ("set l after compact", "set", "l", 0),
+    ("close #2", "close", "", None),
+]
+
+Typed = dict[str, tuple[str, object]]
+
+
+def _typed(entries: dict[str, object]) -> Typed:
+    """Entries compared with their types (True == 1 must not pass)."""
+    return {key: (type(value).__name__, value) for key, value in entries.items()}
+
+
+def _engine(path: str, level: str, files: FileSystem) -> Engine:
+    return Engine(path, durability=level, files=files, clock=_clock,
+                  fsync_interval=HOUR, flush_interval=HOUR)
+
+
+@dataclass
+class Recording:
+    level: str
+    points: list[CrashPoint]
+    states: list[Typed]
+    """states[k]: the store after the first k steps."""
+    calls: list[str]
+    """The label of every call-crash point, in order."""
+
+
+def record(level: str, workload: list[Step] = WORKLOAD, image: Image = (),
+           initial: Typed | None = None) -> Recording:
+    """Run ``workload`` once and take a crash point at every call and step.
+
+    ``image`` holds the files already there (durable), ``initial`` the
+    entries they hold.
+    """
+    directory = tempfile.mkdtemp(prefix="aiokv-power-")
+    try:
+        files = PowerLossFiles(directory)
+        files.preload(image)
+        path = os.path.join(directory, STORE)
+        state: dict[str, object] = {key: value for key, (_, value) in (initial or {}).items()}
+        states = [_typed(state)]
+        engine: Engine | None = None
+        floor = 0
+        for index, (label, kind, key, value) in enumerate(workload):
+            files.op, files.floor, files.newest = label, floor, index + 1
+            if kind == "open":
+                engine = _engine(path, level, files)
+                engine.open()
+            else:
+                assert engine is not None
+                commit = None
+                if kind == "set":
+                    commit = engine.set(key, value)
+                    state[key] = value
+                elif kind == "set+ttl":
+                    commit = engine.set(key, value, ttl=HOUR)
+                    state[key] = value
+                elif kind == "delete":
+                    commit = engine.delete(key)
+                    state.pop(key, None)
+                elif kind == "clear":
+                    engine.clear()
+                    state.clear()
+                elif kind == "flush":
+                    engine.flush()
+                elif kind == "compact":
+                    engine.compact()
+                elif kind == "close":
+                    engine.close()
+                else:
+                    raise AssertionError(kind)
+                if commit is not None:
+                    commit.wait()
+            assert engine is not None
+            if kind != "close":
+                assert _typed(engine.items()) == _typed(state), label
+            states.append(_typed(state))
+            if level == "fsync" or kind in ("flush", "close"):
+                floor = index + 1
+            files.floor = floor
+            files.mark(f"after {label!r}")
+        calls = [point.label for point in files.points if point.label.startswith("call ")]
+        return Recording(level, files.points, states, calls)
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+RECORDINGS = {level: record(level) for level in LEVELS}
+
+_recovered: dict[Image, Typed | str] = {}
+"""What opening an image gives (its entries, or the error): images repeat."""
+
+
+def recover(image: Image) -> Typed | str:
+    """Open ``image`` in a fresh directory with a plain Engine."""
+    if image in _recovered:
+        return _recovered[image]
+    directory = tempfile.mkdtemp(prefix="aiokv-reboot-")
+    try:
+        for name, content in image:
+            with open(os.path.join(directory, name), "wb") as file:
+                file.write(content)
+        engine = _engine(os.path.join(directory, STORE), "flush", FileSystem())
+        try:
+            engine.open()
+        except Exception as exc:  # any failure to open is a finding
+            result: Typed | str = f"open raised {exc!r}"
+        else:
+            try:
+                result = _typed(engine.items())
+            finally:
+                engine.close()
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+    _recovered[image] = result
+    return result
+
+
+def check_point(recording: Recording, index: int) -> list[str]:
+    """Violations at one crash point, one line each."""
+    point = recording.points[index]
+    allowed = recording.states[point.floor:point.newest + 1]
+    problems = []
+    for description, image in crash_images(point, f"{recording.level}-{index}"):
+        result = recover(image)
+        if isinstance(result, str):
+            problems.append(f"{point.label}, {description}: {result}")
+        elif result not in allowed:
+            problems.append(
+                f"{point.label}, {description}: recovered {result}, promised one of the "
+                f"states after steps {point.floor}..{point.newest}: {allowed}")
+    return problems
+
+
+# -- the cases ------------------------------------------------------------------
+
+def _cases() -> list[object]:
+    return [pytest.param(level, index, id=f"{level}-{index:03d}")
+            for level, recording in RECORDINGS.items()
+            for index in range(len(recording.points))]
+
+
+@pytest.mark.parametrize(("level", "index"), _cases())
+def test_a_power_loss_here_keeps_a_promised_prefix(level: str, index: int) -> None:
+    problems = check_point(RECORDINGS[level], index)
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("level", LEVELS)
+def test_enough_crash_points_are_tried(level: str) -> None:
+    recording = RECORDINGS[level]
+    images = sum(len(crash_images(point, f"{level}-{i}"))
+                 for i, point in enumerate(recording.points))
+    print(f"{level}: {len(recording.points)} crash points "
+          f"({len(recording.calls)} after a file call), {images} crash images")
+    assert len(recording.calls) > 20
+    assert len(recording.points) == len(recording.calls) + len(WORKLOAD)
+    # Every call of every compaction is a crash point, the directory steps too.
+    for label in ("compact #1", "compact #2", "compact #3"):
+        calls = {point.label.split("(")[1].split(")")[0] for point in recording.points
+                 if point.label.startswith("call ") and point.label.endswith(f"{label!r}")}
+        assert calls >= {"create", "pwrite", "fsync", "open_append", "replace", "fsync_dir",
+                         "close"}, (label, calls)
+    # A crash in a compaction, between the rename and the directory fsync, may
+    # show either log.
+    assert any(len(point.name_states) > 1 for point in recording.points)
+
+
+# -- the model itself --------------------------------------------------------------
+
+
+def test_the_model_loses_what_was_not_fsynced(tmp_path: object) -> None:
+    directory = str(tmp_path)
+    files = PowerLossFiles(directory)
+    log = os.path.join(directory, "log")
+    temp = os.path.join(directory, "temp")
+    fd = files.create(log)
+    files.write(fd, b"durable")
+    files.fsync(fd)
+    files.fsync_dir(directory)
+    files.write(fd, b"+volatile")
+    files.close(fd)
+    point = files.points[-1]
+    images = dict(crash_images(point, "model"))
+    contents = {image[0][1] for image in images.values()}
+    assert b"durable" in contents and b"durable+volatile" in contents
+    assert b"durable" + bytes(9) in contents
+    assert all(content.startswith(b"durable") and len(content) <= 16 for content in contents)
+
+    fd = files.create(temp)
+    files.write(fd, b"new")
+    files.fsync(fd)
+    files.close(fd)
+    files.replace(temp, log)
+    point = files.points[-1]
+    assert [dict(names) for names in point.name_states] == [
+        {"log": 1}, {"log": 1, "temp": 2}, {"log": 2}]
+    shown = {image for _, image in crash_images(point, "model")}
+    assert (("log", b"durable"),) in shown  # the rename may be undone by a reboot
+    assert (("log", b"new"),) in shown
+    files.fsync_dir(directory)
+    shown = {image for _, image in crash_images(files.points[-1], "model")}
+    assert shown == {(("log", b"new"),)}
+
+
+# -- a second power loss, while the first one's torn log is recovered ---------------
+
+REBOOT_WORKLOAD: list[Step] = [
+    ("open after the reboot", "open", "", None),
+    ("set r1", "set", "r1", "after the reboot"),
+    ("flush r", "flush", "", None),
+    ("set a r2", "set", "a", 99),
+    ("delete r1", "delete", "r1", None),
+    ("close r", "close", "", None),
+]
+TORN_IMAGES_PER_LEVEL = 6
+
+
+@functools.cache
+def _torn_images(level: str) -> list[tuple[str, Image, Typed]]:
+    """Crash images of the main workload whose log open must cut a torn tail."""
+    found: dict[Image, tuple[str, Image, Typed]] = {}
+    recording = RECORDINGS[level]
+    for index, point in enumerate(recording.points):
+        for description, image in crash_images(point, f"{level}-{index}"):
+            log = dict(image).get(STORE)
+            if image in found or log is None or replay(log).torn_tail == 0:
+                continue
+            result = recover(image)
+            if isinstance(result, dict):
+                found[image] = (f"{point.label}, {description}", image, result)
+    torn = list(found.values())
+    step = max(1, len(torn) // TORN_IMAGES_PER_LEVEL)
+    return torn[::step][:TORN_IMAGES_PER_LEVEL]
+
+
+def _reboot_cases() -> list[object]:
+    return [pytest.param(level, j, id=f"{level}-torn-{j}")
+            for level in LEVELS for j in range(TORN_IMAGES_PER_LEVEL)]
+
+
+@pytest.mark.parametrize(("level", "which"), _reboot_cases())
+def test_a_power_loss_while_a_torn_log_is_recovered(level: str, which: int) -> None:
+    """Crash again at every call of: open (truncating the torn tail), writes, close."""
+    torn = _torn_images(level)
+    assert len(torn) == TORN_IMAGES_PER_LEVEL, f"only {len(torn)} torn images"
+    origin, image, initial = torn[which]
+    recording = record(level, REBOOT_WORKLOAD, image, initial)
+    assert any("(truncate)" in label for label in recording.calls), origin
+    problems = [problem for index in range(len(recording.points))
+                for problem in check_point(recording, index)]
+    assert not problems, f"image from {origin}:\n" + "\n".join(problems)
