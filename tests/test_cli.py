@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from aiokv import KV
+from aiokv import KV, _cli
 from aiokv._format import HEADER_SIZE
+from aiokv._torture import Report, TortureResult
 
 SUBCOMMANDS = ["demo", "dump", "get", "set", "delete", "keys", "stats", "check", "repair",
                "compact", "migrate"]
@@ -350,3 +351,65 @@ def test_demo_still_works(tmp_path: Path) -> None:
     result = run("demo", "--path", str(tmp_path / "demo.kv"))
     assert result.returncode == 0, result
     assert "this demo has run 1 time(s)" in result.stdout
+
+
+# -- torture ------------------------------------------------------------------------
+
+
+def test_torture_finds_no_violation_and_cleans_up(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "aiokv", "torture", str(tmp_path), "--seconds", "5",
+         "--seed", "12345"],
+        capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert result.returncode == 0, result
+    assert "seed 12345" in result.stdout
+    counts = dict(line.split(": ", 1) for line in result.stdout.splitlines()[1:])
+    assert int(counts["trials"]) > 0
+    assert counts["kills"] == counts["trials"]
+    assert int(counts["writes checked"]) > 0
+    assert int(counts["compactions interrupted"]) >= 0
+    assert counts["violations"] == "0"
+    assert list(tmp_path.iterdir()) == [], "the stores of a clean run are deleted"
+
+
+def test_torture_help() -> None:
+    result = run("torture", "--help")
+    assert result.returncode == 0
+    assert "aiokv torture" in result.stdout
+    assert "--seconds" in result.stdout and "--durability" in result.stdout
+
+
+@pytest.mark.parametrize("args", [(), ("--seconds", "5"), ("{dir}", "--seconds", "0"),
+                                  ("{dir}", "--seconds", "soon"), ("{dir}", "--seed", "x"),
+                                  ("{dir}", "--durability", "buffered"), ("{file}",),
+                                  ("{missing}",)])
+def test_torture_bad_usage_exits_2(tmp_path: Path, args: tuple[str, ...]) -> None:
+    (tmp_path / "a-file").write_text("not a directory")
+    paths = {"dir": str(tmp_path), "file": str(tmp_path / "a-file"),
+             "missing": str(tmp_path / "missing")}
+    result = run("torture", *(arg.format(**paths) for arg in args))
+    assert result.returncode == 2, result
+    assert "Traceback" not in result.stderr
+    assert "usage:" in result.stderr
+    assert result.stdout == ""
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["a-file"]
+
+
+def test_torture_exits_1_and_prints_a_violation(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # In-process: a real violation needs a broken store, so the run is faked.
+    def broken_run(directory: object, seconds: float, durability: str, seed: int,
+                   report: Report) -> TortureResult:
+        report("trial 0: 'k001' lost its acknowledged write #5 (set)")
+        return TortureResult(seed=seed, durability=durability, trials=1, kills=1,
+                             writes_checked=5, violations=["trial 0: lost"],
+                             kept=[tmp_path / "torture-x" / "store-0"])
+
+    monkeypatch.setattr(_cli, "torture", broken_run)
+    assert _cli.main(["torture", str(tmp_path), "--seconds", "1", "--seed", "9"]) == 1
+    out = capsys.readouterr().out
+    assert "'k001' lost its acknowledged write #5" in out
+    assert "violations: 1" in out
+    assert "kept for inspection:" in out and "--seed 9" in out

@@ -12,6 +12,7 @@ import base64
 import binascii
 import json
 import os
+import random
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -22,6 +23,7 @@ from ._legacy import parse_legacy_json
 from ._recovery import Replay, replay
 from ._store import AioKV
 from ._sync import KV
+from ._torture import DURABILITIES, TortureResult, torture
 
 BYTES_MARKER = "$bytes"
 """JSON stand-in for a bytes value: ``{"$bytes": "<base64>"}``."""
@@ -384,6 +386,32 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_flushed(line: str) -> None:
+    # A long run prints a violation the moment it is found, even into a pipe.
+    print(line, flush=True)
+
+
+def _print_torture_summary(result: TortureResult) -> None:
+    print(f"trials: {result.trials}")
+    print(f"kills: {result.kills}")
+    print(f"writes checked: {result.writes_checked}")
+    print(f"compactions interrupted: {result.compactions_interrupted}")
+    print(f"violations: {len(result.violations)}")
+    for store in result.kept:
+        print(f"  kept for inspection: {store}")
+    if result.violations:
+        print(f"replay the same random choices with --seed {result.seed}")
+
+
+def _cmd_torture(args: argparse.Namespace) -> int:
+    seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1 << 32)
+    print(f"aiokv torture: {args.seconds:g} s at durability {args.durability!r}, "
+          f"seed {seed}, in {args.dir}", flush=True)
+    result = torture(args.dir, args.seconds, args.durability, seed, _print_flushed)
+    _print_torture_summary(result)
+    return 1 if result.violations else 0
+
+
 # -- the parser -------------------------------------------------------------------
 
 
@@ -398,6 +426,52 @@ exit codes (as fsck's):
   8  could not check: missing, unreadable, or not an aiokv log (a legacy
      JSON state file is converted by `aiokv migrate`)
 """
+
+_TORTURE_EPILOG = """\
+each trial starts a process that writes to a store from many tasks (and
+compacts it), kills it with SIGKILL at a random instant (while it starts,
+opens, writes or compacts), reopens the store and checks that every
+acknowledged write survived, that no value is torn, that the store is the
+state after a prefix of the writes, and that it reopens cleanly.
+
+The stores are made in a new subdirectory of DIR, on the disk you want to
+test; those with a violation are kept there (state.kv.as-killed is the log
+as the kill left it), the others deleted.
+
+exit codes:
+  0  no violation found
+  1  a violation found (or an error)
+  2  bad usage, or DIR is not a directory
+"""
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not seconds > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0 seconds: {text!r}")
+    return seconds
+
+
+def _seed(text: str) -> int:
+    try:
+        seed = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if seed < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative: {text!r}")
+    return seed
+
+
+def _directory(text: str) -> str:
+    # Refused up front, as bad usage: the run must not create DIR (a typo
+    # would put the stores on another disk than the one meant).
+    if not os.path.isdir(text):
+        raise argparse.ArgumentTypeError(f"not a directory: {text!r}")
+    return text
+
 
 _BYTES_NOTE = (f'bytes values are shown as {{"{BYTES_MARKER}": "<base64>"}}, also inside lists '
                f"and maps")
@@ -507,6 +581,21 @@ def _parser() -> argparse.ArgumentParser:
         "original is kept as FILE.bak. A file that is already a log is left alone.",
     )
     add_file(migrate)
+
+    torture_ = add(
+        "torture", _cmd_torture, "kill a writing process at random instants; check recovery",
+        "Run crash trials in DIR for SECONDS and report what they found.",
+        epilog=_TORTURE_EPILOG,
+    )
+    torture_.add_argument("dir", metavar="DIR", type=_directory,
+                          help="an existing directory on the disk to test")
+    torture_.add_argument("--seconds", type=_positive_seconds, default=60.0,
+                          help="how long to run trials (default: %(default)g)")
+    torture_.add_argument("--durability", choices=DURABILITIES, default="flush",
+                          help="the store's durability level (default: %(default)s)")
+    torture_.add_argument("--seed", type=_seed, metavar="N",
+                          help="seed the random choices, to replay an earlier run "
+                               "(default: a random one, printed)")
     return parser
 
 
@@ -522,3 +611,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (_UsageError, AioKVError, OSError, ValueError, TypeError) as exc:
         print(f"aiokv: error: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("aiokv: interrupted", file=sys.stderr)
+        return 130  # as a shell reports SIGINT

@@ -1,0 +1,793 @@
+"""Crash torture: SIGKILL a writing process at random instants, then reopen.
+
+``torture()`` (and ``aiokv torture DIR``) runs trials. Each trial starts a
+child process (``python -m aiokv._torture child PATH DURABILITY RUN``) that
+writes from many tasks and prints each write's intent before issuing it and
+its acknowledgement once the ``await`` returned. The parent kills the child
+with SIGKILL at a random instant (while Python starts, while the store opens,
+while it writes, right after a compaction began), reopens the store and
+checks it against the printed lines:
+
+* every key holds the value of its last acknowledged write, or of a write to
+  it issued after that one (in flight at the kill); a key whose last
+  acknowledged write was a delete is absent or holds such a later value; a key
+  with no acknowledged write keeps its value from before the child started,
+  or holds one of the child's values for it;
+* no value is torn: each is exactly a value the child wrote to that key;
+* more strongly, the store holds the state after one prefix of the writes, in
+  the order they were issued, that includes every acknowledged write;
+* reopening never raises, leaves no temporary file behind, and a write made
+  after reopening survives another reopen.
+
+Each broken rule is reported as a violation. Trials share a store (a fresh one
+every ``FRESH_EVERY`` trials, or after a violation), so later children start
+from a recovered log.
+
+The child's protocol: every line it prints is one JSON object, written with a
+single ``write(2)`` (atomic on a pipe), so a kill never leaves half a line:
+
+* ``{"e":"opening"}`` before opening the store, ``{"e":"open",...}`` after.
+* ``{"e":"intent","op":"set"|"del","key":K,"seq":N}`` just before a write is
+  issued. ``seq`` counts up in the order the writes reach the store: nothing
+  awaits between printing an intent and handing the write to the store. A
+  delete's intent also says whether the key was ``present`` in memory then.
+* ``{"e":"ack","seq":N}`` once that write's ``await`` returned.
+* ``{"e":"compact-start","n":I}`` / ``{"e":"compact-done","n":I}`` around each
+  ``await kv.compact()`` of the compacting task.
+* ``{"e":"compaction-begin"}`` / ``{"e":"compaction-end"}`` from the engine's
+  compaction thread, around every compaction, the automatic ones included.
+
+The value of a set is ``expected_value(key, run, seq)``: a deterministic value
+of one of several types (int, float, str, bytes, nested dict, nested list)
+that embeds its key, run and seq, so a value that is torn, mixed with another
+or misplaced is detected by ``identify``. The run number differs between the
+trials on one store, so values of different runs never look alike.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import random
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ._engine import Engine
+from ._store import AioKV
+
+DURABILITIES = ("flush", "fsync")
+"""The levels whose acknowledged writes must survive a kill of the process
+("buffered" acknowledges before the write reaches the OS)."""
+
+KEY_COUNT = 200
+"""The key space: ``key_name(0)`` ... ``key_name(KEY_COUNT - 1)``."""
+HOT_KEYS = 4
+"""Half the writes go to these few keys, so writes to one key overlap."""
+WRITERS = 20
+DELETE_RATE = (0.3, 0.1)
+"""Share of deletes among the writes to a hot key, and to any other key."""
+COMPACT_EVERY = (0.003, 0.03)
+"""Seconds the compacting task sleeps between two compactions (uniform)."""
+RUN_LIMIT = 1 << 24
+"""Runs (the RUN argument of the child) are in ``range(RUN_LIMIT)``."""
+SEQ_LIMIT = 1 << 20
+"""A run issues fewer writes than this (it is killed long before)."""
+LIFETIME = 120.0
+"""Seconds after which an unkilled child exits on its own (parent gone)."""
+
+_KEY = re.compile(r"k(\d{3})(?:-ключ)?")
+_TAG = re.compile(r"<(k\d{3}(?:-ключ)?)\|(\d+)\|(\d+)>")
+
+_ABSENT = object()
+
+Identity = tuple[str, int, int]
+"""What a value says about itself: (key, run, seq)."""
+
+
+# -- values ---------------------------------------------------------------
+
+
+def key_name(number: int) -> str:
+    """The name of key ``number``; a few names are not ASCII."""
+    return f"k{number:03d}" + ("-ключ" if number % 50 == 7 else "")
+
+
+def key_number(key: str) -> int | None:
+    match = _KEY.fullmatch(key)
+    if match is None or key_name(int(match.group(1))) != key:
+        return None
+    return int(match.group(1))
+
+
+def _shape(run: int, seq: int) -> tuple[int, int]:
+    """The kind (0-7) and size of the value written by ``seq`` of ``run``."""
+    mix = zlib.crc32(f"{run}:{seq}".encode())
+    kind = mix % 8
+    roll = (mix >> 8) % 100
+    spread = mix >> 16
+    if roll < 4:
+        size = 24_000 + spread % 16_000  # large: compactions copy a lot
+    elif roll < 35:
+        size = 1_500 + spread % 4_000
+    else:
+        size = spread % 300
+    return kind, size
+
+
+def _text(key: str, run: int, seq: int, size: int) -> str:
+    tag = f"<{key}|{run}|{seq}>"
+    unit = f"{seq:x}.{key}.{run:x}·"
+    body = (unit * (size // len(unit) + 1))[:size]
+    return tag + body + tag
+
+
+def expected_value(key: str, run: int, seq: int) -> object:
+    """The value that write ``seq`` of run ``run`` stores under ``key``."""
+    number = key_number(key)
+    if number is None:
+        raise ValueError(f"not a key of the torture child: {key!r}")
+    if not (0 <= run < RUN_LIMIT and 0 <= seq < SEQ_LIMIT):
+        raise ValueError(f"run {run} or seq {seq} out of range")
+    kind, size = _shape(run, seq)
+    if kind == 0:
+        return (number << 56) | (run << 32) | seq
+    if kind == 1:  # exact: fewer than 53 significant bits
+        return float((run * SEQ_LIMIT + seq) * 256 + number) + 0.5
+    if kind in (2, 3):
+        return _text(key, run, seq, size)
+    if kind == 4:
+        return _text(key, run, seq, size).encode() + b"\x00\xff" + seq.to_bytes(4, "big")
+    if kind in (5, 6):
+        return {
+            "key": key,
+            "run": run,
+            "seq": seq,
+            "payload": {
+                "numbers": [seq, run, number, -seq],
+                "text": _text(key, run, seq, size),
+                "ratio": seq + 0.25,
+                "none": None,
+                "even": seq % 2 == 0,
+                "deep": [[key, [seq, {"seq": seq}]]],
+            },
+            "tail": [key, run, seq],
+        }
+    return [key, run, seq, _text(key, run, seq, size), [seq, [run, [number]]],
+            {"key": key, "seq": seq}, key, run, seq]
+
+
+def identify(value: object) -> Identity | None:
+    """The (key, run, seq) ``value`` claims to come from, None if unreadable.
+
+    A value is intact when ``expected_value(*identify(value))`` equals it
+    exactly (see ``is_intact``).
+    """
+    if type(value) in (int, float):
+        return _identify_number(value)
+    if type(value) is bytes:
+        value = value.decode("utf-8", "replace")
+    if type(value) is str:
+        match = _TAG.match(value)
+        return None if match is None else (match[1], int(match[2]), int(match[3]))
+    found: tuple[object, ...] = ()
+    if type(value) is dict:
+        found = (value.get("key"), value.get("run"), value.get("seq"))
+    elif type(value) is list and len(value) >= 3:
+        found = (value[0], value[1], value[2])
+    if len(found) == 3:
+        key, run, seq = found
+        if type(key) is str and type(run) is int and type(seq) is int:
+            return (key, run, seq)
+    return None
+
+
+def _identify_number(value: object) -> Identity | None:
+    if type(value) is int:
+        number, run, seq = value >> 56, (value >> 32) & (RUN_LIMIT - 1), value & 0xFFFFFFFF
+    elif type(value) is float:
+        whole = int(value - 0.5)
+        if whole + 0.5 != value or whole < 0:
+            return None
+        rest, number = divmod(whole, 256)
+        run, seq = divmod(rest, SEQ_LIMIT)
+    else:
+        return None
+    return (key_name(number), run, seq) if 0 <= number < KEY_COUNT else None
+
+
+def same_value(a: object, b: object) -> bool:
+    """Equal with the same types all the way down (1 is not 1.0 nor True)."""
+    return type(a) is type(b) and repr(a) == repr(b)
+
+
+def is_intact(key: str, value: object) -> bool:
+    """True if ``value`` is exactly a value the torture child writes to ``key``."""
+    found = identify(value)
+    if found is None or found[0] != key:
+        return False
+    try:
+        return same_value(value, expected_value(*found))
+    except ValueError:
+        return False
+
+
+# -- the child ------------------------------------------------------------
+
+
+def emit(event: dict[str, object]) -> None:
+    """Print one line with one write(2); exit at once if the parent is gone."""
+    line = (json.dumps(event, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
+    try:
+        written = os.write(1, line)
+    except OSError:
+        os._exit(3)
+    if written != len(line):  # cannot happen for a line this short on a pipe
+        os._exit(4)
+
+
+def _trace_compactions() -> None:
+    """Report every compaction the engine runs, automatic ones included."""
+    original = Engine._compact_once
+
+    def traced(self: Engine) -> None:
+        emit({"e": "compaction-begin"})
+        try:
+            original(self)
+        finally:
+            emit({"e": "compaction-end"})
+
+    Engine._compact_once = traced  # type: ignore[method-assign]
+
+
+class _Sequence:
+    def __init__(self) -> None:
+        self.next = 0
+
+    def take(self) -> int:
+        seq = self.next
+        if seq >= SEQ_LIMIT:
+            raise RuntimeError("the torture child ran out of sequence numbers")
+        self.next += 1
+        return seq
+
+
+async def _writer(kv: AioKV, run: int, rng: random.Random, sequence: _Sequence) -> None:
+    while True:
+        hot = rng.random() < 0.5
+        key = key_name(rng.randrange(HOT_KEYS if hot else KEY_COUNT))
+        if rng.random() < DELETE_RATE[0 if hot else 1]:
+            # Whether the key is there (in memory) as the delete is issued: a
+            # delete of an absent key is acknowledged without writing anything.
+            # kv.get does not suspend on an open store, so nothing runs between.
+            present = await kv.get(key, _ABSENT) is not _ABSENT
+            seq = sequence.take()
+            emit({"e": "intent", "op": "del", "key": key, "seq": seq, "present": present})
+            if not await kv.delete(key):
+                raise RuntimeError(f"delete({key!r}) failed (see the log above)")
+        else:
+            seq = sequence.take()
+            value = expected_value(key, run, seq)
+            emit({"e": "intent", "op": "set", "key": key, "seq": seq})
+            await kv.set(key, value)
+        emit({"e": "ack", "seq": seq})
+        # At "flush" a write never suspends the task: yield so the others run.
+        if rng.random() < 0.1:
+            await asyncio.sleep(rng.uniform(0, 0.002))
+        else:
+            await asyncio.sleep(0)
+
+
+async def _compactor(kv: AioKV, rng: random.Random) -> None:
+    number = 0
+    while True:
+        await asyncio.sleep(rng.uniform(*COMPACT_EVERY))
+        number += 1
+        emit({"e": "compact-start", "n": number})
+        await kv.compact()
+        emit({"e": "compact-done", "n": number})
+
+
+async def _child_main(path: str, durability: str, run: int) -> None:
+    rng = random.Random(run)
+    _trace_compactions()
+    emit({"e": "opening"})
+    kv = AioKV(path, durability=durability)
+    await kv.open()
+    stats = await kv.stats()
+    emit({"e": "open", "keys": stats.keys, "file_bytes": stats.file_bytes,
+          "compactions": stats.compactions})
+    sequence = _Sequence()
+    tasks = [asyncio.create_task(_writer(kv, run, random.Random(rng.random()), sequence))
+             for _ in range(WRITERS)]
+    tasks.append(asyncio.create_task(_compactor(kv, random.Random(rng.random()))))
+    # Any task that fails ends the child with its traceback (the parent then
+    # sees it exit before the kill); otherwise only SIGKILL ends it.
+    done, _ = await asyncio.wait(tasks, timeout=LIFETIME, return_when=asyncio.FIRST_EXCEPTION)
+    for task in done:
+        task.result()
+    os._exit(0)  # the parent is gone: leave without closing, like a crash
+
+
+# -- the parent: run, kill, parse ----------------------------------------------
+
+FRESH_EVERY = 8
+"""Trials that share one store before the next starts from no file at all."""
+WAIT_LIMIT = 60.0
+"""Seconds to wait for the child to reach a point (a busy machine)."""
+MARKER_KEY = "written after reopening"
+
+KILL_MODES = {
+    # mode: weight
+    "starting": 2,  # 0-60 ms after spawning: mostly inside Python's start-up
+    "opening": 3,  # 0-4 ms after it began opening (replay, torn-tail cut)
+    "writing": 17,  # 5-150 ms after its first acknowledged write
+    "compacting": 6,  # 0-4 ms after a compaction began, once writes flow
+}
+
+Report = Callable[[str], None]
+"""Receives each violation as soon as it is found."""
+
+
+@dataclass
+class ChildRun:
+    """What one killed child printed, and how its run went wrong if it did."""
+
+    mode: str
+    delay: float
+    run: int
+    intents: list[tuple[int, str, str]] = field(default_factory=list)
+    """(seq, op, key) in the order the writes were issued."""
+    acked: set[int] = field(default_factory=set)
+    absent_deletes: set[int] = field(default_factory=set)
+    """Deletes of a key already absent from memory: nothing to write or wait for."""
+    began_opening: bool = False
+    opened: bool = False
+    compactions_begun: int = 0
+    compactions_ended: int = 0
+    explicit_started: int = 0
+    explicit_done: int = 0
+    stderr: str = ""
+    problems: list[str] = field(default_factory=list)
+    """The child misbehaved: exited by itself, hung, printed garbage."""
+
+    @property
+    def killed_while_compacting(self) -> bool:
+        return self.compactions_begun > self.compactions_ended
+
+    def describe(self) -> str:
+        return (f"run {self.run}, killed while {self.mode} after {self.delay * 1000:.1f} ms: "
+                f"{len(self.intents)} writes issued, {len(self.acked)} acknowledged, "
+                f"{self.compactions_begun} compactions begun, {self.compactions_ended} ended")
+
+
+class _Reader(threading.Thread):
+    """Collects the child's stdout lines and signals the points it reaches."""
+
+    def __init__(self, process: subprocess.Popen[bytes]) -> None:
+        super().__init__(daemon=True)
+        self.process = process
+        self.events: list[dict[str, object]] = []
+        self.garbage: list[bytes] = []
+        self.opening = threading.Event()
+        self.acked = threading.Event()
+        self.compacting = threading.Event()
+
+    def run(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            try:
+                event = json.loads(line)
+            except ValueError:
+                event = None
+            if not isinstance(event, dict) or not line.endswith(b"\n"):
+                self.garbage.append(line)
+                continue
+            self.events.append(event)
+            kind = event.get("e")
+            if kind == "opening":
+                self.opening.set()
+            elif kind == "ack":
+                self.acked.set()
+            elif kind == "compaction-begin" and self.acked.is_set():
+                self.compacting.set()
+
+
+def _child_command(path: Path, durability: str, run: int) -> list[str]:
+    return [sys.executable, "-m", "aiokv._torture", "child", str(path), durability, str(run)]
+
+
+def _package_root() -> str:
+    """The directory holding this ``aiokv`` package.
+
+    The child runs from there with it first on its path, so it imports the
+    very code the parent tests, not another installed copy.
+    """
+    return str(Path(__file__).resolve().parent.parent)
+
+
+def _child_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([_package_root(), *filter(None, [env.get("PYTHONPATH")])])
+    return env
+
+
+def _choose_kill(rng: random.Random) -> tuple[str, float]:
+    """A kill mode and the delay after its point, in seconds."""
+    mode = rng.choices(list(KILL_MODES), weights=list(KILL_MODES.values()))[0]
+    if mode == "starting":
+        return mode, rng.uniform(0, 0.06)
+    if mode == "writing":
+        return mode, rng.uniform(0.005, 0.15)
+    return mode, rng.uniform(0, 0.004)
+
+
+def run_and_kill(path: Path, durability: str, run: int, rng: random.Random) -> ChildRun:
+    """Start the child on ``path``, SIGKILL it at a random instant, parse its output."""
+    mode, delay = _choose_kill(rng)
+    result = ChildRun(mode=mode, delay=delay, run=run)
+    stderr_path = path.with_name(f"child-{run}.stderr")
+    with open(stderr_path, "wb") as stderr:
+        process = subprocess.Popen(
+            _child_command(path, durability, run),
+            stdout=subprocess.PIPE, stderr=stderr, env=_child_env(), cwd=_package_root(),
+        )
+    reader = _Reader(process)
+    reader.start()
+    try:
+        point = {"opening": reader.opening, "writing": reader.acked,
+                 "compacting": reader.compacting}.get(mode)
+        if point is not None and not point.wait(WAIT_LIMIT) and process.poll() is None:
+            result.problems.append(f"the child was not {mode} after {WAIT_LIMIT:.0f} s")
+        time.sleep(delay)
+        exited = process.poll()
+        # Still our unreaped child (even if it just died), so the pid is its own.
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait(WAIT_LIMIT)
+    finally:
+        if process.returncode is None:
+            os.kill(process.pid, signal.SIGKILL)
+            process.wait()
+        reader.join(WAIT_LIMIT)
+        assert process.stdout is not None
+        process.stdout.close()
+    result.stderr = stderr_path.read_text(errors="replace")
+    if exited is not None or process.returncode != -signal.SIGKILL:
+        result.problems.append(f"the child exited by itself (status {process.returncode}):\n"
+                               f"{result.stderr[-3000:]}")
+    if reader.garbage:
+        result.problems.append(f"the child printed unexpected lines: {reader.garbage[:3]}")
+    _parse_events(reader.events, result)
+    return result
+
+
+def _parse_events(events: list[dict[str, object]], result: ChildRun) -> None:
+    """Fill ``result`` from the child's lines; note any break of the protocol."""
+    counters = {"compaction-begin": "compactions_begun", "compaction-end": "compactions_ended",
+                "compact-start": "explicit_started", "compact-done": "explicit_done"}
+    for event in events:
+        kind = event["e"]
+        if kind == "intent":
+            seq, op, key = event["seq"], event["op"], event["key"]
+            if not (isinstance(seq, int) and isinstance(op, str) and isinstance(key, str)):
+                result.problems.append(f"the child printed a malformed intent: {event}")
+                continue
+            if result.intents and seq != result.intents[-1][0] + 1:
+                result.problems.append(f"intent #{seq} follows #{result.intents[-1][0]}")
+            result.intents.append((seq, op, key))
+            if op == "del" and event.get("present") is False:
+                result.absent_deletes.add(seq)
+        elif kind == "ack" and isinstance(event["seq"], int):
+            result.acked.add(event["seq"])
+        elif kind == "opening":
+            result.began_opening = True
+        elif kind == "open":
+            result.opened = True
+        elif isinstance(kind, str) and kind in counters:
+            name = counters[kind]
+            setattr(result, name, getattr(result, name) + 1)
+    issued = {seq for seq, _, _ in result.intents}
+    if not result.acked <= issued:
+        result.problems.append("the child acknowledged a write it never announced")
+
+
+# -- the parent: check ------------------------------------------------------------
+
+
+def _written(key: str, run: int, seq: int, op: str) -> object:
+    return _ABSENT if op == "del" else expected_value(key, run, seq)
+
+
+def _show(value: object) -> str:
+    text = "<absent>" if value is _ABSENT else repr(value)
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+def check_per_key(before: dict[str, object], child: ChildRun,
+                  after: dict[str, object]) -> list[str]:
+    """Each key: its last acknowledged write, or one issued later; nothing torn."""
+    problems: list[str] = []
+    writes: dict[str, list[tuple[int, str]]] = {}
+    for seq, op, key in child.intents:
+        writes.setdefault(key, []).append((seq, op))
+    for key in sorted(before.keys() | after.keys() | writes.keys()):
+        got = after.get(key, _ABSENT)
+        if got is not _ABSENT and key_number(key) is not None and not is_intact(key, got):
+            problems.append(f"{key!r} holds a torn or foreign value: {_show(got)}")
+            continue
+        ops = writes.get(key, [])
+        acked = [i for i, (seq, _) in enumerate(ops) if seq in child.acked]
+        last = acked[-1] if acked else -1
+        allowed = [] if last >= 0 else [before.get(key, _ABSENT)]
+        allowed += [_written(key, child.run, seq, op) for seq, op in ops[max(last, 0):]]
+        if any(got is want or same_value(got, want) for want in allowed):
+            continue
+        if last >= 0:
+            seq, op = ops[last]
+            why = (" (a delete of a key already absent from memory)"
+                   if seq in child.absent_deletes else "")
+            problems.append(
+                f"{key!r} lost its acknowledged write #{seq} ({op}){why}: it holds "
+                f"{_show(got)}, not {_show(_written(key, child.run, seq, op))}"
+                f" nor one of the {len(ops) - last - 1} writes issued after it")
+        else:
+            problems.append(f"{key!r} holds {_show(got)}: neither its value before the run,"
+                            f" {_show(before.get(key, _ABSENT))}, nor one of its"
+                            f" {len(ops)} unacknowledged writes")
+    return problems
+
+
+def check_prefix(before: dict[str, object], child: ChildRun,
+                 after: dict[str, object]) -> list[str]:
+    """The store holds the state after writes 0..P-1, for a P past every ack.
+
+    A delete of a key already absent from memory is acknowledged without
+    waiting for the writes issued before it, so its ack says nothing about
+    them (``check_per_key`` still holds the key absent from then on).
+    """
+    ordered = child.acked - child.absent_deletes
+    must_include = max(ordered, default=-1) + 1  # intents are numbered from 0
+    tokens = {key: repr(value) for key, value in after.items()}
+    state = {key: repr(value) for key, value in before.items()}
+    differ = {key for key in state.keys() | tokens.keys() if state.get(key) != tokens.get(key)}
+    prefixes: list[int] = [0] if not differ else []
+    for seq, op, key in child.intents:
+        if op == "del":
+            state.pop(key, None)
+        else:
+            state[key] = repr(expected_value(key, child.run, seq))
+        if state.get(key) == tokens.get(key):
+            differ.discard(key)
+        else:
+            differ.add(key)
+        if not differ:
+            prefixes.append(seq + 1)
+    if any(p >= must_include for p in prefixes):
+        return []
+    return [f"the store is not the state after any prefix of the writes that includes "
+            f"the {must_include} first (the prefixes that match: {prefixes[-5:]})"]
+
+
+@dataclass
+class _Reopened:
+    """What reopening the store after a kill found."""
+
+    recovered: dict[str, object]
+    compactions: int
+    """The header's compaction counter."""
+    again: dict[str, object]
+    """The contents after writing the marker and reopening once more."""
+    torn_tail_cut: bool
+
+
+class _LogRecorder(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(f"{record.levelname}: {record.getMessage()}")
+
+
+async def _reopen_twice(path: Path, durability: str, marker: object
+                        ) -> tuple[dict[str, object], int, dict[str, object]]:
+    async with AioKV(path, durability=durability) as kv:
+        recovered = await kv.get_all()
+        compactions = (await kv.stats()).compactions
+        await kv.set(MARKER_KEY, marker)
+    async with AioKV(path, durability=durability) as kv:
+        again = await kv.get_all()
+    return recovered, compactions, again
+
+
+def reopen(path: Path, durability: str, marker: object) -> _Reopened:
+    """Reopen after the kill; write ``marker``; reopen again.
+
+    The store logs a warning when it cuts a torn tail: listen for it to count
+    the kills that left a record half written.
+    """
+    log = _LogRecorder()
+    logger = logging.getLogger("aiokv")
+    logger.addHandler(log)
+    try:
+        recovered, compactions, again = asyncio.run(_reopen_twice(path, durability, marker))
+    finally:
+        logger.removeHandler(log)
+    torn = any("torn record" in message for message in log.messages)
+    return _Reopened(recovered, compactions, again, torn)
+
+
+# -- the parent: trials -------------------------------------------------------------
+
+
+@dataclass
+class TortureResult:
+    """The counts of a torture run and the violations it found."""
+
+    seed: int
+    durability: str
+    trials: int = 0
+    kills: int = 0
+    writes_checked: int = 0
+    """Acknowledged writes whose survival was checked."""
+    compactions_interrupted: int = 0
+    """Kills that landed while a compaction ran (automatic or explicit)."""
+    killed_while_starting: int = 0
+    killed_while_opening: int = 0
+    compact_calls_interrupted: int = 0
+    """Kills that landed while an ``await kv.compact()`` had not returned."""
+    compactions_completed: int = 0
+    torn_tails_cut: int = 0
+    seconds: float = 0.0
+    violations: list[str] = field(default_factory=list)
+    """One entry per trial that broke a rule: where, how the kill landed, what broke."""
+    kept: list[Path] = field(default_factory=list)
+    """The stores a violation was found in, left on disk to inspect."""
+
+    def count(self, child: ChildRun, reopened: _Reopened | None) -> None:
+        self.trials += 1
+        self.kills += 1
+        self.writes_checked += len(child.acked)
+        self.compactions_interrupted += child.killed_while_compacting
+        self.killed_while_starting += not child.began_opening
+        self.killed_while_opening += child.began_opening and not child.opened
+        self.compact_calls_interrupted += child.explicit_started > child.explicit_done
+        self.compactions_completed += child.compactions_ended
+        self.torn_tails_cut += reopened is not None and reopened.torn_tail_cut
+
+
+@dataclass
+class _Store:
+    """One store the trials share, and what it held after the last trial."""
+
+    directory: Path
+    contents: dict[str, object] = field(default_factory=dict)
+    compactions: int = 0
+    trials: int = 0
+
+    @property
+    def path(self) -> Path:
+        return self.directory / "state.kv"
+
+    @property
+    def as_killed(self) -> Path:
+        """A copy of the log as the last kill left it, before reopening changed it."""
+        return self.directory / "state.kv.as-killed"
+
+
+def _check_reopened(store: _Store, child: ChildRun, reopened: _Reopened,
+                    marker: object) -> list[str]:
+    """Every rule a reopened store must keep after ``child`` was killed on it."""
+    recovered = reopened.recovered
+    problems = (check_per_key(store.contents, child, recovered)
+                or check_prefix(store.contents, child, recovered))
+    if not same_value(reopened.again, {**recovered, MARKER_KEY: marker}):
+        problems.append("the write after reopening (or the rest) did not survive a reopen")
+    if reopened.compactions < store.compactions:
+        problems.append(f"the header's compaction counter went back from "
+                        f"{store.compactions} to {reopened.compactions}")
+    leftovers = sorted(name.name for name in store.directory.iterdir() if ".tmp-" in name.name)
+    if leftovers:
+        problems.append(f"temporary files left after reopening: {leftovers}")
+    return problems
+
+
+def _trial(store: _Store, durability: str, run: int, rng: random.Random,
+           result: TortureResult) -> list[str]:
+    """Kill one child on ``store``, reopen it and check it; the violations found."""
+    child = run_and_kill(store.path, durability, run, rng)
+    problems = list(child.problems)
+    marker = {"trial": result.trials, "run": run}
+    if store.path.exists():  # kept so that a violation can be replayed on it
+        shutil.copyfile(store.path, store.as_killed)
+    reopened: _Reopened | None = None
+    try:
+        reopened = reopen(store.path, durability, marker)
+    except Exception as exc:  # any failure to reopen is what we look for
+        problems.append(f"reopening failed: {exc!r}")
+    if reopened is not None:
+        problems += _check_reopened(store, child, reopened, marker)
+        store.contents = reopened.again
+        store.compactions = reopened.compactions
+    store.trials += 1
+    result.count(child, reopened)
+    where = f"seed {result.seed}, {durability}, trial {result.trials - 1}, {store.path}: "
+    return [f"{where}{child.describe()}\n" + "\n".join(problems[:20])] if problems else []
+
+
+def _retire(store: _Store, result: TortureResult, damaged: bool) -> None:
+    """Delete a store that passed; keep a damaged one for inspection."""
+    if damaged:
+        result.kept.append(store.directory)
+    else:
+        shutil.rmtree(store.directory)
+
+
+def torture(directory: str | os.PathLike[str], seconds: float, durability: str, seed: int,
+            report: Report, *, trials: int | None = None) -> TortureResult:
+    """Kill writing children for ``seconds`` (or ``trials`` trials, if fewer).
+
+    The stores live in a new subdirectory of ``directory``; those a violation
+    was found in are kept there (``result.kept``, with the log as the kill
+    left it in ``state.kv.as-killed``), the others are deleted.
+    ``seed`` replays the random choices (not the timing) of an earlier run.
+    Call it outside any running event loop: it reopens stores with
+    ``asyncio.run``.
+    """
+    if durability not in DURABILITIES:
+        raise ValueError(f"durability must be one of {DURABILITIES}, not {durability!r}")
+    run_directory = Path(tempfile.mkdtemp(prefix=f"torture-{durability}-{seed}-",
+                                          dir=directory))
+    rng = random.Random(f"{seed}-{durability}")
+    # Consecutive run numbers: values of two trials on one store never match.
+    first_run = rng.randrange(RUN_LIMIT)
+    result = TortureResult(seed=seed, durability=durability)
+    started = time.monotonic()
+    store: _Store | None = None
+    while time.monotonic() - started < seconds and (trials is None or result.trials < trials):
+        if store is None:
+            store = _Store(run_directory / f"store-{result.trials}")
+            store.directory.mkdir()
+        violations = _trial(store, durability, (first_run + result.trials) % RUN_LIMIT, rng,
+                            result)
+        for violation in violations:
+            report(violation)
+        result.violations += violations
+        # After a violation the store's contents are no longer a trusted start.
+        if violations or store.trials == FRESH_EVERY:
+            _retire(store, result, damaged=bool(violations))
+            store = None
+    if store is not None:
+        _retire(store, result, damaged=False)
+    if not result.kept:
+        run_directory.rmdir()
+    result.seconds = time.monotonic() - started
+    return result
+
+
+# -- entry point --------------------------------------------------------------------
+
+
+def main(argv: list[str]) -> None:
+    """``python -m aiokv._torture child PATH DURABILITY RUN``: the child."""
+    if len(argv) != 5 or argv[1] != "child":
+        sys.exit(f"usage: python -m aiokv._torture child PATH DURABILITY RUN ({argv!r})")
+    path, durability, run = argv[2], argv[3], int(argv[4])
+    if not 0 <= run < RUN_LIMIT:
+        sys.exit(f"RUN must be in range({RUN_LIMIT})")
+    asyncio.run(_child_main(path, durability, run))
+
+
+if __name__ == "__main__":
+    main(sys.argv)
