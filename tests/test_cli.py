@@ -190,6 +190,7 @@ def test_stats_human_and_json(store: Path) -> None:
     assert lines["compactions"] == "0"
     assert lines["last compaction"] == "never"
     assert lines["file bytes"] == str(store.stat().st_size)
+    assert lines["records"] == "3"  # three sets, no compaction yet
     assert {"live bytes", "dead bytes"} <= lines.keys()
     as_json = json.loads(run("stats", "--json", str(store)).stdout)
     assert as_json["keys"] == 2
@@ -369,6 +370,7 @@ def test_torture_finds_no_violation_and_cleans_up(tmp_path: Path) -> None:
     assert counts["kills"] == counts["trials"]
     assert int(counts["writes checked"]) > 0
     assert int(counts["compactions interrupted"]) >= 0
+    assert int(counts["clears interrupted"]) >= 0
     assert counts["violations"] == "0"
     assert list(tmp_path.iterdir()) == [], "the stores of a clean run are deleted"
 

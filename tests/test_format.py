@@ -25,7 +25,7 @@ from aiokv._format import (
     encode_value,
     is_unfinished_header,
 )
-from aiokv._recovery import Frame, Incomplete, Invalid, read_frame, replay
+from aiokv._recovery import Frame, Incomplete, Invalid, count_frames, read_frame, replay
 
 HEADER = encode_header(0, 0.0, HEADER_SIZE)
 
@@ -328,3 +328,8 @@ def test_replay_of_any_bytes_returns_a_result(data: bytes) -> None:
         result = replay(candidate)
         assert result.corruption is not None or result.end + result.torn_tail == len(
             candidate) or result.header is None
+
+
+def test_count_frames_counts_the_records_after_the_header() -> None:
+    assert count_frames(log_of()) == 0
+    assert count_frames(log_of(*SAMPLE_FRAMES)) == len(SAMPLE_FRAMES)

@@ -27,7 +27,7 @@ from aiokv._torture import (
     torture,
 )
 
-TRIALS = int(os.environ.get("AIOKV_KILL_TRIALS", "40"))
+TRIALS = int(os.environ.get("AIOKV_KILL_TRIALS", "120"))
 SEED = int(os.environ.get("AIOKV_KILL_SEED", str(random.SystemRandom().randrange(1 << 32))))
 TIME_LIMIT = 600.0
 """Seconds; TRIALS ends the run long before on any machine that passes."""
@@ -92,3 +92,29 @@ def test_the_checks_catch_writes_applied_out_of_order() -> None:
     after = {two: expected_value(two, 7, 1)}
     assert check_per_key({}, child, after) == []
     assert check_prefix({}, child, after) != []
+
+
+def test_the_checks_treat_a_clear_as_a_delete_of_every_key() -> None:
+    one, two, three = key_name(6), key_name(8), key_name(9)
+    before = {one: expected_value(one, 6, 0), three: expected_value(three, 6, 1)}
+    child = _child(7, [("set", two), ("clear", ""), ("set", one), ("set", two)],
+                   acked=range(3))
+    # Only valid because of the acknowledged clear #1: ``three`` (never
+    # written by the child) is gone, and so is the acknowledged write #0.
+    for after in ({one: expected_value(one, 7, 2)},
+                  {one: expected_value(one, 7, 2), two: expected_value(two, 7, 3)}):
+        assert check_per_key(before, child, after) == []
+        assert check_prefix(before, child, after) == []
+    # A key resurrected after the acknowledged clear, with no later write.
+    resurrected = {one: expected_value(one, 7, 2), three: expected_value(three, 6, 1)}
+    assert "survived the acknowledged clear #1" in check_per_key(before, child, resurrected)[0]
+    assert "not the state after any prefix" in check_prefix(before, child, resurrected)[0]
+    # So is an acknowledged write made before the clear.
+    stale = {one: expected_value(one, 7, 2), two: expected_value(two, 7, 0)}
+    assert "survived the acknowledged clear #1" in check_per_key(before, child, stale)[0]
+    assert check_prefix(before, child, stale) != []
+    # Before its ack, the clear may or may not have happened.
+    unacked = _child(7, [("set", two), ("clear", "")], acked=range(1))
+    for after in ({**before, two: expected_value(two, 7, 0)}, {}):
+        assert check_per_key(before, unacked, after) == []
+        assert check_prefix(before, unacked, after) == []

@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from ._errors import AioKVError
 from ._format import MAGIC, decode_value
 from ._legacy import parse_legacy_json
-from ._recovery import Replay, replay
+from ._recovery import Replay, count_frames, replay
 from ._store import AioKV
 from ._sync import KV
 from ._torture import DURABILITIES, TortureResult, torture
@@ -262,11 +262,14 @@ def _cmd_stats(args: argparse.Namespace) -> int:
     _require_store(args.file)
     with KV(args.file) as kv:
         stats = kv.stats()
+        with open(args.file, "rb") as file:  # recovered by the open, and locked
+            records = count_frames(file.read())
     fields: dict[str, object] = {
         "keys": stats.keys,
         "live_bytes": stats.live_bytes,
         "dead_bytes": stats.dead_bytes,
         "file_bytes": stats.file_bytes,
+        "records": records,
         "ttl_keys": stats.ttl_keys,
         "compactions": stats.compactions,
         "last_compaction": stats.last_compaction,
@@ -396,6 +399,7 @@ def _print_torture_summary(result: TortureResult) -> None:
     print(f"kills: {result.kills}")
     print(f"writes checked: {result.writes_checked}")
     print(f"compactions interrupted: {result.compactions_interrupted}")
+    print(f"clears interrupted: {result.clears_interrupted}")
     print(f"violations: {len(result.violations)}")
     for store in result.kept:
         print(f"  kept for inspection: {store}")

@@ -180,6 +180,23 @@ def find_next_frame(data: bytes | memoryview, start: int) -> int | None:
     return None
 
 
+def count_frames(data: bytes) -> int:
+    """How many frames follow the header of a log that replays cleanly.
+
+    Walks the length fields only: meant for a file just opened (and so
+    recovered) by the store, not for judging damage (``replay`` does that).
+    """
+    count = 0
+    offset = HEADER_SIZE
+    while offset + 6 <= len(data) and data[offset : offset + 2] == FRAME_START:
+        length = int.from_bytes(data[offset + 2 : offset + 6], "big")
+        if length < MIN_FRAME_SIZE:
+            break
+        offset += length
+        count += 1
+    return count
+
+
 def apply(frame: Frame, entries: dict[str, Value], expiries: dict[str, float]) -> None:
     """Apply one valid frame (see ``read_frame``) to the replayed state."""
     kind = frame.kind

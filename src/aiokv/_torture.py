@@ -5,19 +5,24 @@ child process (``python -m aiokv._torture child PATH DURABILITY RUN``) that
 writes from many tasks and prints each write's intent before issuing it and
 its acknowledgement once the ``await`` returned. The parent kills the child
 with SIGKILL at a random instant (while Python starts, while the store opens,
-while it writes, right after a compaction began), reopens the store and
-checks it against the printed lines:
+while it writes, right after a compaction or a clear began), reopens the store
+and checks it against the printed lines:
 
 * every key holds the value of its last acknowledged write, or of a write to
   it issued after that one (in flight at the kill); a key whose last
   acknowledged write was a delete is absent or holds such a later value; a key
   with no acknowledged write keeps its value from before the child started,
-  or holds one of the child's values for it;
+  or holds one of the child's values for it. A ``clear()`` counts as a
+  delete of every key at its place in the issued order, so after an
+  acknowledged clear a key holds the value of an acknowledged write issued
+  after it, or is absent, or holds a value issued later still;
 * no value is torn: each is exactly a value the child wrote to that key;
-* more strongly, the store holds the state after one prefix of the writes, in
-  the order they were issued, that includes every acknowledged write;
-* reopening never raises, leaves no temporary file behind, and a write made
-  after reopening survives another reopen.
+* more strongly, the store holds the state after one prefix of the writes
+  (and clears), in the order they were issued, that includes every
+  acknowledged one;
+* reopening never raises (a kill between a clear and the next write leaves
+  no log file at all: that opens as an empty store), leaves no temporary file
+  behind, and a write made after reopening survives another reopen.
 
 Each broken rule is reported as a violation. Trials share a store (a fresh one
 every ``FRESH_EVERY`` trials, or after a violation), so later children start
@@ -31,7 +36,11 @@ single ``write(2)`` (atomic on a pipe), so a kill never leaves half a line:
   issued. ``seq`` counts up in the order the writes reach the store: nothing
   awaits between printing an intent and handing the write to the store. A
   delete's intent also says whether the key was ``present`` in memory then.
-* ``{"e":"ack","seq":N}`` once that write's ``await`` returned.
+* ``{"e":"intent","op":"clear","key":"","seq":N}`` just before the clearing
+  task's ``await kv.clear()``. No write is issued while a clear runs (the
+  writers wait for it), so the clear takes effect exactly at its place in
+  the order; writes issued before it may still be in flight.
+* ``{"e":"ack","seq":N}`` once that write's (or clear's) ``await`` returned.
 * ``{"e":"compact-start","n":I}`` / ``{"e":"compact-done","n":I}`` around each
   ``await kv.compact()`` of the compacting task.
 * ``{"e":"compaction-begin"}`` / ``{"e":"compaction-end"}`` from the engine's
@@ -80,6 +89,8 @@ DELETE_RATE = (0.3, 0.1)
 """Share of deletes among the writes to a hot key, and to any other key."""
 COMPACT_EVERY = (0.003, 0.03)
 """Seconds the compacting task sleeps between two compactions (uniform)."""
+CLEAR_EVERY = (0.05, 0.3)
+"""Seconds the clearing task sleeps between two clears (uniform)."""
 RUN_LIMIT = 1 << 24
 """Runs (the RUN argument of the child) are in ``range(RUN_LIMIT)``."""
 SEQ_LIMIT = 1 << 20
@@ -263,15 +274,21 @@ class _Sequence:
         return seq
 
 
-async def _writer(kv: AioKV, run: int, rng: random.Random, sequence: _Sequence) -> None:
+async def _writer(kv: AioKV, run: int, rng: random.Random, sequence: _Sequence,
+                  no_clear: asyncio.Event) -> None:
     while True:
+        # No write is issued while a clear runs: the clear happens at its place.
+        await no_clear.wait()
         hot = rng.random() < 0.5
         key = key_name(rng.randrange(HOT_KEYS if hot else KEY_COUNT))
         if rng.random() < DELETE_RATE[0 if hot else 1]:
             # Whether the key is there (in memory) as the delete is issued: a
             # delete of an absent key is acknowledged without writing anything.
-            # kv.get does not suspend on an open store, so nothing runs between.
+            # kv.get may yield once after reading (every YIELD_EVERY calls):
+            # if a clear began meanwhile, ``present`` is stale, so start over.
             present = await kv.get(key, _ABSENT) is not _ABSENT
+            if not no_clear.is_set():
+                continue
             seq = sequence.take()
             emit({"e": "intent", "op": "del", "key": key, "seq": seq, "present": present})
             if not await kv.delete(key):
@@ -299,6 +316,29 @@ async def _compactor(kv: AioKV, rng: random.Random) -> None:
         emit({"e": "compact-done", "n": number})
 
 
+async def _clearer(kv: AioKV, run: int, rng: random.Random, sequence: _Sequence,
+                   no_clear: asyncio.Event) -> None:
+    while True:
+        await asyncio.sleep(rng.uniform(*CLEAR_EVERY))
+        no_clear.clear()  # the writers wait from their next write on
+        try:
+            seq = sequence.take()
+            emit({"e": "intent", "op": "clear", "key": "", "seq": seq})
+            if not await kv.clear():
+                raise RuntimeError("clear() failed (see the log above)")
+            emit({"e": "ack", "seq": seq})
+            # The first write after a clear creates the log file again in a
+            # thread, after its intent. Made by many writers at once, those
+            # writes could reach the store out of order: make it alone.
+            key = key_name(rng.randrange(KEY_COUNT))
+            seq = sequence.take()
+            emit({"e": "intent", "op": "set", "key": key, "seq": seq})
+            await kv.set(key, expected_value(key, run, seq))
+            emit({"e": "ack", "seq": seq})
+        finally:
+            no_clear.set()
+
+
 async def _child_main(path: str, durability: str, run: int) -> None:
     rng = random.Random(run)
     _trace_compactions()
@@ -309,9 +349,14 @@ async def _child_main(path: str, durability: str, run: int) -> None:
     emit({"e": "open", "keys": stats.keys, "file_bytes": stats.file_bytes,
           "compactions": stats.compactions})
     sequence = _Sequence()
-    tasks = [asyncio.create_task(_writer(kv, run, random.Random(rng.random()), sequence))
+    no_clear = asyncio.Event()
+    no_clear.set()
+    tasks = [asyncio.create_task(_writer(kv, run, random.Random(rng.random()), sequence,
+                                         no_clear))
              for _ in range(WRITERS)]
     tasks.append(asyncio.create_task(_compactor(kv, random.Random(rng.random()))))
+    tasks.append(asyncio.create_task(_clearer(kv, run, random.Random(rng.random()), sequence,
+                                              no_clear)))
     # Any task that fails ends the child with its traceback (the parent then
     # sees it exit before the kill); otherwise only SIGKILL ends it.
     done, _ = await asyncio.wait(tasks, timeout=LIFETIME, return_when=asyncio.FIRST_EXCEPTION)
@@ -334,6 +379,7 @@ KILL_MODES = {
     "opening": 3,  # 0-4 ms after it began opening (replay, torn-tail cut)
     "writing": 17,  # 5-150 ms after its first acknowledged write
     "compacting": 6,  # 0-4 ms after a compaction began, once writes flow
+    "clearing": 4,  # 0-4 ms after the first clear was announced
 }
 
 Report = Callable[[str], None]
@@ -348,7 +394,8 @@ class ChildRun:
     delay: float
     run: int
     intents: list[tuple[int, str, str]] = field(default_factory=list)
-    """(seq, op, key) in the order the writes were issued."""
+    """(seq, op, key) in the order the writes were issued; op "set", "del" or
+    "clear" (whose key is "")."""
     acked: set[int] = field(default_factory=set)
     absent_deletes: set[int] = field(default_factory=set)
     """Deletes of a key already absent from memory: nothing to write or wait for."""
@@ -366,9 +413,21 @@ class ChildRun:
     def killed_while_compacting(self) -> bool:
         return self.compactions_begun > self.compactions_ended
 
+    @property
+    def clears(self) -> list[int]:
+        """The seq of each clear issued, in order."""
+        return [seq for seq, op, _ in self.intents if op == "clear"]
+
+    @property
+    def killed_while_clearing(self) -> bool:
+        return any(seq not in self.acked for seq in self.clears)
+
     def describe(self) -> str:
+        clears = self.clears
         return (f"run {self.run}, killed while {self.mode} after {self.delay * 1000:.1f} ms: "
-                f"{len(self.intents)} writes issued, {len(self.acked)} acknowledged, "
+                f"{len(self.intents) - len(clears)} writes issued, "
+                f"{len(self.acked - set(clears))} acknowledged, "
+                f"{len(clears)} clears issued, {len(self.acked & set(clears))} acknowledged, "
                 f"{self.compactions_begun} compactions begun, {self.compactions_ended} ended")
 
 
@@ -383,6 +442,7 @@ class _Reader(threading.Thread):
         self.opening = threading.Event()
         self.acked = threading.Event()
         self.compacting = threading.Event()
+        self.clearing = threading.Event()
 
     def run(self) -> None:
         assert self.process.stdout is not None
@@ -402,6 +462,8 @@ class _Reader(threading.Thread):
                 self.acked.set()
             elif kind == "compaction-begin" and self.acked.is_set():
                 self.compacting.set()
+            elif kind == "intent" and event.get("op") == "clear":
+                self.clearing.set()
 
 
 def _child_command(path: Path, durability: str, run: int) -> list[str]:
@@ -447,7 +509,7 @@ def run_and_kill(path: Path, durability: str, run: int, rng: random.Random) -> C
     reader.start()
     try:
         point = {"opening": reader.opening, "writing": reader.acked,
-                 "compacting": reader.compacting}.get(mode)
+                 "compacting": reader.compacting, "clearing": reader.clearing}.get(mode)
         if point is not None and not point.wait(WAIT_LIMIT) and process.poll() is None:
             result.problems.append(f"the child was not {mode} after {WAIT_LIMIT:.0f} s")
         time.sleep(delay)
@@ -480,7 +542,8 @@ def _parse_events(events: list[dict[str, object]], result: ChildRun) -> None:
         kind = event["e"]
         if kind == "intent":
             seq, op, key = event["seq"], event["op"], event["key"]
-            if not (isinstance(seq, int) and isinstance(op, str) and isinstance(key, str)):
+            if not (isinstance(seq, int) and op in ("set", "del", "clear")
+                    and isinstance(key, str) and (key == "") == (op == "clear")):
                 result.problems.append(f"the child printed a malformed intent: {event}")
                 continue
             if result.intents and seq != result.intents[-1][0] + 1:
@@ -506,7 +569,7 @@ def _parse_events(events: list[dict[str, object]], result: ChildRun) -> None:
 
 
 def _written(key: str, run: int, seq: int, op: str) -> object:
-    return _ABSENT if op == "del" else expected_value(key, run, seq)
+    return expected_value(key, run, seq) if op == "set" else _ABSENT
 
 
 def _show(value: object) -> str:
@@ -516,17 +579,24 @@ def _show(value: object) -> str:
 
 def check_per_key(before: dict[str, object], child: ChildRun,
                   after: dict[str, object]) -> list[str]:
-    """Each key: its last acknowledged write, or one issued later; nothing torn."""
+    """Each key: its last acknowledged write, or one issued later; nothing torn.
+
+    A clear is a write (a delete) to every key.
+    """
     problems: list[str] = []
     writes: dict[str, list[tuple[int, str]]] = {}
+    clears: list[tuple[int, str]] = []
     for seq, op, key in child.intents:
-        writes.setdefault(key, []).append((seq, op))
+        if op == "clear":
+            clears.append((seq, op))
+        else:
+            writes.setdefault(key, []).append((seq, op))
     for key in sorted(before.keys() | after.keys() | writes.keys()):
         got = after.get(key, _ABSENT)
         if got is not _ABSENT and key_number(key) is not None and not is_intact(key, got):
             problems.append(f"{key!r} holds a torn or foreign value: {_show(got)}")
             continue
-        ops = writes.get(key, [])
+        ops = sorted(writes.get(key, []) + clears) if clears else writes.get(key, [])
         acked = [i for i, (seq, _) in enumerate(ops) if seq in child.acked]
         last = acked[-1] if acked else -1
         allowed = [] if last >= 0 else [before.get(key, _ABSENT)]
@@ -535,6 +605,11 @@ def check_per_key(before: dict[str, object], child: ChildRun,
             continue
         if last >= 0:
             seq, op = ops[last]
+            if op == "clear":
+                problems.append(
+                    f"{key!r} survived the acknowledged clear #{seq}: it holds {_show(got)},"
+                    f" not <absent> nor one of the {len(ops) - last - 1} writes issued after it")
+                continue
             why = (" (a delete of a key already absent from memory)"
                    if seq in child.absent_deletes else "")
             problems.append(
@@ -563,14 +638,18 @@ def check_prefix(before: dict[str, object], child: ChildRun,
     differ = {key for key in state.keys() | tokens.keys() if state.get(key) != tokens.get(key)}
     prefixes: list[int] = [0] if not differ else []
     for seq, op, key in child.intents:
-        if op == "del":
-            state.pop(key, None)
+        if op == "clear":
+            state = {}
+            differ = set(tokens)
         else:
-            state[key] = repr(expected_value(key, child.run, seq))
-        if state.get(key) == tokens.get(key):
-            differ.discard(key)
-        else:
-            differ.add(key)
+            if op == "del":
+                state.pop(key, None)
+            else:
+                state[key] = repr(expected_value(key, child.run, seq))
+            if state.get(key) == tokens.get(key):
+                differ.discard(key)
+            else:
+                differ.add(key)
         if not differ:
             prefixes.append(seq + 1)
     if any(p >= must_include for p in prefixes):
@@ -647,6 +726,10 @@ class TortureResult:
     killed_while_opening: int = 0
     compact_calls_interrupted: int = 0
     """Kills that landed while an ``await kv.compact()`` had not returned."""
+    clears_interrupted: int = 0
+    """Kills that landed while an ``await kv.clear()`` had not returned."""
+    killed_without_log: int = 0
+    """Kills that left no log file (between a clear and the next write)."""
     compactions_completed: int = 0
     torn_tails_cut: int = 0
     seconds: float = 0.0
@@ -663,6 +746,7 @@ class TortureResult:
         self.killed_while_starting += not child.began_opening
         self.killed_while_opening += child.began_opening and not child.opened
         self.compact_calls_interrupted += child.explicit_started > child.explicit_done
+        self.clears_interrupted += child.killed_while_clearing
         self.compactions_completed += child.compactions_ended
         self.torn_tails_cut += reopened is not None and reopened.torn_tail_cut
 
@@ -687,14 +771,26 @@ class _Store:
 
 
 def _check_reopened(store: _Store, child: ChildRun, reopened: _Reopened,
-                    marker: object) -> list[str]:
-    """Every rule a reopened store must keep after ``child`` was killed on it."""
+                    marker: object, *, had_log: bool, log_left: bool) -> list[str]:
+    """Every rule a reopened store must keep after ``child`` was killed on it.
+
+    ``had_log``: a log file was there when the child started; ``log_left``:
+    one was there after the kill.
+    """
     recovered = reopened.recovered
     problems = (check_per_key(store.contents, child, recovered)
                 or check_prefix(store.contents, child, recovered))
     if not same_value(reopened.again, {**recovered, MARKER_KEY: marker}):
         problems.append("the write after reopening (or the rest) did not survive a reopen")
-    if reopened.compactions < store.compactions:
+    if had_log and not log_left and not child.clears:
+        problems.append("the log file vanished, yet the child issued no clear")
+    if not log_left:
+        # The file clear() removed took its header's counter with it: the
+        # store reopened from no file starts a new one.
+        if reopened.compactions != 0:
+            problems.append(f"a store reopened from no file counts {reopened.compactions}"
+                            f" compactions")
+    elif reopened.compactions < store.compactions:
         problems.append(f"the header's compaction counter went back from "
                         f"{store.compactions} to {reopened.compactions}")
     leftovers = sorted(name.name for name in store.directory.iterdir() if ".tmp-" in name.name)
@@ -706,18 +802,24 @@ def _check_reopened(store: _Store, child: ChildRun, reopened: _Reopened,
 def _trial(store: _Store, durability: str, run: int, rng: random.Random,
            result: TortureResult) -> list[str]:
     """Kill one child on ``store``, reopen it and check it; the violations found."""
+    had_log = store.path.exists()
     child = run_and_kill(store.path, durability, run, rng)
     problems = list(child.problems)
     marker = {"trial": result.trials, "run": run}
-    if store.path.exists():  # kept so that a violation can be replayed on it
+    log_left = store.path.exists()
+    if log_left:  # kept so that a violation can be replayed on it
         shutil.copyfile(store.path, store.as_killed)
+    else:  # killed after a clear, before the next write (or before the first open)
+        store.as_killed.unlink(missing_ok=True)
+        result.killed_without_log += had_log
     reopened: _Reopened | None = None
     try:
         reopened = reopen(store.path, durability, marker)
     except Exception as exc:  # any failure to reopen is what we look for
         problems.append(f"reopening failed: {exc!r}")
     if reopened is not None:
-        problems += _check_reopened(store, child, reopened, marker)
+        problems += _check_reopened(store, child, reopened, marker, had_log=had_log,
+                                    log_left=log_left)
         store.contents = reopened.again
         store.compactions = reopened.compactions
     store.trials += 1
