@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import errno
+import logging
 import os
 import stat
 import subprocess
@@ -10,11 +12,17 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+from recording_files import store_on
 
 import aiokv
 from aiokv import AioKV
+from aiokv._files import FileSystem
+
+if TYPE_CHECKING:
+    from typing_extensions import Buffer
 
 
 def test_the_public_names_are_exactly_these() -> None:
@@ -366,3 +374,39 @@ def test_importing_aiokv_has_no_side_effects(tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True,
                             text=True, check=False)
     assert result.stdout == "clean\n", result.stderr
+
+
+class _FailingFiles(FileSystem):
+    """Fails every write and remove with EIO once armed."""
+
+    armed = False
+
+    def write(self, fd: int, data: Buffer) -> int:
+        if self.armed:
+            raise OSError(errno.EIO, "injected")
+        return super().write(fd, data)
+
+    def remove(self, path: str) -> None:
+        if self.armed:
+            raise OSError(errno.EIO, "injected")
+        super().remove(path)
+
+
+async def test_delete_and_clear_return_false_and_log_on_an_io_error_as_the_seed_says(
+    store_path: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    files = _FailingFiles()
+    kv = store_on(files, store_path)
+    await kv.set("k", 1)
+    files.armed = True
+    with caplog.at_level(logging.ERROR, logger="aiokv"):
+        assert await kv.delete("k") is False
+        assert await kv.clear() is False
+        with pytest.raises(OSError):
+            await kv.set("k", 2)  # set raises, as get/set/get_all do
+    assert "delete('k')" in caplog.text and "clear()" in caplog.text
+    assert await kv.get_all() == {"k": 1}  # nothing acknowledged changed
+    files.armed = False
+    await kv.close()
+    async with AioKV(store_path) as again:
+        assert await again.get_all() == {"k": 1}
