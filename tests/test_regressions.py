@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import errno
+import logging
 import threading
+import time
 
 import pytest
 from recording_files import RecordingFiles, store_on
@@ -124,5 +127,45 @@ def test_a_short_write_of_the_compaction_header_is_completed(store_path: str) ->
     try:
         assert reopened.items() == {"k": "v"}
         assert reopened.stats().compactions == 1
+    finally:
+        reopened.close()
+
+
+class _FailingBackgroundFsync(FileSystem):
+    """The first fsync made by the engine's writer thread fails with EIO."""
+
+    def __init__(self) -> None:
+        self.failed = threading.Event()
+
+    def fsync(self, fd: int) -> None:
+        if threading.current_thread().name.startswith("aiokv-sync") and not self.failed.is_set():
+            self.failed.set()
+            raise OSError(errno.EIO, "injected")
+        super().fsync(fd)
+
+
+def test_a_failed_background_fsync_is_logged_and_the_store_rewritten_from_memory(
+    store_path: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # After a failed fsync the kernel may have dropped the dirty pages, so the
+    # engine rewrites the whole store from memory (a compaction) rather than
+    # trusting a retried fsync.
+    files = _FailingBackgroundFsync()
+    engine = Engine(store_path, files=files, fsync_interval=0.05)
+    with caplog.at_level(logging.ERROR, logger="aiokv"):
+        engine.open()
+        for i in range(100):
+            engine.set(f"k{i}", i)
+        assert files.failed.wait(5)
+        deadline = time.monotonic() + 5
+        while engine.stats().compactions == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    assert engine.stats().compactions == 1
+    assert "background write" in caplog.text
+    engine.close()
+    reopened = Engine(store_path)
+    reopened.open()
+    try:
+        assert reopened.items() == {f"k{i}": i for i in range(100)}
     finally:
         reopened.close()
