@@ -30,7 +30,7 @@ Expiry, counters and time
 -------------------------
 Every engine the machine opens (and every reopen) reads the time from one
 ``FakeClock`` passed as ``clock=``: it starts at a realistic Unix time
-(``START_TIME``, 1_700_000_000.0, where a float's resolution is about 0.24 us)
+(``fake_clock.START``, 1_700_000_000.0, where a float's resolution is about 0.24 us)
 and moves only when a rule moves it. The model keeps absolute expiry times on
 that clock, computed with the engine's own float arithmetic
 (``now + float(ttl)``), and drops a key the instant ``expiry <= now``: an
@@ -124,6 +124,7 @@ from typing import Any, ClassVar
 
 import hypothesis.strategies as st
 import pytest
+from fake_clock import FakeClock
 from hypothesis import given, settings
 from hypothesis.stateful import (
     RuleBasedStateMachine,
@@ -243,20 +244,6 @@ def _restore_compaction_thresholds() -> Iterator[None]:
 
 
 # -- time and the model ---------------------------------------------------------
-
-START_TIME = 1_700_000_000.0
-"""Where every fake clock starts: a realistic Unix time (November 2023)."""
-
-
-class FakeClock:
-    """The engine's ``clock=``: returns ``now``, which only the test moves."""
-
-    def __init__(self, now: float = START_TIME) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
 
 def _seconds(ttl: float | None) -> float | None:
     """How the engine reads a valid ttl: None or 0 is "never expires"."""

@@ -16,25 +16,12 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import pytest
+from fake_clock import START, FakeClock
 
 import aiokv
 from aiokv import KV, AioKV, ClosedError, LockedError, Stats
 
-START = 1_700_000_000.0
 DURABILITY_LEVELS = ["flush", "fsync", "buffered"]
-
-
-class FakeClock:
-    """A clock the test moves by hand; the store's ``clock=`` argument."""
-
-    def __init__(self, now: float = START) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 def run_in_threads(count: int, work: Callable[[int], None]) -> None:

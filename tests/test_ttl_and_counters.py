@@ -24,26 +24,11 @@ from pathlib import Path
 from typing import Protocol
 
 import pytest
+from fake_clock import START, FakeClock
 
 from aiokv import KV, AioKV, Stats
 
-START = 1_700_000_000.0
-"""The fake clock's first reading: a plausible Unix time."""
-
 DURABILITY_LEVELS = ["flush", "fsync", "buffered"]
-
-
-class FakeClock:
-    """A clock the test moves by hand; the store's ``clock=`` argument."""
-
-    def __init__(self, now: float = START) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 class Shell:

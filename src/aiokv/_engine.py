@@ -656,6 +656,7 @@ class Engine:
                     self._maybe_compact()
                     return None
                 return self._queue(frame, key, self._put(key, stored, None))
+            # _append() and _put(), written out: no call of theirs on the hot path.
             try:
                 written = self._files.write(fd, frame)
                 if written != len(frame):
