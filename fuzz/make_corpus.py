@@ -9,6 +9,7 @@ import sys
 from aiokv._format import (
     HEADER_SIZE,
     Encoded,
+    encode_bulk,
     encode_delete,
     encode_expire,
     encode_header,
@@ -33,6 +34,7 @@ def seeds() -> dict[str, bytes]:
     log = header + b"".join(frames)
     snapshot = encode_snapshot({"a": 1, "b": "two"}, {"c": Encoded(b"\x92\x01\x02")},
                                {"b": 2_000_000_000.0})
+    snapshot += encode_bulk(("d", "e"), (1.5, b"\x96"), {"e": 2_000_000_000.0})
     compacted = encode_header(3, 1_700_000_000.0, HEADER_SIZE + len(snapshot)) + snapshot
     flipped = bytearray(log)
     flipped[HEADER_SIZE + 12] ^= 0x04

@@ -9,6 +9,8 @@ import random
 import pytest
 
 from aiokv import AioKV
+from aiokv._format import BULK, FORMAT_VERSION, HEADER_SIZE, SNAPSHOT, decode_header
+from aiokv._recovery import Frame, read_frame
 
 MIB = 1024 * 1024
 
@@ -114,3 +116,32 @@ async def test_a_compaction_of_an_empty_store_leaves_an_empty_store(store_path: 
         assert (await kv.stats()).file_bytes == os.path.getsize(store_path)
     async with AioKV(store_path) as kv:
         assert await kv.get_all() == {}
+
+
+async def test_compaction_writes_scalars_as_bulk_frames_and_containers_as_snapshots(
+    store_path: str,
+) -> None:
+    async with AioKV(store_path) as kv:
+        for i in range(1500):
+            await kv.set(f"n:{i}", float(i))
+        await kv.set("list", [1, 2, {"x": "y"}], ttl=3600)
+        await kv.set("text", "abc", ttl=3600)
+        await kv.set("blob", b"\x96\xce")
+        await kv.compact()
+        expected = await kv.get_all()
+    with open(store_path, "rb") as file:
+        data = file.read()
+    assert decode_header(data).version == FORMAT_VERSION
+    kinds = []
+    offset = HEADER_SIZE
+    while offset < len(data):
+        frame = read_frame(data, offset)
+        assert isinstance(frame, Frame)
+        kinds.append(frame.kind)
+        offset = frame.end
+    assert kinds.count(SNAPSHOT) == 1  # only the batch holding the list
+    assert set(kinds) == {BULK, SNAPSHOT} and kinds.count(BULK) >= 3
+    async with AioKV(store_path) as kv:
+        assert await kv.get_all() == expected
+        assert 3590 < await kv.ttl("list") <= 3600 and 3590 < await kv.ttl("text") <= 3600
+        assert await kv.ttl("blob") == -1

@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from aiokv._format import (
+    BULK,
     HEADER_SIZE,
     MAGIC,
     MAX_FRAME_SIZE,
@@ -17,9 +18,11 @@ from aiokv._format import (
     Encoded,
     Value,
     decode_header,
+    encode_bulk,
     encode_delete,
     encode_expire,
     encode_header,
+    encode_record,
     encode_set,
     encode_snapshot,
     encode_value,
@@ -44,6 +47,7 @@ SAMPLE_FRAMES = [
     encode_expire("text", 1_800_000_000),
     encode_expire("text", None),
     encode_snapshot({"s": 1, "t": "two"}, {"e": Encoded(b"\x92\x01\x02")}, {"t": 2e9}),
+    encode_bulk(("b1", "b2", "b3"), (1.5, None, b"\xce"), {"b2": 2.1e9}),
     encode_set("", ""),
 ]
 
@@ -142,6 +146,37 @@ def test_a_set_record_with_a_container_value_is_malformed() -> None:
     assert result.corruption is not None
 
 
+MALFORMED_BULK_FIELDS = {
+    "fewer values than keys": (("a", "b"), (1,), {}),
+    "a key that is not a string": (("a", 2), (1, 2), {}),
+    "a list value": (("a",), ([1],), {}),
+    "an expiry for a key it does not hold": (("a",), (1,), {"z": 2e9}),
+    "an expiry that is not a number": (("a",), (1,), {"a": "soon"}),
+    "expiries that are not a map": (("a",), (1,), None),
+    "keys that are not an array": ({"a": 1}, (1,), {}),
+}
+
+
+@pytest.mark.parametrize("fields", MALFORMED_BULK_FIELDS.values(), ids=MALFORMED_BULK_FIELDS)
+def test_a_malformed_bulk_record_is_damage_like_any_other(
+    fields: tuple[object, object, object],
+) -> None:
+    forged = encode_record(BULK, *fields)
+    assert zlib.crc32(forged, SEED) == SEED
+    assert isinstance(read_frame(forged, 0), Invalid)
+    # Followed by a valid frame it is corruption, whichever replay path sees it.
+    result = replay(log_of(encode_set("before", 1), forged, encode_set("after", 1)))
+    assert result.corruption is not None and result.corruption.offset == HEADER_SIZE + len(
+        encode_set("before", 1))
+
+
+def test_a_bulk_record_sets_each_key_to_its_value_and_clears_older_expiries() -> None:
+    result = replay(log_of(encode_set("k", "old", expires=2e9),
+                           encode_bulk(("k", "n"), (1, 2), {"n": 3e9})))
+    assert result.entries == {"k": 1, "n": 2}
+    assert result.expiries == {"n": 3e9}
+
+
 # -- header -------------------------------------------------------------------
 
 
@@ -174,6 +209,19 @@ def test_an_unknown_format_version_is_refused() -> None:
     assert result.corruption is not None
 
 
+def header_of_version(version: int) -> bytes:
+    body = MAGIC + version.to_bytes(2, "big") + HEADER[10 : HEADER_SIZE - 4]
+    return body + zlib.crc32(body).to_bytes(4, "big")
+
+
+def test_files_of_format_version_1_written_by_aiokv_0_2_still_replay() -> None:
+    assert header_of_version(2) == HEADER  # the version new files get
+    result = replay(header_of_version(1) + encode_set("k", 1) + encode_delete("x"))
+    assert result.corruption is None and result.entries == {"k": 1}
+    assert decode_header(header_of_version(1)).version == 1
+    assert replay(header_of_version(3) + encode_set("k", 1)).corruption is not None
+
+
 # -- replay: the recovery rule ------------------------------------------------
 
 
@@ -186,7 +234,10 @@ def test_an_intact_log_replays_every_record_in_order() -> None:
     assert result.entries["big"] == 2**64 - 1
     assert isinstance(result.entries["nested"], Encoded)
     assert result.entries["s"] == 1 and result.entries["e"] == encode_value([1, 2])
-    assert result.expiries == {"expiring": 1_900_000_000.5, "t": 2_000_000_000.0}
+    assert result.entries["b1"] == 1.5 and result.entries["b3"] == b"\xce"
+    assert "b2" in result.entries and result.entries["b2"] is None
+    assert result.expiries == {"expiring": 1_900_000_000.5, "t": 2_000_000_000.0,
+                               "b2": 2_100_000_000.0}
 
 
 def test_truncation_at_every_offset_replays_exactly_the_records_before_the_cut() -> None:

@@ -44,6 +44,7 @@ from ._format import (
     Encoded,
     Value,
     decode_value,
+    encode_bulk,
     encode_delete,
     encode_expire,
     encode_header,
@@ -1333,20 +1334,29 @@ class Engine:
 
 
 def _snapshot_frames(entries: dict[str, Value], expiries: dict[str, float]) -> Iterable[bytes]:
-    """SNAPSHOT frames holding ``entries``, SNAPSHOT_BATCH at a time."""
+    """Frames holding ``entries``, SNAPSHOT_BATCH at a time.
+
+    Scalars go into BULK frames (the fastest to replay); encoded lists and
+    maps, which a BULK array could not tell from bytes values, into SNAPSHOT
+    frames.
+    """
     items = iter(entries.items())
     while True:
-        batch = dict(itertools.islice(items, SNAPSHOT_BATCH))
+        batch = list(itertools.islice(items, SNAPSHOT_BATCH))
         if not batch:
             return
-        if Encoded in set(map(type, batch.values())):
-            scalars = {k: v for k, v in batch.items() if type(v) is not Encoded}
-            encoded: dict[str, bytes] = {
-                k: v for k, v in batch.items() if isinstance(v, Encoded)
-            }
-        else:
-            scalars, encoded = batch, {}
-        batch_expiries = (
-            {k: expiries[k] for k in batch.keys() & expiries.keys()} if expiries else {}
-        )
-        yield encode_snapshot(scalars, encoded, batch_expiries)
+        keys, values = zip(*batch, strict=True)
+        if Encoded in set(map(type, values)):
+            scalars = [(k, v) for k, v in batch if type(v) is not Encoded]
+            encoded: dict[str, bytes] = {k: v for k, v in batch if isinstance(v, Encoded)}
+            keys, values = zip(*scalars, strict=True) if scalars else ((), ())
+            yield encode_snapshot({}, encoded, _expiries_of(encoded, expiries))
+        if keys:
+            yield encode_bulk(keys, values, _expiries_of(keys, expiries))
+
+
+def _expiries_of(keys: Iterable[str], expiries: dict[str, float]) -> dict[str, float]:
+    """The expiry times of those of ``keys`` that have one."""
+    if not expiries:
+        return {}
+    return {key: expiries[key] for key in expiries.keys() & keys}

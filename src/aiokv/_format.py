@@ -26,7 +26,9 @@ from typing import Final, Union, cast
 import msgpack
 
 MAGIC: Final = b"\x89aiokv\r\n"
-FORMAT_VERSION: Final = 1
+FORMAT_VERSION: Final = 2
+"""The version new files are written with. Version 2 added BULK frames."""
+READABLE_VERSIONS: Final = frozenset({1, 2})
 
 # magic, version, flags, compactions, compacted_at, compacted_length, reserved
 _HEADER_BODY: Final = struct.Struct(">8sHHIdQ4s")
@@ -55,8 +57,14 @@ SNAPSHOT: Final = 4
 """a = map key -> scalar, b = map key -> encoded container, c = map key -> expiry."""
 EXPIRE: Final = 5
 """a = key, b = nil, c = new expiry time or nil (the key then never expires)."""
+BULK: Final = 6
+"""a = array of keys, b = array of as many scalar values, c = map key -> expiry.
 
-KINDS: Final = frozenset({SET, SET_ENCODED, DELETE, SNAPSHOT, EXPIRE})
+What compaction writes for scalar values: two arrays replay into the store's
+dict with one ``dict.update(zip(a, b))``, about twice as fast as a map.
+"""
+
+KINDS: Final = frozenset({SET, SET_ENCODED, DELETE, SNAPSHOT, EXPIRE, BULK})
 
 SCALAR_TYPES: Final = frozenset({type(None), bool, int, float, str, bytes})
 """Value types kept in memory as they are: immutable, so never copied."""
@@ -129,7 +137,7 @@ def decode_header(data: bytes) -> Header:
     _, version, flags, compactions, compacted_at, compacted_length, _ = _HEADER_BODY.unpack(
         body
     )
-    if version != FORMAT_VERSION:
+    if version not in READABLE_VERSIONS:
         raise HeaderError(f"unsupported format version {version}")
     if flags != 0:
         raise HeaderError(f"unknown header flags {flags:#x}")
@@ -216,8 +224,15 @@ def encode_snapshot(
     return encode_record(SNAPSHOT, scalars, encoded, expiries)
 
 
+def encode_bulk(
+    keys: tuple[str, ...], values: tuple[Value, ...], expiries: dict[str, float]
+) -> bytes:
+    """A BULK frame: ``keys[i]`` holds the scalar ``values[i]``."""
+    return encode_record(BULK, keys, values, expiries)
+
+
 def value_size(value: Value) -> int:
-    """Bytes ``value`` takes in a snapshot frame."""
+    """Bytes ``value`` takes in a snapshot or bulk frame."""
     if type(value) is float:
         return 9
     if type(value) is Encoded:
@@ -227,7 +242,7 @@ def value_size(value: Value) -> int:
 
 
 def entry_size(key: str, value: Value) -> int:
-    """Bytes one entry adds to a snapshot frame (its key and its value)."""
+    """Bytes one entry adds to a snapshot or bulk frame (its key and value)."""
     n = len(key)
     if n < 32 and key.isascii():
         return value_size(value) + 1 + n

@@ -27,6 +27,7 @@ from typing import cast
 import msgpack
 
 from ._format import (
+    BULK,
     DELETE,
     EXPIRE,
     FRAME_START,
@@ -128,9 +129,26 @@ def _check_record(
             and set(map(type, c.values())) <= {int, float}
             and c.keys() <= (a.keys() | b.keys())
         )
+    elif kind == BULK:
+        ok = (
+            type(a) is tuple
+            and type(b) is tuple
+            and len(a) == len(b)
+            and type(c) is dict
+            and set(map(type, a)) <= {str}
+            and set(map(type, b)) <= SCALAR_TYPES
+            and _are_expiries_of(c, a)
+        )
     else:
         return f"unknown record kind {kind!r}"
     return None if ok else f"malformed record of kind {kind}"
+
+
+def _are_expiries_of(expiries: dict[object, object], keys: tuple[object, ...]) -> bool:
+    """Whether a BULK frame's expiry map is well formed for its keys."""
+    return not expiries or (
+        set(map(type, expiries.values())) <= {int, float} and expiries.keys() <= set(keys)
+    )
 
 
 def read_frame(  # noqa: PLR0911
@@ -210,6 +228,14 @@ def apply(frame: Frame, entries: dict[str, Value], expiries: dict[str, float]) -
             entries[key] = Encoded(value)
         expiries.update(cast("dict[str, float]", frame.c))
         return
+    if kind == BULK:
+        keys = cast("tuple[str, ...]", frame.a)
+        if expiries:
+            for key in keys:
+                expiries.pop(key, None)
+        entries.update(zip(keys, cast("tuple[Value, ...]", frame.b), strict=True))
+        expiries.update(cast("dict[str, float]", frame.c))
+        return
     key = cast(str, frame.a)
     expires = cast("float | None", frame.c)
     if kind == DELETE:
@@ -270,6 +296,14 @@ def _replay_intact(data: bytes, header: Header) -> Replay | None:  # noqa: PLR09
             # in sight.
             if kind == plain_set and expires is None and not expiries:
                 entries[key] = value
+                continue
+            # Then what a compacted file is made of: key and value arrays.
+            # Their element types are checked on the result, below.
+            if kind == BULK and not expires and not expiries:
+                if type(key) is not tuple or type(value) is not tuple or len(key) != len(
+                        value) or type(expires) is not dict:
+                    return None
+                entries.update(zip(key, value, strict=True))
                 continue
             if kind == plain_set:
                 entries[key] = value
