@@ -14,6 +14,17 @@ Locks, always taken in this order:
   descriptor is never closed while another thread uses it.
 * ``_lock`` guards the entries and the write position; it is only ever held
   for short, non-blocking sections (plus the append ``write(2)``).
+
+Nothing proportional to the number of keys runs under ``_lock`` while the
+store is in use. A compaction does not copy the entries: it walks the live
+dict a batch at a time, releasing the lock between batches. While it walks,
+the dict's layout must not change, so for that time ("split" state) a new
+key goes into ``_added`` and a deleted key's value is replaced by the
+``_MISSING`` tombstone; afterwards both are folded back, a batch at a time.
+Frames written during the walk reach the new file through the rewrite
+buffer, and replaying them after the snapshot gives the same state whatever
+moment each batch was taken at, because every record sets its key's state
+outright.
 """
 
 from __future__ import annotations
@@ -29,7 +40,7 @@ import re
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from . import _format
@@ -71,12 +82,22 @@ SNAPSHOT_BATCH = 512
 holds the GIL for long, large enough that a snapshot replays at C speed."""
 CATCH_UP_FRAMES = 64
 """A compaction copies at most this many frames while writers wait on it."""
+FOLD_BATCH = 4096
+"""Keys folded back into the entries per lock hold when a snapshot ends."""
+JOIN_FRAMES = 4096
+"""Frames of the rewrite buffer joined into one write (bounds a GIL hold)."""
+PAUSE = 0.0001
+"""Seconds a compaction sleeps between two batches of its work. A thread that
+only releases the GIL for a system call takes it straight back, and the event
+loop's thread, which releases it on every turn, then waits out the whole 5 ms
+switch interval; a real sleep hands the GIL over at once."""
 TEMP_INFIX = ".tmp-"
 
 _NEW, _OPEN, _CLOSING, _CLOSED = "new", "open", "closing", "closed"
 _AS_IS = frozenset({float, str, bytes, bool, type(None)})
 """Value types stored without encoding or checks (int needs a range check)."""
 _MISSING: object = object()
+"""Absent; also the tombstone of a key deleted while a snapshot walks."""
 
 _open_engines: weakref.WeakSet[Engine] = weakref.WeakSet()
 _atexit_registered = False
@@ -224,6 +245,12 @@ class Engine:
         self._state = _NEW
 
         self._entries: dict[str, Value] = {}
+        # Split state (see the module docstring): keys created while a
+        # snapshot walks _entries, and keys given a tombstone meanwhile.
+        self._frozen = False  # _entries must not gain or lose a key
+        self._split = False  # _added or _gone may be non-empty
+        self._added: dict[str, Value] = {}
+        self._gone: set[str] = set()
         self._expiries: dict[str, float] = {}
         # (expiry time, key) for every expiry set; entries whose time no
         # longer matches _expiries are stale and skipped by the sweep.
@@ -544,14 +571,28 @@ class Engine:
             return default
         value = self._entries.get(key, _MISSING)
         if value is _MISSING:
-            return default
+            if not self._split:
+                return default
+            value = self._added.get(key, _MISSING)
+            if value is _MISSING:
+                return default
         if type(value) is Encoded:
             return decode_value(value)
+        return value
+
+    def _lookup(self, key: str) -> object:
+        """The value held for ``key``, expired or not, or _MISSING."""
+        value = self._entries.get(key, _MISSING)
+        if value is _MISSING and self._split:
+            return self._added.get(key, _MISSING)
         return value
 
     def _live_items(self) -> list[tuple[str, Value]]:
         with self._lock:
             items = list(self._entries.items())
+            if self._split:
+                items = [item for item in items if item[1] is not _MISSING]
+                items.extend(self._added.items())
             if not self._expiries:
                 return items
             now = self._clock()
@@ -584,7 +625,7 @@ class Engine:
             key = _check_key(key)
         if self._expiries and self._is_expired(key):  # before the entry: see get()
             return False
-        return key in self._entries
+        return self._lookup(key) is not _MISSING
 
     def ttl(self, key: str) -> int:
         """Whole seconds left (rounded up); -1 without expiry; -2 if absent."""
@@ -593,7 +634,7 @@ class Engine:
         if type(key) is not str:
             key = _check_key(key)
         with self._lock:
-            if key not in self._entries:
+            if self._lookup(key) is _MISSING:
                 return -2
             when = self._expiries.get(key)
             if when is None:
@@ -607,10 +648,11 @@ class Engine:
         with self._lock:
             now = self._clock()
             expired = sum(1 for when in self._expiries.values() if when <= now)
-            live = self._live_bytes if self._entries else HEADER_SIZE
+            held = len(self._entries) - len(self._gone) + len(self._added)
+            live = self._live_bytes if held else HEADER_SIZE
             return Stats(
                 path=self.path,
-                keys=len(self._entries) - expired,
+                keys=held - expired,
                 file_bytes=self._file_bytes,
                 live_bytes=live,
                 dead_bytes=max(0, self._file_bytes - live),
@@ -619,7 +661,7 @@ class Engine:
                 durability=self.durability,
                 pending_writes=len(self._pending),
                 ttl_keys=len(self._expiries) - expired,
-                held_entries=len(self._entries),
+                held_entries=held,
             )
 
     # -- writes -------------------------------------------------------------
@@ -650,7 +692,7 @@ class Engine:
             if self._state is not _OPEN:
                 raise ClosedError(self.path)
             fd = self._fd
-            if not self._inline_writes or fd is None or self._tail_dirty:
+            if not self._inline_writes or fd is None or self._tail_dirty or self._split:
                 if self._inline_writes:
                     self._append(frame)  # creates or repairs the file first
                     self._put(key, stored, None)
@@ -719,7 +761,7 @@ class Engine:
         with self._lock:
             if self._state is not _OPEN:
                 raise ClosedError(self.path)
-            current = self._entries.get(key, _MISSING)
+            current = self._lookup(key)
             if current is _MISSING or (self._expiries and self._is_expired(key)):
                 value = amount
                 expires = None if seconds is None else self._clock() + seconds
@@ -743,7 +785,7 @@ class Engine:
         with self._lock:
             if self._state is not _OPEN:
                 raise ClosedError(self.path)
-            current = self._entries.get(key, _MISSING)
+            current = self._lookup(key)
             if current is _MISSING or (self._expiries and self._is_expired(key)):
                 return False, None
             expires = None if seconds is None else self._clock() + seconds
@@ -757,7 +799,7 @@ class Engine:
         with self._lock:
             if self._state is not _OPEN:
                 raise ClosedError(self.path)
-            if key not in self._entries:
+            if self._lookup(key) is _MISSING:
                 # Nothing to write. But at "fsync" the key may be absent only
                 # because of a write not yet durable (an earlier delete):
                 # acknowledge once that is durable too.
@@ -789,8 +831,18 @@ class Engine:
 
     def _put(self, key: str, stored: Value, expires: float | None) -> tuple[object, float | None]:
         """Change memory only; returns what to restore to undo it. Hold _lock."""
-        old = self._entries.get(key, _MISSING)
-        self._entries[key] = stored
+        entries = self._entries
+        old = entries.get(key, _MISSING)
+        if old is _MISSING and self._split:
+            if self._frozen and key not in entries:
+                old = self._added.get(key, _MISSING)
+                self._added[key] = stored
+            else:  # a tombstone, or a key to take back from _added
+                old = self._added.pop(key, _MISSING)
+                entries[key] = stored
+                self._gone.discard(key)
+        else:
+            entries[key] = stored
         if old is _MISSING:
             live = self._live_bytes + entry_size(key, stored)
         else:
@@ -811,7 +863,20 @@ class Engine:
         return old, old_expiry
 
     def _remove(self, key: str) -> tuple[object, float | None]:
-        old = self._entries.pop(key, _MISSING)
+        if not self._split:
+            old = self._entries.pop(key, _MISSING)
+        elif self._frozen:
+            old = self._entries.get(key, _MISSING)
+            if old is not _MISSING:
+                self._entries[key] = _MISSING  # type: ignore[assignment]
+                self._gone.add(key)
+            else:
+                old = self._added.pop(key, _MISSING)
+        else:
+            old = self._entries.pop(key, _MISSING)
+            if old is _MISSING:
+                self._gone.discard(key)
+                old = self._added.pop(key, _MISSING)
         if old is not _MISSING:
             self._live_bytes -= entry_size(key, old)  # type: ignore[arg-type]
         old_expiry = self._expiries.pop(key, None) if self._expiries else None
@@ -902,6 +967,9 @@ class Engine:
             self._undo = []
             self._commit = Commit()
             self._entries = {}
+            self._frozen = self._split = False
+            self._added = {}
+            self._gone = set()
             self._expiries = {}
             self._expiry_heap = []
             self._file_bytes = 0
@@ -1212,51 +1280,39 @@ class Engine:
             commit.settle(error)
 
     def _compact_once(self) -> None:
-        # Snapshot under both locks: no batch is being written, and the
-        # effects of queued "fsync" writes (which may still be rolled back)
-        # are taken out of the copy; their frames reach the new file through
-        # the rewrite buffer once written.
         with self._io, self._lock:
             if self._state is not _OPEN:
                 raise ClosedError(self.path)
             if self._fd is None:
                 return  # cleared: there is no log to compact
             generation = self._generation
-            entries = self._entries.copy()
-            expiries = self._expiries.copy()
-            for key, old, old_expiry in reversed(self._undo):
-                if old is _MISSING:
-                    entries.pop(key, None)
-                    expiries.pop(key, None)
-                else:
-                    entries[key] = old  # type: ignore[assignment]
-                    if old_expiry is None:
-                        expiries.pop(key, None)
-                    else:
-                        expiries[key] = old_expiry
+            # Every frame written from here on reaches the new file through
+            # the rewrite buffer, so the walk may take each batch later.
             self._rewrite = []
             live_at_snapshot = self._live_bytes
             compactions = self._compactions + 1
-            # Read with the copy: a key still live at this instant is kept,
-            # so a later expire() record that extends it finds it on replay.
-            now = self._clock()
-
-        if expiries:
-            for key in [k for k, when in expiries.items() if when <= now]:
-                entries.pop(key, None)
-                del expiries[key]
+            self._frozen = self._split = True
+            walk = iter(self._entries.items())
         temp = self._temp_path()
-        fd = self._files.create(temp)
+        try:
+            fd = self._files.create(temp)
+        except BaseException:
+            self._fold_split()
+            raise
         swapped = False
         try:
-            # A placeholder header; the real one is written before the fsync.
-            self._write_at(fd, 0, [encode_header(0, 0.0, HEADER_SIZE)])
-            snapshot_end = self._write_at(fd, HEADER_SIZE, _snapshot_frames(entries, expiries))
+            try:
+                # A placeholder header; the real one is written before the fsync.
+                self._write_at(fd, 0, [encode_header(0, 0.0, HEADER_SIZE)])
+                snapshot_end = self._write_at(fd, HEADER_SIZE,
+                                              self._snapshot_frames(walk, generation))
+            finally:
+                self._fold_split()
             with self._io:
                 with self._lock:
                     self._check_compaction_still_wanted(generation)
                     chunk, self._rewrite = self._rewrite or [], []
-                end = self._write_at(fd, snapshot_end, [b"".join(chunk)])
+                end = self._write_at(fd, snapshot_end, _joined(chunk))
                 stamp = self._clock()
                 self._write_at(fd, 0, [encode_header(compactions, stamp, end)])
                 self._files.fsync(fd)
@@ -1293,7 +1349,7 @@ class Engine:
                                 self._wake.set()
                             break
                         self._rewrite = []
-                    end = self._write_at(fd, end, [b"".join(rest)])
+                    end = self._write_at(fd, end, _joined(rest))
                 if old_fd is not None:
                     self._close_quietly(old_fd)  # the new log is in place
                 self._files.fsync_dir(self._directory)
@@ -1305,6 +1361,50 @@ class Engine:
                     self._files.remove(temp)
                 except OSError:
                     logger.warning("aiokv: could not remove %s", temp)
+
+    def _snapshot_frames(self, walk: Iterator[tuple[str, Value]],
+                         generation: int) -> Iterator[bytes]:
+        """The snapshot's frames, taking ``walk`` a batch per lock hold.
+
+        Each batch is taken as it is on disk at that moment: tombstones are
+        left out, and so are the effects of queued "fsync" writes (which may
+        still be rolled back; their frames reach the new file through the
+        rewrite buffer once written). Holding _io, no batch is half written.
+        """
+        while True:
+            with self._io, self._lock:
+                self._check_compaction_still_wanted(generation)
+                batch = list(itertools.islice(walk, SNAPSHOT_BATCH))
+                if not batch:
+                    return
+                kept_expiries: dict[str, float] = {}
+                if not self._undo and not self._expiries:
+                    if self._gone:
+                        batch = [item for item in batch if item[1] is not _MISSING]
+                    kept = batch
+                else:
+                    kept, kept_expiries = durable_batch(batch, self._undo, self._expiries,
+                                                        self._clock())
+            if kept:
+                yield from _batch_frames(kept, kept_expiries)
+            time.sleep(PAUSE)
+
+    def _fold_split(self) -> None:
+        """End the split state: fold _added and the tombstones back into
+        _entries, FOLD_BATCH keys per lock hold."""
+        while True:
+            with self._lock:
+                self._frozen = False
+                entries, added, gone = self._entries, self._added, self._gone
+                for _ in range(min(FOLD_BATCH, len(added))):
+                    key, value = added.popitem()
+                    entries[key] = value
+                for _ in range(min(FOLD_BATCH, len(gone))):
+                    entries.pop(gone.pop(), None)
+                if not added and not gone:
+                    self._split = False
+                    return
+            time.sleep(PAUSE)
 
     def _close_quietly(self, fd: int) -> None:
         """Close a descriptor whose file is no longer needed; log a failure."""
@@ -1333,26 +1433,67 @@ class Engine:
         return offset
 
 
-def _snapshot_frames(entries: dict[str, Value], expiries: dict[str, float]) -> Iterable[bytes]:
-    """Frames holding ``entries``, SNAPSHOT_BATCH at a time.
+def durable_batch(
+    batch: Sequence[tuple[str, object]],
+    undo: list[tuple[str, object, float | None]],
+    expiries: dict[str, float],
+    now: float,
+) -> tuple[list[tuple[str, Value]], dict[str, float]]:
+    """A batch of a compaction's walk as the log holds it, with expiry times.
 
-    Scalars go into BULK frames (the fastest to replay); encoded lists and
-    maps, which a BULK array could not tell from bytes values, into SNAPSHOT
-    frames.
+    ``batch`` is taken from the live entries (tombstones included); ``undo``
+    lists the queued "fsync" writes, oldest first, as (key, value before,
+    expiry before). Keys with a queued write get their value from before the
+    oldest one: those writes may still be rolled back, and their frames reach
+    the new file through the rewrite buffer once written. Keys expired by
+    ``now`` are left out; the caller reads the clock with the batch, so a key
+    still live at that instant is kept, and a later expire() record that
+    extends it finds it on replay.
     """
+    undone: dict[str, tuple[object, float | None]] = {}
+    for key, old, old_expiry in reversed(undo):  # the oldest wins
+        undone[key] = (old, old_expiry)
+    kept: list[tuple[str, Value]] = []
+    kept_expiries: dict[str, float] = {}
+    for key, value in batch:
+        if key in undone:
+            held, when = undone[key]
+        else:
+            held, when = value, expiries.get(key)
+        if held is _MISSING or (when is not None and when <= now):
+            continue
+        kept.append((key, held))  # type: ignore[arg-type]
+        if when is not None:
+            kept_expiries[key] = when
+    return kept, kept_expiries
+
+
+def _snapshot_frames(entries: dict[str, Value], expiries: dict[str, float]) -> Iterable[bytes]:
+    """Frames holding ``entries``, SNAPSHOT_BATCH at a time."""
     items = iter(entries.items())
     while True:
         batch = list(itertools.islice(items, SNAPSHOT_BATCH))
         if not batch:
             return
-        keys, values = zip(*batch, strict=True)
-        if Encoded in set(map(type, values)):
-            scalars = [(k, v) for k, v in batch if type(v) is not Encoded]
-            encoded: dict[str, bytes] = {k: v for k, v in batch if isinstance(v, Encoded)}
-            keys, values = zip(*scalars, strict=True) if scalars else ((), ())
-            yield encode_snapshot({}, encoded, _expiries_of(encoded, expiries))
-        if keys:
-            yield encode_bulk(keys, values, _expiries_of(keys, expiries))
+        yield from _batch_frames(batch, expiries)
+
+
+def _batch_frames(batch: list[tuple[str, Value]], expiries: dict[str, float]
+                  ) -> Iterator[bytes]:
+    """Frames holding the entries of ``batch`` and their expiry times.
+
+    Scalars go into a BULK frame (the fastest to replay); encoded lists and
+    maps, which a BULK array could not tell from bytes values, into a
+    SNAPSHOT frame.
+    """
+    keys, values = zip(*batch, strict=True)
+    if Encoded in set(map(type, values)):
+        scalars = [(k, v) for k, v in batch if type(v) is not Encoded]
+        encoded: dict[str, bytes] = {k: v for k, v in batch if isinstance(v, Encoded)}
+        keys, values = zip(*scalars, strict=True) if scalars else ((), ())
+        yield encode_snapshot({}, encoded, _expiries_of(encoded, expiries))
+    if keys:
+        yield encode_bulk(keys, values, _expiries_of(keys, expiries))
 
 
 def _expiries_of(keys: Iterable[str], expiries: dict[str, float]) -> dict[str, float]:
@@ -1360,3 +1501,11 @@ def _expiries_of(keys: Iterable[str], expiries: dict[str, float]) -> dict[str, f
     if not expiries:
         return {}
     return {key: expiries[key] for key in expiries.keys() & keys}
+
+
+def _joined(frames: list[bytes]) -> Iterator[bytes]:
+    """``frames`` joined JOIN_FRAMES at a time: few writes, short GIL holds."""
+    for start in range(0, len(frames), JOIN_FRAMES):
+        if start:
+            time.sleep(PAUSE)
+        yield b"".join(frames[start : start + JOIN_FRAMES])

@@ -1,0 +1,248 @@
+"""A compaction walks the live entries a batch at a time, while writes go on.
+
+The walk holds the engine's lock only per batch, so every kind of write can
+land while it runs: on keys already walked, on keys not walked yet, on new
+keys. These tests stop a walk halfway (at its second snapshot write), make
+those writes, and check that memory, the compacted file and a reopen all
+agree with a plain dict that saw the same writes.
+"""
+
+from __future__ import annotations
+
+import errno
+import threading
+from typing import TYPE_CHECKING
+
+import pytest
+
+from aiokv import KV
+from aiokv._engine import _MISSING, Engine, durable_batch
+from aiokv._files import FileSystem
+from aiokv._format import HEADER_SIZE
+
+if TYPE_CHECKING:
+    from typing_extensions import Buffer
+
+LEVELS = ("fsync", "flush", "buffered")
+KEYS = 2000  # four snapshot batches
+
+
+class WalkGate(FileSystem):
+    """Holds a compaction at its second snapshot write until released."""
+
+    def __init__(self) -> None:
+        self.snapshot_writes = 0
+        self.paused = threading.Event()
+        self.release = threading.Event()
+        self.walk_error: OSError | None = None
+        self.append_error: OSError | None = None
+
+    def pwrite(self, fd: int, data: bytes | memoryview, offset: int) -> int:
+        if offset >= HEADER_SIZE:
+            self.snapshot_writes += 1
+            if self.snapshot_writes == 2:
+                self.paused.set()
+                assert self.release.wait(30)
+                if self.walk_error is not None:
+                    raise self.walk_error
+        return super().pwrite(fd, data, offset)
+
+    def write(self, fd: int, data: Buffer) -> int:
+        if self.append_error is not None:
+            raise self.append_error
+        return super().write(fd, data)
+
+
+def filled_store(path: str, durability: str) -> tuple[KV, WalkGate, dict[str, object]]:
+    gate = WalkGate()
+    kv = KV(path, durability=durability)
+    kv._engine = Engine(path, files=gate, durability=durability)
+    model: dict[str, object] = {f"k{i}": float(i) for i in range(KEYS)}
+    for key, value in model.items():
+        kv.set(key, value)
+    kv.set("list", [1, {"x": "y"}])
+    kv.set("n", 10)
+    kv.set("ttl", "soon", ttl=1000)
+    model.update({"list": [1, {"x": "y"}], "n": 10, "ttl": "soon"})
+    return kv, gate, model
+
+
+class Walk:
+    """A compaction started in a thread and paused halfway through its walk."""
+
+    def __init__(self, kv: KV, gate: WalkGate) -> None:
+        self.error: BaseException | None = None
+        self._gate = gate
+        self._thread = threading.Thread(target=self._compact, args=(kv,))
+        self._thread.start()
+        assert gate.paused.wait(30), "the compaction never reached its second batch"
+        engine = kv._engine
+        assert engine._frozen and engine._split
+
+    def _compact(self, kv: KV) -> None:
+        try:
+            kv.compact()
+        except BaseException as exc:
+            self.error = exc
+
+    def finish(self) -> BaseException | None:
+        self._gate.release.set()
+        self._thread.join(30)
+        assert not self._thread.is_alive()
+        return self.error
+
+
+def write_everywhere(kv: KV, model: dict[str, object]) -> None:
+    """Writes of every kind, on walked, unwalked and new keys."""
+    kv.set("k5", "walked, overwritten")
+    kv.set("k1500", "unwalked, overwritten")
+    for key in ("k6", "k1600", "k7", "k1700"):
+        assert kv.delete(key)
+        del model[key]
+    kv.set("k7", "walked, deleted, set again")
+    kv.set("k1700", "unwalked, deleted, set again")
+    kv.set("new1", "created")
+    kv.set("new2", "created then deleted")
+    assert kv.delete("new2")
+    kv.set("new3", "created, deleted, created")
+    assert kv.delete("new3")
+    kv.set("new3", "again")
+    assert kv.delete("never there")  # absent is fine
+    assert kv.incr("counter") == 1
+    assert kv.incr("counter", 2) == 3
+    assert kv.incr("n", 5) == 15
+    assert kv.expire("k1800", 500)
+    assert kv.expire("ttl", None)
+    kv.set("list", {"replaced": True})
+    kv.set("new ttl", 1.5, ttl=600)
+    model.update({
+        "k5": "walked, overwritten", "k1500": "unwalked, overwritten",
+        "k7": "walked, deleted, set again", "k1700": "unwalked, deleted, set again",
+        "new1": "created", "new3": "again", "counter": 3, "n": 15,
+        "list": {"replaced": True}, "new ttl": 1.5,
+    })
+
+
+def assert_store_is(kv: KV, model: dict[str, object], expiring: set[str]) -> None:
+    assert kv.get_all() == model
+    assert sorted(kv.keys()) == sorted(model)
+    assert kv.stats().keys == len(model)
+    for key in ("k5", "k6", "new2", "new3", "counter", "k1800", "ttl"):
+        assert kv.exists(key) == (key in model), key
+        assert kv.get(key, "absent") == model.get(key, "absent"), key
+    for key in model:
+        assert (kv.ttl(key) > 0) == (key in expiring), key
+
+
+@pytest.mark.parametrize("durability", LEVELS)
+def test_writes_of_every_kind_during_a_walk_are_kept_in_memory_and_on_disk(
+    store_path: str, durability: str,
+) -> None:
+    kv, gate, model = filled_store(store_path, durability)
+    walk = Walk(kv, gate)
+    write_everywhere(kv, model)
+    expiring = {"k1800", "new ttl"}
+    assert_store_is(kv, model, expiring)  # reads see the writes while the walk is paused
+    assert walk.finish() is None
+    engine = kv._engine
+    assert not engine._split and not engine._added and not engine._gone
+    assert kv.stats().compactions == 1
+    assert_store_is(kv, model, expiring)
+    kv.set("after", 1)
+    model["after"] = 1
+    kv.close()
+    with KV(store_path) as reopened:
+        assert_store_is(reopened, model, expiring)
+
+
+@pytest.mark.parametrize("durability", LEVELS)
+def test_a_walk_that_fails_folds_the_writes_back_and_nothing_is_lost(
+    store_path: str, durability: str,
+) -> None:
+    kv, gate, model = filled_store(store_path, durability)
+    walk = Walk(kv, gate)
+    write_everywhere(kv, model)
+    gate.walk_error = OSError(errno.ENOSPC, "No space left on device")
+    assert isinstance(walk.finish(), OSError)
+    assert not kv._engine._split
+    expiring = {"k1800", "new ttl"}
+    assert_store_is(kv, model, expiring)
+    kv.delete("new1")
+    del model["new1"]
+    kv.close()
+    with KV(store_path) as reopened:
+        assert_store_is(reopened, model, expiring)
+
+
+@pytest.mark.parametrize("durability", LEVELS)
+def test_a_clear_during_a_walk_voids_the_compaction(store_path: str, durability: str) -> None:
+    kv, gate, _ = filled_store(store_path, durability)
+    walk = Walk(kv, gate)
+    kv.set("new", 1)
+    kv.delete("k5")
+    assert kv.clear()
+    kv.set("after the clear", 2)
+    assert walk.finish() is None  # a voided compaction is no error
+    assert kv.get_all() == {"after the clear": 2}
+    kv.close()
+    with KV(store_path) as reopened:
+        assert reopened.get_all() == {"after the clear": 2}
+
+
+def test_at_fsync_a_batch_that_fails_during_a_walk_is_rolled_back_in_the_snapshot_too(
+    store_path: str,
+) -> None:
+    kv, gate, model = filled_store(store_path, "fsync")
+    walk = Walk(kv, gate)
+    gate.append_error = OSError(errno.EIO, "Input/output error")
+    try:
+        assert not kv.delete("k1600")  # the seed's contract: False, and logged
+        assert not kv.delete("k6")
+        for key in ("new", "k1500"):
+            with pytest.raises(OSError):
+                kv.set(key, "lost")
+    finally:
+        gate.append_error = None
+    assert kv.get_all() == model  # every failed write rolled back in memory
+    kv.set("k1601", "kept")
+    model["k1601"] = "kept"
+    assert walk.finish() is None
+    assert kv.get_all() == model
+    kv.close()
+    with KV(store_path) as reopened:
+        assert reopened.get_all() == model
+
+
+# -- a batch as the log holds it (pure) ---------------------------------------
+
+
+def test_a_batch_taken_while_fsync_writes_are_queued_shows_the_values_from_before_them(
+) -> None:
+    batch = [
+        ("plain", 1.0),
+        ("overwritten", "queued value"),
+        ("deleted", _MISSING),  # a tombstone left by a queued delete
+        ("created", "queued value"),  # did not exist before the queued set
+        ("twice", "second queued value"),
+        ("tombstone", _MISSING),  # deleted for good
+    ]
+    undo: list[tuple[str, object, float | None]] = [
+        ("overwritten", "durable", 2e9),
+        ("deleted", "durable", None),
+        ("created", _MISSING, None),
+        ("twice", "durable", None),
+        ("twice", "first queued value", 3e9),
+    ]
+    kept, expiries = durable_batch(batch, undo, {"overwritten": 4e9, "twice": 3e9}, now=1e9)
+    assert kept == [("plain", 1.0), ("overwritten", "durable"), ("deleted", "durable"),
+                    ("twice", "durable")]
+    assert expiries == {"overwritten": 2e9}
+
+
+def test_a_batch_leaves_out_keys_expired_by_the_time_it_is_taken() -> None:
+    batch = [("expired", 1), ("due later", 2), ("forever", 3), ("revived", 4)]
+    undo: list[tuple[str, object, float | None]] = [("revived", 0, 5.0)]
+    kept, expiries = durable_batch(batch, undo, {"expired": 10.0, "due later": 10.5,
+                                                 "revived": 99.0}, now=10.0)
+    assert kept == [("due later", 2), ("forever", 3)]
+    assert expiries == {"due later": 10.5}
