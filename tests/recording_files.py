@@ -12,7 +12,7 @@ if TYPE_CHECKING:
 
 from aiokv import AioKV
 from aiokv._engine import Engine
-from aiokv._files import FileSystem
+from aiokv._files import FileSystem, Window
 
 
 @dataclass(frozen=True)
@@ -24,9 +24,14 @@ class Call:
 
 
 class RecordingFiles(FileSystem):
-    def __init__(self) -> None:
+    def __init__(self, *, mapping: bool = True) -> None:
         self.calls: list[Call] = []
+        self.mapping = mapping
+        """False: appends at "flush" go through write(2) instead of a map."""
         self._lock = threading.Lock()
+
+    def can_map(self, path: str) -> bool:
+        return self.mapping and super().can_map(path)
 
     def _note(self, name: str, size: int = 0) -> None:
         with self._lock:
@@ -59,6 +64,14 @@ class RecordingFiles(FileSystem):
     def pwrite(self, fd: int, data: bytes | memoryview, offset: int) -> int:
         self._note("pwrite", len(data))
         return super().pwrite(fd, data, offset)
+
+    def allocate(self, fd: int, offset: int, length: int) -> None:
+        self._note("allocate", length)
+        super().allocate(fd, offset, length)
+
+    def map(self, fd: int, offset: int, length: int) -> Window:
+        self._note("map", length)
+        return super().map(fd, offset, length)
 
     def fsync(self, fd: int) -> None:
         self._note("fsync")

@@ -2,7 +2,8 @@
 
 The walk holds the engine's lock only per batch, so every kind of write can
 land while it runs: on keys already walked, on keys not walked yet, on new
-keys. These tests stop a walk halfway (at its second snapshot write), make
+keys. These tests stop a walk halfway (at its first write, which
+comes once WRITE_CHUNK bytes of frames are ready), make
 those writes, and check that memory, the compacted file and a reopen all
 agree with a plain dict that saw the same writes.
 """
@@ -24,11 +25,12 @@ if TYPE_CHECKING:
     from typing_extensions import Buffer
 
 LEVELS = ("fsync", "flush", "buffered")
-KEYS = 2000  # four snapshot batches
+KEYS = 40_000  # about 640 KiB of frames: the first write comes partway through,
+# with k5..k8 walked and k39500..k39800 not yet
 
 
 class WalkGate(FileSystem):
-    """Holds a compaction at its second snapshot write until released."""
+    """Holds a compaction at its first snapshot write until released."""
 
     def __init__(self) -> None:
         self.snapshot_writes = 0
@@ -40,7 +42,7 @@ class WalkGate(FileSystem):
     def pwrite(self, fd: int, data: bytes | memoryview, offset: int) -> int:
         if offset >= HEADER_SIZE:
             self.snapshot_writes += 1
-            if self.snapshot_writes == 2:
+            if self.snapshot_writes == 1:
                 self.paused.set()
                 assert self.release.wait(30)
                 if self.walk_error is not None:
@@ -54,12 +56,13 @@ class WalkGate(FileSystem):
 
 
 def filled_store(path: str, durability: str) -> tuple[KV, WalkGate, dict[str, object]]:
+    model: dict[str, object] = {f"k{i}": float(i) for i in range(KEYS)}
+    with KV(path, durability="buffered") as filler:  # quick, at any level
+        for key, value in model.items():
+            filler.set(key, value)
     gate = WalkGate()
     kv = KV(path, durability=durability)
     kv._engine = Engine(path, files=gate, durability=durability)
-    model: dict[str, object] = {f"k{i}": float(i) for i in range(KEYS)}
-    for key, value in model.items():
-        kv.set(key, value)
     kv.set("list", [1, {"x": "y"}])
     kv.set("n", 10)
     kv.set("ttl", "soon", ttl=1000)
@@ -75,7 +78,7 @@ class Walk:
         self._gate = gate
         self._thread = threading.Thread(target=self._compact, args=(kv,))
         self._thread.start()
-        assert gate.paused.wait(30), "the compaction never reached its second batch"
+        assert gate.paused.wait(30), "the compaction never wrote its first chunk"
         engine = kv._engine
         assert engine._frozen and engine._split
 
@@ -95,12 +98,12 @@ class Walk:
 def write_everywhere(kv: KV, model: dict[str, object]) -> None:
     """Writes of every kind, on walked, unwalked and new keys."""
     kv.set("k5", "walked, overwritten")
-    kv.set("k1500", "unwalked, overwritten")
-    for key in ("k6", "k1600", "k7", "k1700"):
+    kv.set("k39500", "unwalked, overwritten")
+    for key in ("k6", "k39600", "k7", "k39700"):
         assert kv.delete(key)
         del model[key]
     kv.set("k7", "walked, deleted, set again")
-    kv.set("k1700", "unwalked, deleted, set again")
+    kv.set("k39700", "unwalked, deleted, set again")
     kv.set("new1", "created")
     kv.set("new2", "created then deleted")
     assert kv.delete("new2")
@@ -111,13 +114,13 @@ def write_everywhere(kv: KV, model: dict[str, object]) -> None:
     assert kv.incr("counter") == 1
     assert kv.incr("counter", 2) == 3
     assert kv.incr("n", 5) == 15
-    assert kv.expire("k1800", 500)
+    assert kv.expire("k39800", 500)
     assert kv.expire("ttl", None)
     kv.set("list", {"replaced": True})
     kv.set("new ttl", 1.5, ttl=600)
     model.update({
-        "k5": "walked, overwritten", "k1500": "unwalked, overwritten",
-        "k7": "walked, deleted, set again", "k1700": "unwalked, deleted, set again",
+        "k5": "walked, overwritten", "k39500": "unwalked, overwritten",
+        "k7": "walked, deleted, set again", "k39700": "unwalked, deleted, set again",
         "new1": "created", "new3": "again", "counter": 3, "n": 15,
         "list": {"replaced": True}, "new ttl": 1.5,
     })
@@ -127,11 +130,12 @@ def assert_store_is(kv: KV, model: dict[str, object], expiring: set[str]) -> Non
     assert kv.get_all() == model
     assert sorted(kv.keys()) == sorted(model)
     assert kv.stats().keys == len(model)
-    for key in ("k5", "k6", "new2", "new3", "counter", "k1800", "ttl"):
+    for key in ("k5", "k6", "new2", "new3", "counter", "k39800", "ttl"):
         assert kv.exists(key) == (key in model), key
         assert kv.get(key, "absent") == model.get(key, "absent"), key
-    for key in model:
-        assert (kv.ttl(key) > 0) == (key in expiring), key
+    for key in (*expiring, "k5", "k39500", "k7", "n", "list", "ttl", "counter"):
+        if key in model:
+            assert (kv.ttl(key) > 0) == (key in expiring), key
 
 
 @pytest.mark.parametrize("durability", LEVELS)
@@ -141,7 +145,7 @@ def test_writes_of_every_kind_during_a_walk_are_kept_in_memory_and_on_disk(
     kv, gate, model = filled_store(store_path, durability)
     walk = Walk(kv, gate)
     write_everywhere(kv, model)
-    expiring = {"k1800", "new ttl"}
+    expiring = {"k39800", "new ttl"}
     assert_store_is(kv, model, expiring)  # reads see the writes while the walk is paused
     assert walk.finish() is None
     engine = kv._engine
@@ -165,7 +169,7 @@ def test_a_walk_that_fails_folds_the_writes_back_and_nothing_is_lost(
     gate.walk_error = OSError(errno.ENOSPC, "No space left on device")
     assert isinstance(walk.finish(), OSError)
     assert not kv._engine._split
-    expiring = {"k1800", "new ttl"}
+    expiring = {"k39800", "new ttl"}
     assert_store_is(kv, model, expiring)
     kv.delete("new1")
     del model["new1"]
@@ -196,16 +200,16 @@ def test_at_fsync_a_batch_that_fails_during_a_walk_is_rolled_back_in_the_snapsho
     walk = Walk(kv, gate)
     gate.append_error = OSError(errno.EIO, "Input/output error")
     try:
-        assert not kv.delete("k1600")  # the seed's contract: False, and logged
+        assert not kv.delete("k39600")  # the seed's contract: False, and logged
         assert not kv.delete("k6")
-        for key in ("new", "k1500"):
+        for key in ("new", "k39500"):
             with pytest.raises(OSError):
                 kv.set(key, "lost")
     finally:
         gate.append_error = None
     assert kv.get_all() == model  # every failed write rolled back in memory
-    kv.set("k1601", "kept")
-    model["k1601"] = "kept"
+    kv.set("k39601", "kept")
+    model["k39601"] = "kept"
     assert walk.finish() is None
     assert kv.get_all() == model
     kv.close()

@@ -56,7 +56,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from aiokv._engine import Engine
-from aiokv._files import FileSystem
+from aiokv._files import FileSystem, Window
 from aiokv._recovery import replay
 
 if TYPE_CHECKING:
@@ -127,6 +127,35 @@ class CrashPoint:
     """States[floor] is the oldest state the reboot may show."""
     newest: int
     """States[newest] is the newest."""
+
+
+class ModelWindow:
+    """A mapped window whose every store is also made to the model (and is
+    a crash point: a store lands in the page cache, as a write(2) does)."""
+
+    def __init__(self, files: PowerLossFiles, inode: Inode, window: Window,
+                 offset: int) -> None:
+        self._files = files
+        self._inode = inode
+        self._window = window
+        self._offset = offset
+        self._position = 0
+
+    def seek(self, position: int, /) -> None:
+        self._window.seek(position)
+        self._position = position
+
+    def write(self, data: bytes, /) -> int:
+        with self._files._lock:
+            written = self._window.write(data)
+            start = self._offset + self._position
+            self._inode.data[start : start + written] = data[:written]
+            self._position += written
+            self._files._after("store")
+            return written
+
+    def close(self) -> None:
+        self._window.close()
 
 
 class PowerLossFiles(FileSystem):
@@ -254,6 +283,20 @@ class PowerLossFiles(FileSystem):
             content[offset:offset + written] = memoryview(data)[:written]
             self._after("pwrite")
             return written
+
+    def allocate(self, fd: int, offset: int, length: int) -> None:
+        with self._lock:
+            super().allocate(fd, offset, length)
+            content = self.fds[fd].data
+            if len(content) < offset + length:
+                content += bytes(offset + length - len(content))
+            self._after("allocate")
+
+    def map(self, fd: int, offset: int, length: int) -> Window:
+        with self._lock:
+            window = ModelWindow(self, self.fds[fd], super().map(fd, offset, length), offset)
+            self._after("map")
+            return window
 
     def truncate(self, fd: int, length: int) -> None:
         with self._lock:

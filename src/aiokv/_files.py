@@ -9,7 +9,47 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import mmap
 import os
+from typing import Protocol
+
+MAPPABLE_FILE_SYSTEMS = frozenset({"ext2", "ext3", "ext4", "xfs", "tmpfs"})
+"""File systems where space reserved by posix_fallocate stays allocated: a
+store into a mapping of it never needs a new block, so it cannot fail with
+"no space left" (which, through a mapping, would be a SIGBUS, not an error).
+Copy-on-write file systems (btrfs, zfs) need new blocks for every write."""
+
+
+class Window(Protocol):
+    """A writable mapping of part of a file (``mmap.mmap`` in real use)."""
+
+    def write(self, data: bytes, /) -> int:
+        """Copy ``data`` at the current position and move past it."""
+        ...
+
+    def seek(self, position: int, /) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def file_system_type(path: str) -> str | None:
+    """The type of the file system holding ``path`` (Linux), or None."""
+    try:
+        with open("/proc/self/mounts", encoding="utf-8", errors="replace") as mounts:
+            lines = mounts.read().splitlines()
+    except OSError:
+        return None
+    target = os.path.realpath(path)
+    best, kind = "", None
+    for line in lines:
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        point = fields[1].replace("\\040", " ")
+        inside = target == point or target.startswith(point.rstrip("/") + "/")
+        if inside and len(point) >= len(best):
+            best, kind = point, fields[2]
+    return kind
 
 
 class FileSystem:
@@ -34,8 +74,8 @@ class FileSystem:
             os.close(fd)
 
     def open_append(self, path: str) -> int:
-        """Open an existing log for appending."""
-        return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+        """Open an existing log for appending (readable too, for ``map``)."""
+        return os.open(path, os.O_RDWR | os.O_APPEND | os.O_CLOEXEC)
 
     def create(self, path: str) -> int:
         """Create a new file (mode 0600) that must not exist yet."""
@@ -47,6 +87,24 @@ class FileSystem:
 
     def pwrite(self, fd: int, data: bytes | memoryview, offset: int) -> int:
         return os.pwrite(fd, data, offset)
+
+    def can_map(self, path: str) -> bool:
+        """Whether appends to the log at ``path`` may go through ``map``."""
+        return hasattr(os, "posix_fallocate") and (
+            file_system_type(os.path.dirname(path)) in MAPPABLE_FILE_SYSTEMS)
+
+    def allocate(self, fd: int, offset: int, length: int) -> None:
+        """Reserve disk space for ``[offset, offset + length)``; the file
+        grows to cover it, and the new bytes read as zeros."""
+        os.posix_fallocate(fd, offset, length)
+
+    def map(self, fd: int, offset: int, length: int) -> Window:
+        """Map ``[offset, offset + length)`` of the file for writing, shared
+        with the page cache: what is written there is in the file even if
+        the process dies at once. ``offset`` must be a multiple of
+        ``mmap.ALLOCATIONGRANULARITY``; the window's position starts at 0."""
+        return mmap.mmap(fd, length, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE,
+                         offset=offset)
 
     def fsync(self, fd: int) -> None:
         os.fsync(fd)
