@@ -21,6 +21,7 @@ from aiokv._format import (
     encode_bulk,
     encode_delete,
     encode_expire,
+    encode_float_set,
     encode_header,
     encode_record,
     encode_set,
@@ -175,6 +176,19 @@ def test_a_bulk_record_sets_each_key_to_its_value_and_clears_older_expiries() ->
                            encode_bulk(("k", "n"), (1, 2), {"n": 3e9})))
     assert result.entries == {"k": 1, "n": 2}
     assert result.expiries == {"n": 3e9}
+
+
+@given(st.text(max_size=40), st.floats(allow_nan=True, allow_infinity=True))
+def test_the_hand_made_float_set_is_byte_for_byte_the_general_encoding(
+    key: str, value: float,
+) -> None:
+    try:
+        expected = encode_set(key, value)
+    except ValueError:  # a lone surrogate: both refuse it
+        with pytest.raises(ValueError):
+            encode_float_set(key, value)
+        return
+    assert encode_float_set(key, value) == expected
 
 
 # -- header -------------------------------------------------------------------

@@ -59,6 +59,7 @@ from ._format import (
     encode_bulk,
     encode_delete,
     encode_expire,
+    encode_float_set,
     encode_header,
     encode_record,
     encode_snapshot,
@@ -713,8 +714,11 @@ class Engine:
         if ttl is not None:
             return self._set_expiring(key, stored, _check_ttl(ttl))
         try:
-            frame = encode_record(SET_ENCODED if type(stored) is Encoded else SET, key, stored,
-                                  None)
+            if type(stored) is float:
+                frame = encode_float_set(key, stored)
+            else:
+                frame = encode_record(SET_ENCODED if type(stored) is Encoded else SET, key,
+                                      stored, None)
         except ValueError as exc:  # e.g. a lone surrogate in the key or the value
             raise ValueError(f"key {key!r}: cannot be stored: {exc}") from None
         size = len(frame)
