@@ -284,7 +284,7 @@ def _cmd_stats(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_check(args: argparse.Namespace) -> int:
+def _cmd_check(args: argparse.Namespace) -> int:  # noqa: PLR0911 (one exit per verdict)
     path = args.file
     try:
         data = _read(path)
@@ -308,6 +308,11 @@ def _cmd_check(args: argparse.Namespace) -> int:
               f"{_entries(len(salvage.entries))} and copy the damaged file aside")
         return CHECK_CORRUPT
     entries = len(_live(result, time.time()))
+    if result.torn_tail and data.count(0, result.end) == result.torn_tail:
+        print(f"{path}: clean: {_entries(entries)}, {result.end} bytes, then "
+              f"{result.torn_tail} zero bytes (space a store open at \"flush\" reserves "
+              f"for appends; cut when it closes, or at the next open after a crash)")
+        return CHECK_CLEAN
     if result.torn_tail:
         print(f"{path}: torn tail: {result.torn_tail} bytes at offset {result.end} "
               f"(a record cut short by a crash); opening the store truncates them "
@@ -421,7 +426,7 @@ def _cmd_torture(args: argparse.Namespace) -> int:
 
 _CHECK_EPILOG = """\
 exit codes (as fsck's):
-  0  clean
+  0  clean (possibly followed by zero bytes: space reserved for appends)
   1  fixable: a torn tail (a record cut short by a crash; opening the store
      truncates it) or an empty file (a header cut short while being created;
      opening the store rewrites it)
