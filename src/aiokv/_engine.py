@@ -84,7 +84,7 @@ SNAPSHOT_BATCH = 512
 holds the GIL for long, large enough that a snapshot replays at C speed."""
 CATCH_UP_FRAMES = 64
 """A compaction copies at most this many frames while writers wait on it..."""
-CATCH_UP_ROUNDS = 8
+CATCH_UP_ROUNDS = 3
 """...or, after this many rounds of catching up, whatever is left: a writer
 that never releases the GIL (mapped appends make no system call) adds frames
 faster than a thread that gets the GIL once per switch interval copies them."""
@@ -92,16 +92,26 @@ FOLD_BATCH = 4096
 """Keys folded back into the entries per lock hold when a snapshot ends."""
 JOIN_FRAMES = 4096
 """Frames of the rewrite buffer joined into one write (bounds a GIL hold)."""
+HAND_OVER_EVERY = 256
+"""While a compaction runs, the writing thread sleeps PAUSE once per this many
+writes. Mapped appends make no system call, so a thread writing flat out
+would never let go of the GIL: the compaction would get it once per 5 ms
+switch interval and lose it at each of its own system calls, and the writes
+it must copy would pile up faster than it copies them."""
 MIN_RESERVE = 64 * 1024
 MAX_RESERVE = 8 * 1024 * 1024
 """At "flush", space reserved after the log's end for the mapped window that
 appends go through: an eighth of the log, within these bounds."""
-SLICE = 0.001
+SLICE = 0.0005
+MAX_SLICE = 0.002
 PAUSE = 0.0001
 """A compaction works for SLICE seconds, then sleeps PAUSE seconds. A thread
 that only releases the GIL for a system call takes it straight back, and the
 event loop's thread then waits out the whole 5 ms switch interval; a real
-sleep hands the GIL over at once."""
+sleep hands the GIL over at once. When getting the GIL back took long (a busy
+loop thread keeps it for a whole switch interval), the next slice is longer,
+up to MAX_SLICE, so that a compaction still ends under a writer that never
+pauses."""
 WRITE_CHUNK = 256 * 1024
 """A compaction writes its new file this many bytes at a time: each write
 releases the GIL, which a busy event loop's thread may then keep for a whole
@@ -305,6 +315,8 @@ class Engine:
         self._generation = 0  # bumped by clear() and close() to void a compaction
         self._next_compaction_check = 0
         self._compaction_wanted = False  # the writer thread starts it
+        self._hand_over = False  # the next write sleeps first (HAND_OVER_EVERY)
+        self._until_hand_over = HAND_OVER_EVERY
 
         self._wake = threading.Event()
         self._stopping = False
@@ -705,6 +717,8 @@ class Engine:
         The "flush" level's common case is written out inline: this is the
         hot path, and every call saved here is a few percent of a set.
         """
+        if self._hand_over:
+            self._let_compaction_run()
         if type(key) is not str:
             key = _check_key(key)
         if type(value) in _AS_IS:
@@ -797,6 +811,8 @@ class Engine:
             key = _check_key(key)
         if isinstance(amount, bool) or not isinstance(amount, int):
             raise TypeError(f"amount must be an int, not {type(amount).__name__}")
+        if self._hand_over:
+            self._let_compaction_run()
         seconds = _check_ttl(ttl)
         with self._lock:
             if self._state is not _OPEN:
@@ -834,6 +850,8 @@ class Engine:
 
     def delete(self, key: str) -> Commit | None:
         """Remove ``key`` (absent is fine); Commit at "fsync", else None."""
+        if self._hand_over:
+            self._let_compaction_run()
         if type(key) is not str:
             key = _check_key(key)
         with self._lock:
@@ -862,6 +880,8 @@ class Engine:
             self._pending_since = time.monotonic()
             self._wake.set()
         self._pending.append(frame)
+        if self._rewrite is not None:
+            self._count_towards_hand_over()
         if self.durability == "fsync":
             # No wake here: the writer looks for more pending frames after
             # every batch, and was woken when the first of these arrived.
@@ -995,12 +1015,25 @@ class Engine:
         """What an append at the "flush" level sometimes needs. Hold _lock."""
         if self._rewrite is not None:
             self._rewrite.append(frame)
+            self._count_towards_hand_over()
         if not self._unsynced:
             self._unsynced = True
             self._unsynced_since = time.monotonic()
             self._wake.set()
         if self._file_bytes >= self._next_compaction_check:
             self._maybe_compact()
+
+    def _count_towards_hand_over(self) -> None:
+        """One more write while a compaction runs. Hold _lock."""
+        self._until_hand_over -= 1
+        if not self._until_hand_over:
+            self._until_hand_over = HAND_OVER_EVERY
+            self._hand_over = True
+
+    def _let_compaction_run(self) -> None:
+        """Sleep PAUSE: the compaction thread gets the GIL (see HAND_OVER_EVERY)."""
+        self._hand_over = False
+        time.sleep(PAUSE)
 
     def _write_all(self, fd: int, data: bytes | memoryview) -> None:
         view = memoryview(data)
@@ -1618,12 +1651,16 @@ def _joined(frames: list[bytes]) -> Iterator[bytes]:
 
 
 class _Pacer:
-    """Sleeps PAUSE once per SLICE seconds of a background thread's work."""
+    """Sleeps PAUSE after each slice of a background thread's work."""
 
     def __init__(self) -> None:
         self._since = time.perf_counter()
+        self._slice = SLICE
 
     def step(self) -> None:
-        if time.perf_counter() - self._since >= SLICE:
+        now = time.perf_counter()
+        if now - self._since >= self._slice:
             time.sleep(PAUSE)
             self._since = time.perf_counter()
+            waited = self._since - now  # the sleep, and getting the GIL back
+            self._slice = min(MAX_SLICE, max(SLICE, waited / 4))
