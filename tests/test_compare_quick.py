@@ -1,0 +1,70 @@
+"""``benchmarks/compare.py --quick`` produces its report; no speed is ever asserted."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+COMPARE = ROOT / "benchmarks" / "compare.py"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+BEGIN = "<!-- compare.py: begin -->"
+END = "<!-- compare.py: end -->"
+
+# Every system of the suite by the name its row shows, and whether it needs redis-server.
+SYSTEMS = {
+    "aiokv async flush": False, "aiokv async fsync": False, "aiokv async buffered": False,
+    "aiokv sync flush": False, "aiokv sync fsync": False, "aiokv sync buffered": False,
+    "seed JSON design": False, "diskcache": False, "sqlitedict": False, "shelve": False,
+    "semidbm": False, "pickledb": False, "aiosqlite": False,
+    "redis everysec": True, "redis everysec (sync client)": True, "redis always": True,
+    "redis always (sync client)": True,
+}
+
+
+def figures_rows(section: str) -> dict[str, str]:
+    """The rows of the "Figures" table, by system name."""
+    table = section.split("### Figures", 1)[1].split("\n\n", 2)[1]
+    rows = {}
+    for line in table.splitlines()[2:]:
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        rows[cells[0]] = line
+    return rows
+
+
+@pytest.mark.slow
+def test_quick_run_writes_the_page_and_the_chart(tmp_path: Path) -> None:
+    page = tmp_path / "benchmarks.md"
+    chart = tmp_path / "benchmarks.png"
+    page.write_text("# Benchmarks\n\nKept text.\n", encoding="utf-8")
+    # The suite makes its stores under the working directory: give it its own.
+    done = subprocess.run(
+        [sys.executable, str(COMPARE), "--quick", "--page", str(page), "--chart", str(chart)],
+        cwd=tmp_path, capture_output=True, text=True, timeout=280, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    text = page.read_text(encoding="utf-8")
+    assert text.startswith("# Benchmarks\n\nKept text.\n")
+    assert text.count(BEGIN) == 1
+    assert text.count(END) == 1
+    section = text[text.index(BEGIN):text.index(END)]
+    rows = figures_rows(section)
+    have_redis = shutil.which("redis-server") is not None
+    for name, needs_redis in SYSTEMS.items():
+        assert name in rows, f"no row for {name}"
+        if needs_redis and not have_redis:
+            assert "skipped" in rows[name]
+        else:
+            assert "skipped" not in rows[name]
+    assert re.search(r"\| target \| measured \| verdict \|", section)
+    assert "](benchmarks.png)" in section
+
+    assert chart.read_bytes()[:8] == PNG_SIGNATURE
+    # The temporary store directory is removed at the end.
+    assert not [name for name in os.listdir(tmp_path) if name.startswith(".compare-")]
