@@ -95,6 +95,10 @@ class Walk:
         return self.error
 
 
+EXPIRING = {"k39800", "new ttl"}
+"""The keys that have an expiry once write_everywhere() has run."""
+
+
 def write_everywhere(kv: KV, model: dict[str, object]) -> None:
     """Writes of every kind, on walked, unwalked and new keys."""
     kv.set("k5", "walked, overwritten")
@@ -145,18 +149,17 @@ def test_writes_of_every_kind_during_a_walk_are_kept_in_memory_and_on_disk(
     kv, gate, model = filled_store(store_path, durability)
     walk = Walk(kv, gate)
     write_everywhere(kv, model)
-    expiring = {"k39800", "new ttl"}
-    assert_store_is(kv, model, expiring)  # reads see the writes while the walk is paused
+    assert_store_is(kv, model, EXPIRING)  # reads see the writes while the walk is paused
     assert walk.finish() is None
     engine = kv._engine
     assert not engine._split and not engine._added and not engine._gone
     assert kv.stats().compactions == 1
-    assert_store_is(kv, model, expiring)
+    assert_store_is(kv, model, EXPIRING)
     kv.set("after", 1)
     model["after"] = 1
     kv.close()
     with KV(store_path) as reopened:
-        assert_store_is(reopened, model, expiring)
+        assert_store_is(reopened, model, EXPIRING)
 
 
 @pytest.mark.parametrize("durability", LEVELS)
@@ -169,13 +172,12 @@ def test_a_walk_that_fails_folds_the_writes_back_and_nothing_is_lost(
     gate.walk_error = OSError(errno.ENOSPC, "No space left on device")
     assert isinstance(walk.finish(), OSError)
     assert not kv._engine._split
-    expiring = {"k39800", "new ttl"}
-    assert_store_is(kv, model, expiring)
+    assert_store_is(kv, model, EXPIRING)
     kv.delete("new1")
     del model["new1"]
     kv.close()
     with KV(store_path) as reopened:
-        assert_store_is(reopened, model, expiring)
+        assert_store_is(reopened, model, EXPIRING)
 
 
 @pytest.mark.parametrize("durability", LEVELS)
