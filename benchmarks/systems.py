@@ -183,6 +183,28 @@ class SyncAdapter(ABC):
         return None
 
 
+class OwnMethodsAdapter(AsyncAdapter):
+    """An async adapter whose set, get and incr are its own coroutines."""
+
+    @abstractmethod
+    async def set(self, key: str, value: object) -> object: ...
+
+    @abstractmethod
+    async def get(self, key: str) -> object: ...
+
+    @abstractmethod
+    async def incr(self, key: str) -> object: ...
+
+    def setter(self) -> Callable[[str, float], Awaitable[object]]:
+        return self.set
+
+    def getter(self) -> Callable[[str], Awaitable[object]]:
+        return self.get
+
+    def incrementer(self) -> Callable[[str], Awaitable[object]]:
+        return self.incr
+
+
 Adapter = AsyncAdapter | SyncAdapter
 
 
@@ -278,7 +300,7 @@ def build_aiokv(directory: str, passes: Sequence[dict[str, object]], compacted: 
 # the seed JSON design ------------------------------------------------------
 
 
-class SeedJsonStore(AsyncAdapter):
+class SeedJsonStore(OwnMethodsAdapter):
     """The design aiokv replaces: the whole dict rewritten as JSON on every set.
 
     Each set stores the value in an in-memory dict, then, under one
@@ -321,15 +343,6 @@ class SeedJsonStore(AsyncAdapter):
         value = int(self.data.get(key, 0)) + 1  # type: ignore[call-overload]
         await self.set(key, value)
         return value
-
-    def setter(self) -> Callable[[str, float], Awaitable[object]]:
-        return self.set
-
-    def getter(self) -> Callable[[str], Awaitable[object]]:
-        return self.get
-
-    def incrementer(self) -> Callable[[str], Awaitable[object]]:
-        return self.incr
 
     async def get_all(self) -> dict[str, object]:
         return dict(self.data)
@@ -557,7 +570,7 @@ def build_semidbm(directory: str, passes: Sequence[dict[str, object]], compacted
 # pickledb ------------------------------------------------------------------
 
 
-class PickledbAdapter(AsyncAdapter):
+class PickledbAdapter(OwnMethodsAdapter):
     """``pickledb.PickleDB(path)`` used from a coroutine, with ``save()`` after every set.
 
     In a running loop its dual methods return coroutines, which are awaited.
@@ -578,19 +591,16 @@ class PickledbAdapter(AsyncAdapter):
         await self.db.set(key, value)
         await self.db.save()
 
+    async def get(self, key: str) -> object:
+        return await self.db.get(key)
+
     async def incr(self, key: str) -> object:
         value = int(await self.db.get(key, 0)) + 1
         await self.set(key, value)
         return value
 
-    def setter(self) -> Callable[[str, float], Awaitable[object]]:
-        return self.set
-
     def getter(self) -> Callable[[str], Awaitable[object]]:
         return self.db.get  # type: ignore[no-any-return]
-
-    def incrementer(self) -> Callable[[str], Awaitable[object]]:
-        return self.incr
 
     async def get_all(self) -> dict[str, object]:
         get = self.db.get
@@ -622,7 +632,7 @@ SQLITE_INCR = ("INSERT INTO kv (key, value) VALUES (?, 1) "
                "ON CONFLICT(key) DO UPDATE SET value = value + 1")
 
 
-class AiosqliteAdapter(AsyncAdapter):
+class AiosqliteAdapter(OwnMethodsAdapter):
     """One aiosqlite connection, WAL + synchronous=NORMAL, a commit after each set."""
 
     def __init__(self, directory: str) -> None:
@@ -637,7 +647,7 @@ class AiosqliteAdapter(AsyncAdapter):
         await db.execute(SQLITE_SCHEMA)
         await db.commit()
 
-    async def set(self, key: str, value: float) -> None:
+    async def set(self, key: str, value: object) -> None:
         await self.db.execute(SQLITE_SET, (key, value))
         await self.db.commit()
 
@@ -650,15 +660,6 @@ class AiosqliteAdapter(AsyncAdapter):
         await self.db.execute(SQLITE_INCR, (key,))
         await self.db.commit()
         return None
-
-    def setter(self) -> Callable[[str, float], Awaitable[object]]:
-        return self.set
-
-    def getter(self) -> Callable[[str], Awaitable[object]]:
-        return self.get
-
-    def incrementer(self) -> Callable[[str], Awaitable[object]]:
-        return self.incr
 
     async def get_all(self) -> dict[str, object]:
         rows = await self.db.execute_fetchall("SELECT key, value FROM kv")

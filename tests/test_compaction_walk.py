@@ -130,6 +130,15 @@ def write_everywhere(kv: KV, model: dict[str, object]) -> None:
     })
 
 
+def paused_walk_with_writes(path: str, durability: str
+                            ) -> tuple[KV, WalkGate, dict[str, object], Walk]:
+    """A filled store, its compaction paused mid-walk, and writes of every kind made."""
+    kv, gate, model = filled_store(path, durability)
+    walk = Walk(kv, gate)
+    write_everywhere(kv, model)
+    return kv, gate, model, walk
+
+
 def assert_store_is(kv: KV, model: dict[str, object], expiring: set[str]) -> None:
     assert kv.get_all() == model
     assert sorted(kv.keys()) == sorted(model)
@@ -146,9 +155,7 @@ def assert_store_is(kv: KV, model: dict[str, object], expiring: set[str]) -> Non
 def test_writes_of_every_kind_during_a_walk_are_kept_in_memory_and_on_disk(
     store_path: str, durability: str,
 ) -> None:
-    kv, gate, model = filled_store(store_path, durability)
-    walk = Walk(kv, gate)
-    write_everywhere(kv, model)
+    kv, _, model, walk = paused_walk_with_writes(store_path, durability)
     assert_store_is(kv, model, EXPIRING)  # reads see the writes while the walk is paused
     assert walk.finish() is None
     engine = kv._engine
@@ -166,9 +173,7 @@ def test_writes_of_every_kind_during_a_walk_are_kept_in_memory_and_on_disk(
 def test_a_walk_that_fails_folds_the_writes_back_and_nothing_is_lost(
     store_path: str, durability: str,
 ) -> None:
-    kv, gate, model = filled_store(store_path, durability)
-    walk = Walk(kv, gate)
-    write_everywhere(kv, model)
+    kv, gate, model, walk = paused_walk_with_writes(store_path, durability)
     gate.walk_error = OSError(errno.ENOSPC, "No space left on device")
     assert isinstance(walk.finish(), OSError)
     assert not kv._engine._split
