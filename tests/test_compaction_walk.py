@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from aiokv import KV
-from aiokv._engine import _MISSING, Engine, durable_batch
+from aiokv._engine import _MISSING, Engine, durable_batch, pending_deletions
 from aiokv._files import FileSystem
 from aiokv._format import HEADER_SIZE
 
@@ -257,3 +257,22 @@ def test_a_batch_leaves_out_keys_expired_by_the_time_it_is_taken() -> None:
                                                  "revived": 99.0}, now=10.0)
     assert kept == [("due later", 2), ("forever", 3)]
     assert expiries == {"due later": 10.5}
+
+
+def test_a_key_deleted_by_a_queued_write_is_still_in_the_snapshot_as_the_log_holds_it(
+) -> None:
+    # Found by the kill harness at "fsync": a delete queued (not yet fsynced)
+    # when a compaction began took its key out of the entries, so the walk
+    # never met it and the new file lost a value the log still held.
+    undo: list[tuple[str, object, float | None]] = [
+        ("deleted", "durable", 5e9),
+        ("created then deleted", _MISSING, None),
+        ("deleted", _MISSING, None),  # set again, then... (the oldest wins)
+        ("present", "durable", None),
+    ]
+    entries: dict[str, object] = {"present": "queued value"}
+    batch = pending_deletions(undo, entries)  # type: ignore[arg-type]
+    assert [key for key, _ in batch] == ["deleted", "created then deleted"]
+    kept, expiries = durable_batch(batch, undo, {}, now=1e9)
+    assert kept == [("deleted", "durable")]
+    assert expiries == {"deleted": 5e9}

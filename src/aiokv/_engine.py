@@ -1411,6 +1411,10 @@ class Engine:
             self._rewrite = []
             live_at_snapshot = self._live_bytes
             compactions = self._compactions + 1
+            # A key that a queued "fsync" delete took out of the entries is
+            # not on the walk, but the log still holds it: it goes first.
+            first = durable_batch(pending_deletions(self._undo, self._entries), self._undo,
+                                  self._expiries, self._clock())
             self._frozen = self._split = True
             walk = iter(self._entries.items())
         temp = self._temp_path()
@@ -1424,8 +1428,9 @@ class Engine:
             try:
                 # A placeholder header; the real one is written before the fsync.
                 self._write_at(fd, 0, [encode_header(0, 0.0, HEADER_SIZE)])
-                snapshot_end = self._write_at(fd, HEADER_SIZE,
-                                              self._snapshot_frames(walk, generation))
+                frames = itertools.chain(_batch_frames(*first) if first[0] else (),
+                                         self._snapshot_frames(walk, generation))
+                snapshot_end = self._write_at(fd, HEADER_SIZE, frames)
             finally:
                 self._fold_split()
             with self._io:
@@ -1570,6 +1575,14 @@ class Engine:
             offset += written
             view = view[written:]
         return offset
+
+
+def pending_deletions(undo: list[tuple[str, object, float | None]],
+                      entries: dict[str, Value]) -> list[tuple[str, object]]:
+    """The keys a queued write removed from ``entries``, as a batch for
+    ``durable_batch`` (which gives each its value from before the queue)."""
+    return [(key, _MISSING) for key in dict.fromkeys(key for key, _, _ in undo)
+            if key not in entries]
 
 
 def durable_batch(
