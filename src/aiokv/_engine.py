@@ -629,6 +629,12 @@ class Engine:
             return self._added.get(key, _MISSING)
         return value
 
+    def _live_value(self, key: str) -> object:
+        """The value held for ``key`` unless it has expired; else _MISSING."""
+        if self._expiries and self._is_expired(key):
+            return _MISSING
+        return self._lookup(key)
+
     def _live_items(self) -> list[tuple[str, Value]]:
         with self._lock:
             items = list(self._entries.items())
@@ -817,8 +823,8 @@ class Engine:
         with self._lock:
             if self._state is not _OPEN:
                 raise ClosedError(self.path)
-            current = self._lookup(key)
-            if current is _MISSING or (self._expiries and self._is_expired(key)):
+            current = self._live_value(key)
+            if current is _MISSING:
                 value = amount
                 expires = None if seconds is None else self._clock() + seconds
             elif type(current) is not int:
@@ -841,8 +847,8 @@ class Engine:
         with self._lock:
             if self._state is not _OPEN:
                 raise ClosedError(self.path)
-            current = self._lookup(key)
-            if current is _MISSING or (self._expiries and self._is_expired(key)):
+            current = self._live_value(key)
+            if current is _MISSING:
                 return False, None
             expires = None if seconds is None else self._clock() + seconds
             frame = encode_expire(key, expires)
