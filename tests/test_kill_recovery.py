@@ -14,16 +14,20 @@ from __future__ import annotations
 
 import os
 import random
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
+from aiokv import _torture
 from aiokv._torture import (
     ChildRun,
     check_per_key,
     check_prefix,
     expected_value,
     key_name,
+    run_and_kill,
     torture,
 )
 
@@ -118,3 +122,34 @@ def test_the_checks_treat_a_clear_as_a_delete_of_every_key() -> None:
     for after in ({**before, two: expected_value(two, 7, 0)}, {}):
         assert check_per_key(before, unacked, after) == []
         assert check_prefix(before, unacked, after) == []
+
+
+# -- the harness itself -----------------------------------------------------------
+
+
+def test_a_child_that_exits_by_itself_is_reported_not_signalled(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """poll() reaps such a child: signalling its pid then would raise (or hit a stranger)."""
+    def exits_at_once(path: Path, durability: str, run: int) -> list[str]:
+        return [sys.executable, "-c", "import sys; print('{\"e\": \"opening\"}'); sys.exit(3)"]
+
+    monkeypatch.setattr(_torture, "_child_command", exits_at_once)
+    store = tmp_path / "state.kv"
+    for seed in range(4):  # every kill mode waits for a point this child never reaches
+        started = time.monotonic()
+        child = run_and_kill(store, "fsync", 0, random.Random(seed))
+        assert time.monotonic() - started < _torture.WAIT_LIMIT / 2
+        assert any("exited by itself (status 3)" in problem for problem in child.problems)
+
+
+def test_a_relative_directory_holds_the_stores(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The children run from the package's directory: the path they get is absolute."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").mkdir()
+    result = torture("runs", TIME_LIMIT, "flush", SEED, pytest.fail, trials=3)
+    assert result.trials == result.kills == 3
+    assert not result.violations
+    assert result.writes_checked > 0

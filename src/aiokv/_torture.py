@@ -464,6 +464,9 @@ class _Reader(threading.Thread):
                 self.compacting.set()
             elif kind == "intent" and event.get("op") == "clear":
                 self.clearing.set()
+        # The child is gone: no point can be reached any more, stop the waits.
+        for point in (self.opening, self.acked, self.compacting, self.clearing):
+            point.set()
 
 
 def _child_command(path: Path, durability: str, run: int) -> list[str]:
@@ -514,9 +517,10 @@ def run_and_kill(path: Path, durability: str, run: int, rng: random.Random) -> C
             result.problems.append(f"the child was not {mode} after {WAIT_LIMIT:.0f} s")
         time.sleep(delay)
         exited = process.poll()
-        # Still our unreaped child (even if it just died), so the pid is its own.
-        os.kill(process.pid, signal.SIGKILL)
-        process.wait(WAIT_LIMIT)
+        if exited is None:
+            # Still our unreaped child (even if it just died), so the pid is its own.
+            os.kill(process.pid, signal.SIGKILL)
+            process.wait(WAIT_LIMIT)
     finally:
         if process.returncode is None:
             os.kill(process.pid, signal.SIGKILL)
@@ -849,8 +853,9 @@ def torture(directory: str | os.PathLike[str], seconds: float, durability: str, 
     """
     if durability not in DURABILITIES:
         raise ValueError(f"durability must be one of {DURABILITIES}, not {durability!r}")
+    # Absolute: the children run from the package's directory, not from ours.
     run_directory = Path(tempfile.mkdtemp(prefix=f"torture-{durability}-{seed}-",
-                                          dir=directory))
+                                          dir=Path(directory).resolve()))
     rng = random.Random(f"{seed}-{durability}")
     # Consecutive run numbers: values of two trials on one store never match.
     first_run = rng.randrange(RUN_LIMIT)
