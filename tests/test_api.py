@@ -153,6 +153,27 @@ async def test_stats_report_keys_bytes_and_compactions(store_path: str) -> None:
         assert (await kv.stats()).compactions == 1
 
 
+async def test_a_reopened_compacted_store_counts_its_whole_file_as_live(
+    store_path: str,
+) -> None:
+    now = [1_000_000.0]
+    async with AioKV(store_path, clock=lambda: now[0]) as kv:
+        for i in range(3000):
+            await kv.set(f"k{i}", "x" * (i % 50))
+        await kv.set("short-lived", "y" * 500, ttl=10)
+        await kv.compact()
+    size = os.path.getsize(store_path)
+    async with AioKV(store_path, clock=lambda: now[0]) as kv:
+        stats = await kv.stats()
+        assert (stats.file_bytes, stats.live_bytes, stats.dead_bytes) == (size, size, 0)
+    now[0] += 60  # the entry expired: its record is in the file, no longer live
+    async with AioKV(store_path, clock=lambda: now[0]) as kv:
+        stats = await kv.stats()
+        assert stats.keys == 3000
+        assert stats.file_bytes == size
+        assert stats.live_bytes < size - 500
+
+
 # -- values --------------------------------------------------------------------
 
 STORABLE: list[object] = [

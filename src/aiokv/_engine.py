@@ -415,19 +415,30 @@ class Engine:
         assert result.header is not None
         self._compactions = result.header.compactions
         self._last_compaction = result.header.compacted_at or None
-        self._take_entries(result.entries, result.expiries)
-        self._live_bytes = self._estimate_live_bytes()
+        dropped = self._take_entries(result.entries, result.expiries)
+        if result.end == result.header.compacted_length and not dropped:
+            # Nothing was appended since the compaction wrote this file, and
+            # nothing expired since: the file is exactly the live bytes.
+            self._live_bytes = result.end
+        else:
+            self._live_bytes = self._estimate_live_bytes()
 
-    def _take_entries(self, entries: dict[str, Value], expiries: dict[str, float]) -> None:
-        """Hold these entries, minus the expired ones; index the expiry times."""
+    def _take_entries(self, entries: dict[str, Value], expiries: dict[str, float]) -> int:
+        """Hold these entries, minus the expired ones; index the expiry times.
+
+        Returns how many expired entries were dropped.
+        """
+        expired = []
         if expiries:
             now = self._clock()
-            for key in [k for k, when in expiries.items() if when <= now]:
+            expired = [k for k, when in expiries.items() if when <= now]
+            for key in expired:
                 del entries[key]
                 del expiries[key]
         self._entries, self._expiries = entries, expiries
         self._expiry_heap = [(when, key) for key, when in expiries.items()]
         heapq.heapify(self._expiry_heap)
+        return len(expired)
 
     def _estimate_live_bytes(self) -> int:
         """Size of a compacted file, from a sample of at most ~1,000 entries."""
