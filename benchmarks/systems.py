@@ -1583,28 +1583,56 @@ def compaction_workload(system: System, params: Params) -> dict[str, object]:
 
 
 def growth_workload(system: System, params: Params) -> dict[str, object]:
-    """W9: sequential sets of random existing keys on a copy of a store of ``keys`` keys."""
+    """W9 on a copy of a store of ``keys`` keys: sequential sets of existing keys.
+
+    "w9": keys drawn from the whole store; "w9h": from its first 5,000 keys
+    (the W1 working set of rate-limit timestamps, in a bigger store).
+    """
     store = system.make(copy_store(params))
     warm = random_key_names(WARMUP_OPS, params.keys, seed=3)
-    keys = random_key_names(params.ops, params.keys)
+    spread = random_key_names(params.ops, params.keys)
+    hot = random_key_names(params.ops, min(FILL_KEYS, params.keys), seed=5)
     if isinstance(store, AsyncAdapter):
-        async def run() -> Timed:
+        async def run() -> tuple[Timed, Timed]:
             await store.open()
             try:
-                await timed_async_sets(store.setter(), warm, warmup_budget(params))
-                return await timed_async_sets(store.setter(), keys, params.budget)
+                set_ = store.setter()
+                await timed_async_sets(set_, warm, warmup_budget(params))
+                spread_timed = await timed_async_sets(set_, spread, params.budget)
+                await timed_async_sets(set_, hot[:WARMUP_OPS], warmup_budget(params))
+                return spread_timed, await timed_async_sets(set_, hot, params.budget)
             finally:
                 await store.close()
 
-        timed = asyncio.run(run())
+        spread_timed, hot_timed = asyncio.run(run())
     else:
         store.open()
         try:
-            timed_sync_sets(store.setter(), warm, warmup_budget(params))
-            timed = timed_sync_sets(store.setter(), keys, params.budget)
+            set_ = store.setter()
+            timed_sync_sets(set_, warm, warmup_budget(params))
+            spread_timed = timed_sync_sets(set_, spread, params.budget)
+            timed_sync_sets(set_, hot[:WARMUP_OPS], warmup_budget(params))
+            hot_timed = timed_sync_sets(set_, hot, params.budget)
         finally:
             store.close()
-    return {"w9": timed.figure()}
+    return {"w9": spread_timed.figure(), "w9h": hot_timed.figure()}
+
+
+def dict_growth_workload(params: Params) -> dict[str, object]:
+    """W9 baseline: the same sets as ``growth_workload`` into a plain dict of ``keys`` keys."""
+    base = time.time()
+    data = {f"user:{i}": base + i for i in range(params.keys)}
+    warm = random_key_names(WARMUP_OPS, params.keys, seed=3)
+    spread = random_key_names(params.ops, params.keys)
+    hot = random_key_names(params.ops, min(FILL_KEYS, params.keys), seed=5)
+    set_ = data.__setitem__
+    timed_sync_sets(set_, warm, warmup_budget(params))
+    spread_timed = timed_sync_sets(set_, spread, params.budget)
+    timed_sync_sets(set_, hot[:WARMUP_OPS], warmup_budget(params))
+    hot_timed = timed_sync_sets(set_, hot, params.budget)
+    if len(data) != params.keys:
+        raise RuntimeError("the sets added keys: they were meant to overwrite")
+    return {"w9": spread_timed.figure(), "w9h": hot_timed.figure()}
 
 
 def build_workload(system: System, params: Params) -> dict[str, object]:
@@ -1628,6 +1656,8 @@ def run_child(params: Params) -> dict[str, object]:
     """Dispatch one workload; returns the figures the child reports."""
     if params.workload == "w7-dict":
         return dict_memory_workload(params)
+    if params.workload == "w9-dict":
+        return dict_growth_workload(params)
     if params.workload not in WORKLOADS:
         raise ValueError(f"unknown workload {params.workload!r}")
     system = find_system(params.system)
