@@ -30,6 +30,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import traceback
 from abc import ABC, abstractmethod
@@ -1471,6 +1472,70 @@ def dict_memory_workload(params: Params) -> dict[str, object]:
     return {"w7": {"value": (after - before) / params.keys}}
 
 
+def group_commit_floor_workload(params: Params) -> dict[str, object]:
+    """W2 baseline: the least an asyncio store with a group-commit thread can cost.
+
+    No store at all. A "set" appends a 32-byte record to a list and awaits a
+    future; one thread writes whatever is pending to a file, fdatasyncs it,
+    and resolves those futures with one ``call_soon_threadsafe``. What is
+    left is asyncio's cost of waking each waiting task, and the fsyncs: the
+    same 100 tasks and the same keys as W2.
+    """
+    path = os.path.join(params.work, "floor.log")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    record = b"x" * 32
+
+    async def run() -> Timed:
+        loop = asyncio.get_running_loop()
+        pending: list[asyncio.Future[None]] = []
+        lock = threading.Lock()
+        wake = threading.Event()
+        stop = False
+
+        def resolve(futures: list[asyncio.Future[None]]) -> None:
+            for future in futures:
+                if not future.done():
+                    future.set_result(None)
+
+        def syncer() -> None:
+            while not stop:
+                wake.wait()
+                with lock:
+                    batch = pending[:]
+                    pending.clear()
+                    wake.clear()
+                if batch:
+                    os.write(fd, record * len(batch))
+                    os.fdatasync(fd)
+                    loop.call_soon_threadsafe(resolve, batch)
+
+        thread = threading.Thread(target=syncer, daemon=True)
+        thread.start()
+
+        async def set_(key: str, value: float) -> None:
+            future = loop.create_future()
+            with lock:
+                pending.append(future)
+                wake.set()
+            await future
+
+        try:
+            await timed_concurrent_sets(set_, key_names(WARMUP_OPS, FILL_KEYS), params.tasks,
+                                        warmup_budget(params))
+            return await timed_concurrent_sets(set_, key_names(params.ops, FILL_KEYS),
+                                               params.tasks, params.budget)
+        finally:
+            stop = True
+            wake.set()
+            thread.join()
+
+    try:
+        timed = asyncio.run(run())
+    finally:
+        os.close(fd)
+    return {"w2": timed.figure()}
+
+
 def async_view(store: Adapter) -> AsyncAdapter:
     """An async face on a blocking store, calling it directly (it blocks the loop)."""
     if isinstance(store, AsyncAdapter):
@@ -1658,6 +1723,8 @@ def run_child(params: Params) -> dict[str, object]:
         return dict_memory_workload(params)
     if params.workload == "w9-dict":
         return dict_growth_workload(params)
+    if params.workload == "w2-floor":
+        return group_commit_floor_workload(params)
     if params.workload not in WORKLOADS:
         raise ValueError(f"unknown workload {params.workload!r}")
     system = find_system(params.system)
