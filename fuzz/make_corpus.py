@@ -15,6 +15,7 @@ from aiokv._format import (
     encode_header,
     encode_set,
     encode_snapshot,
+    encode_synced,
     encode_value,
 )
 
@@ -36,13 +37,20 @@ def seeds() -> dict[str, bytes]:
                                {"b": 2_000_000_000.0})
     snapshot += encode_bulk(("d", "e"), (1.5, b"\x96"), {"e": 2_000_000_000.0})
     compacted = encode_header(3, 1_700_000_000.0, HEADER_SIZE + len(snapshot)) + snapshot
-    flipped = bytearray(log)
+    # A SYNCED frame vouches for the first three: later damage is a gap.
+    vouched = header + b"".join(frames[:3])
+    synced = vouched + encode_synced(len(vouched)) + b"".join(frames[3:])
+    gap = bytearray(synced)
+    gap[len(vouched) + 30:len(vouched) + 40] = bytes(10)
+    flipped = bytearray(log + encode_synced(len(log)))  # vouched: corruption
     flipped[HEADER_SIZE + 12] ^= 0x04
     return {
         "log-intact.bin": log,
         "log-torn.bin": log[:-9],
         "log-zero-tail.bin": log + b"\x00" * 64,
         "log-flipped.bin": bytes(flipped),
+        "log-synced.bin": synced,
+        "log-gap.bin": bytes(gap),
         "log-compacted.bin": compacted + frames[0],
         "frame-only.bin": frames[4],
         "header-only.bin": header,

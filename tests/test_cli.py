@@ -35,19 +35,21 @@ def assert_one_line_error(result: subprocess.CompletedProcess[str], code: int = 
     assert lines[0].startswith("aiokv: error: ")
 
 
-def make_store(path: Path, items: dict[str, object]) -> list[int]:
-    """Write ``items`` one record each; return the offset just past each frame.
+def make_store(path: Path, items: dict[str, object]) -> list[tuple[int, int]]:
+    """Write ``items`` one record each, opening and closing the store for each.
 
-    The lock file the store leaves is removed, so tests can tell whether a
-    command created one.
+    Returns where each record's frame starts and ends (each close() adds a
+    SYNCED frame after it). The lock file the store leaves is removed, so
+    tests can tell whether a command created one.
     """
-    ends = []
+    frames = []
     for key, value in items.items():
         with KV(path) as kv:
+            start = kv.stats().file_bytes
             kv.set(key, value)
-        ends.append(path.stat().st_size)
+            frames.append((start, kv.stats().file_bytes))
     Path(f"{path}.lock").unlink()
-    return ends
+    return frames
 
 
 ITEMS: dict[str, object] = {f"key{i}": {"n": i, "text": "x" * i} for i in range(6)}
@@ -221,13 +223,33 @@ def test_check_clean(store: Path) -> None:
 
 
 def test_check_torn_tail(store: Path) -> None:
-    ends = make_store(store, ITEMS)
-    os.truncate(store, ends[-1] - 3)
+    frames = make_store(store, ITEMS)
+    start, end = frames[-1]
+    os.truncate(store, end - 3)
     result = check_untouched(store)
     assert result.returncode == 1, result
     assert "torn tail" in result.stdout
-    assert f"offset {ends[-2]}" in result.stdout
-    assert f"{ends[-1] - 3 - ends[-2]} bytes" in result.stdout
+    assert f"offset {start}" in result.stdout
+    assert f"{end - 3 - start} bytes" in result.stdout
+
+
+def test_check_names_a_gap_a_power_loss_left_and_the_records_after_it(store: Path) -> None:
+    with KV(store) as kv:
+        kv.set("fsynced", 1)
+        kv.flush()
+        start = kv.stats().file_bytes
+        for i in range(3):
+            kv.set(f"late{i}", "x" * 40)
+        image = bytearray(store.read_bytes()[:kv.stats().file_bytes])  # no reserved space
+    Path(f"{store}.lock").unlink()
+    # What a power loss may leave: the first unsynced bytes never reached the
+    # disk, later ones did (the SYNCED frame before late0 is lost with them).
+    image[start:start + 40] = bytes(40)
+    store.write_bytes(bytes(image))
+    result = check_untouched(store)
+    assert result.returncode == 1, result
+    assert f"offset {start}: a gap of bytes never fsynced" in result.stdout
+    assert "then 2 record(s)" in result.stdout and "keeps 1 entry" in result.stdout
 
 
 def test_check_of_a_store_open_at_flush_is_clean_despite_its_reserved_space(
@@ -243,13 +265,13 @@ def test_check_of_a_store_open_at_flush_is_clean_despite_its_reserved_space(
 
 
 def test_check_corruption(store: Path) -> None:
-    ends = make_store(store, ITEMS)
+    frames = make_store(store, ITEMS)
     data = bytearray(store.read_bytes())
-    data[ends[1] + 10] ^= 0xFF  # inside the third frame, with valid frames after it
+    data[frames[2][0] + 10] ^= 0xFF  # inside the third record, with valid frames after it
     store.write_bytes(bytes(data))
     result = check_untouched(store)
     assert result.returncode == 4, result
-    assert f"corrupt at byte {ends[1]}" in result.stdout
+    assert f"corrupt at byte {frames[2][0]}" in result.stdout
     assert "checksum" in result.stdout
 
 
@@ -285,9 +307,9 @@ def test_check_header_damage_is_corruption(store: Path) -> None:
 
 
 def test_repair_keeps_the_valid_entries(store: Path) -> None:
-    ends = make_store(store, ITEMS)
+    frames = make_store(store, ITEMS)
     data = bytearray(store.read_bytes())
-    data[ends[1] + 10] ^= 0xFF  # damages key2
+    data[frames[2][0] + 10] ^= 0xFF  # damages key2
     store.write_bytes(bytes(data))
     result = run("repair", str(store))
     assert result.returncode == 0, result

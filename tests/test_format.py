@@ -15,6 +15,7 @@ from aiokv._format import (
     MAGIC,
     MAX_FRAME_SIZE,
     SEED,
+    SYNCED,
     Encoded,
     Value,
     decode_header,
@@ -26,6 +27,7 @@ from aiokv._format import (
     encode_record,
     encode_set,
     encode_snapshot,
+    encode_synced,
     encode_value,
     is_unfinished_header,
 )
@@ -53,8 +55,14 @@ SAMPLE_FRAMES = [
 ]
 
 
-def log_of(*frames: bytes, compacted_length: int = HEADER_SIZE) -> bytes:
-    return encode_header(0, 0.0, compacted_length) + b"".join(frames)
+def log_of(*frames: bytes, compacted_length: int = HEADER_SIZE, synced: bool = False) -> bytes:
+    """A log of these frames; ``synced``: then a SYNCED frame vouching for all of them.
+
+    In a file with SYNCED frames, damage they vouch for is corruption; past
+    them it may be a gap a power loss left (see the gap tests below).
+    """
+    log = encode_header(0, 0.0, compacted_length) + b"".join(frames)
+    return log + encode_synced(len(log)) if synced else log
 
 
 def records_state(frames: list[bytes]) -> tuple[dict[str, Value], dict[str, float]]:
@@ -143,7 +151,7 @@ def test_a_checksum_valid_frame_that_is_not_a_record_is_invalid() -> None:
 def test_a_set_record_with_a_container_value_is_malformed() -> None:
     forged = forge(b"\x01\xa1k\x91\x01\xc0")  # value [1]
     assert isinstance(read_frame(forged, 0), Invalid)
-    result = replay(log_of(forged, encode_set("after", 1)))
+    result = replay(log_of(forged, encode_set("after", 1), synced=True))
     assert result.corruption is not None
 
 
@@ -166,7 +174,8 @@ def test_a_malformed_bulk_record_is_damage_like_any_other(
     assert zlib.crc32(forged, SEED) == SEED
     assert isinstance(read_frame(forged, 0), Invalid)
     # Followed by a valid frame it is corruption, whichever replay path sees it.
-    result = replay(log_of(encode_set("before", 1), forged, encode_set("after", 1)))
+    result = replay(log_of(encode_set("before", 1), forged, encode_set("after", 1),
+                           synced=True))
     assert result.corruption is not None and result.corruption.offset == HEADER_SIZE + len(
         encode_set("before", 1))
 
@@ -224,7 +233,9 @@ def test_an_unknown_format_version_is_refused() -> None:
 
 
 def header_of_version(version: int) -> bytes:
-    body = MAGIC + version.to_bytes(2, "big") + HEADER[10 : HEADER_SIZE - 4]
+    """A header of ``version``; version 1 (aiokv 0.2) had no flags."""
+    flags = HEADER[10:12] if version >= 2 else b"\0\0"
+    body = MAGIC + version.to_bytes(2, "big") + flags + HEADER[12 : HEADER_SIZE - 4]
     return body + zlib.crc32(body).to_bytes(4, "big")
 
 
@@ -287,7 +298,7 @@ def test_a_final_frame_with_a_bad_checksum_is_a_torn_tail() -> None:
 
 
 def test_a_flipped_byte_followed_by_a_valid_frame_is_corruption_at_its_offset() -> None:
-    log = bytearray(log_of(*SAMPLE_FRAMES))
+    log = bytearray(log_of(*SAMPLE_FRAMES, synced=True))
     position = HEADER_SIZE + len(SAMPLE_FRAMES[0]) + 3
     log[position] ^= 0x40
     result = replay(bytes(log))
@@ -314,8 +325,91 @@ def test_a_file_cut_inside_the_compacted_part_is_corruption() -> None:
     assert replay(log).corruption is None
 
 
+# -- gaps a power loss leaves past the last fsync ----------------------------------
+
+A = encode_set("a", 1)
+B = encode_set("b", "x" * 5000)  # reaches past the first page
+C = encode_set("c", 3)
+
+
+def zeroed(log: bytes, start: int, end: int) -> bytes:
+    return log[:start] + bytes(end - start) + log[end:]
+
+
+def test_a_gap_past_the_last_synced_offset_ends_the_log_like_a_torn_tail() -> None:
+    """B and C were never fsynced: B's first page never reached the disk, C's did."""
+    head = log_of(A)
+    log = head + encode_synced(len(head)) + B + C
+    b_start = len(head) + len(encode_synced(len(head)))
+    gapped = zeroed(log, b_start, 4096)
+    result = replay(gapped)
+    assert result.corruption is None
+    assert result.entries == {"a": 1}
+    assert (result.end, result.torn_tail, result.dropped_frames) == (
+        b_start, len(gapped) - b_start, 1)
+
+
+def test_damage_that_a_later_synced_frame_vouches_for_is_corruption() -> None:
+    log = log_of(A, B, C, synced=True)  # B and C were fsynced, then vouched for
+    start = HEADER_SIZE + len(A)
+    result = replay(zeroed(log, start, start + 100))
+    assert result.corruption is not None and result.corruption.offset == start
+    assert result.entries == {"a": 1}
+
+
+def test_damage_before_an_earlier_synced_frame_is_corruption() -> None:
+    head = log_of(A, B)
+    log = head + encode_synced(len(head)) + C  # C unsynced, A and B vouched for
+    start = HEADER_SIZE + len(A) + 10
+    result = replay(zeroed(log, start, start + 50))
+    assert result.corruption is not None and result.corruption.offset == HEADER_SIZE + len(A)
+
+
+def test_without_the_vouched_flag_damage_followed_by_a_valid_frame_stays_corruption() -> None:
+    """Files of earlier versions have no SYNCED frames: their absence says nothing."""
+    log = header_of_version(1) + A + B + C
+    start = HEADER_SIZE + len(A)
+    result = replay(zeroed(log, start, start + 100))
+    assert result.corruption is not None and result.corruption.offset == start
+
+
+def test_a_synced_frame_changes_no_entry_on_either_replay_path() -> None:
+    head = log_of(A)
+    log = head + encode_synced(len(head)) + C
+    intact = replay(log)
+    assert intact.entries == {"a": 1, "c": 3} and intact.corruption is None
+    walked = replay(log + C[:5])  # a torn tail: the frame-by-frame walk
+    assert walked.entries == intact.entries and walked.torn_tail == 5
+
+
+def test_the_replay_reports_how_far_the_log_is_vouched_for() -> None:
+    head = log_of(A, B)
+    mark = encode_synced(len(head))  # right where the vouched part ends: itself too
+    assert replay(head + mark + C).durable_end == len(head) + len(mark)
+    late = encode_synced(HEADER_SIZE + len(A))  # names less than what precedes it
+    assert replay(head + late + C).durable_end == HEADER_SIZE + len(A)
+    assert replay(head + late + C + C[:3]).durable_end == HEADER_SIZE + len(A)
+    assert replay(log_of(A, compacted_length=HEADER_SIZE + len(A))).durable_end == (
+        HEADER_SIZE + len(A))
+
+
+@pytest.mark.parametrize("fields", [
+    (HEADER_SIZE - 1, None, None), ("40", None, None), (True, None, None),
+    (HEADER_SIZE, 1, None), (HEADER_SIZE, None, 2.0),
+], ids=["inside the header", "a string", "a bool", "a value", "an expiry"])
+def test_a_malformed_synced_record_is_damage(fields: tuple[object, object, object]) -> None:
+    assert isinstance(read_frame(encode_record(SYNCED, *fields), 0), Invalid)
+
+
+def test_a_synced_record_naming_bytes_after_itself_is_damage() -> None:
+    head = log_of(A)
+    boastful = encode_synced(len(head) + 1)
+    assert isinstance(read_frame(head + boastful, len(head)), Invalid)
+    assert replay(head + boastful).torn_tail == len(boastful)
+
+
 def test_salvage_skips_damage_and_keeps_every_valid_frame() -> None:
-    log = bytearray(log_of(*SAMPLE_FRAMES))
+    log = bytearray(log_of(*SAMPLE_FRAMES, synced=True))
     first = HEADER_SIZE + len(SAMPLE_FRAMES[0])
     log[first + 8] ^= 0x01  # the "float" frame
     result = replay(bytes(log), salvage=True)

@@ -66,7 +66,8 @@ HOUR = 3600.0
 CLOCK_TIME = 1_700_000_000.0
 LEVELS = ("fsync", "flush", "buffered")
 VARIANTS = ("drop", "keep", "partial-1", "partial-2", "partial-3", "first-byte", "all-but-last",
-            "zeros", "garbage", "torn-zeros", "torn-garbage")
+            "zeros", "garbage", "torn-zeros", "torn-garbage", "gap-sector", "gap-page",
+            "gap-random")
 STORE = "state.kv"
 
 
@@ -375,13 +376,23 @@ def _after_reboot(durable: bytes, current: bytes, variant: str, rng: random.Rand
     durable and the current content. "partial" keeps a random part of it;
     "torn-*" keeps a random part and fills the rest with zeros or garbage (the
     size reached the disk, some of the data did not); "first-byte" and
-    "all-but-last" are the extreme cuts.
+    "all-but-last" are the extreme cuts. "gap-*" keep it all but one block,
+    which reads as zeros (a block the disk never got, while later ones made
+    it: writeback does not go in order): the 512-byte sector or the 4 KiB page
+    holding its first byte, or a random sector of it.
     """
     assert variant in VARIANTS, variant
     if variant == "drop":
         return durable
     stable = _common_prefix(durable, current)
     volatile = len(current) - stable
+    if variant.startswith("gap-"):
+        block = 4096 if variant == "gap-page" else 512
+        start = stable - stable % block
+        if variant == "gap-random":
+            start = rng.randrange(start, len(current) or 1, block)
+        first, end = max(start, stable), min(start + block, len(current))
+        return current[:first] + bytes(max(0, end - first)) + current[end:]
     fixed_cuts = {"keep": volatile, "first-byte": min(1, volatile),
                   "all-but-last": max(0, volatile - 1), "zeros": 0, "garbage": 0}
     cut = fixed_cuts.get(variant)

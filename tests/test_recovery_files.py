@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import aiokv
-from aiokv._format import HEADER_SIZE, MAGIC, encode_header, encode_set
+from aiokv._format import HEADER_SIZE, MAGIC, SYNCED, encode_header, encode_set, encode_synced
 
 
 async def write_store(path: str, items: dict[str, object]) -> None:
@@ -20,13 +20,18 @@ async def write_store(path: str, items: dict[str, object]) -> None:
 
 
 def frame_ends(path: str) -> list[int]:
-    """Offsets just past each frame of an uncompacted log written by set()."""
+    """Offsets just past each frame of an uncompacted log written by set().
+
+    SYNCED frames (close() ends the log with one) hold no entry: skipped.
+    """
     data = Path(path).read_bytes()
     ends = []
     offset = HEADER_SIZE
     while offset < len(data):
+        kind = data[offset + 6]
         offset += int.from_bytes(data[offset + 2 : offset + 6], "big")
-        ends.append(offset)
+        if kind != SYNCED:
+            ends.append(offset)
     return ends
 
 
@@ -55,15 +60,16 @@ async def test_a_torn_tail_is_truncated_with_a_warning_naming_the_byte_count(
     store_path: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     await write_store(store_path, ITEMS)
-    size = os.path.getsize(store_path)
+    cut = frame_ends(store_path)[-1] - 7  # inside the last set's frame
     with open(store_path, "r+b") as file:
-        file.truncate(size - 7)
+        file.truncate(cut)
     last_end = frame_ends(store_path)[-2]
     with caplog.at_level(logging.WARNING, logger="aiokv"):
         async with aiokv.AioKV(store_path) as kv:
             assert len(await kv.get_all()) == len(ITEMS) - 1
-    assert os.path.getsize(store_path) == last_end
-    assert f"truncating {size - 7 - last_end} bytes" in caplog.text
+    # What opening found is fsynced, and a SYNCED frame says so.
+    assert os.path.getsize(store_path) == last_end + len(encode_synced(last_end))
+    assert f"truncating {cut - last_end} bytes" in caplog.text
 
 
 async def test_a_zero_filled_tail_is_cut_and_new_appends_follow_the_last_good_frame(
@@ -75,7 +81,8 @@ async def test_a_zero_filled_tail_is_cut_and_new_appends_follow_the_last_good_fr
         file.write(b"\x00" * 8192)
     async with aiokv.AioKV(store_path) as kv:
         await kv.set("new", 1)
-    assert os.path.getsize(store_path) == size + len(encode_set("new", 1))
+    end = size + len(encode_set("new", 1))
+    assert os.path.getsize(store_path) == end + len(encode_synced(end))
     async with aiokv.AioKV(store_path) as kv:
         assert await kv.get("new") == 1 and len(await kv.get_all()) == len(ITEMS) + 1
 

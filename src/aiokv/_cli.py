@@ -313,6 +313,12 @@ def _cmd_check(args: argparse.Namespace) -> int:  # noqa: PLR0911 (one exit per 
               f"{result.torn_tail} zero bytes (space a store open at \"flush\" reserves "
               f"for appends; cut when it closes, or at the next open after a crash)")
         return CHECK_CLEAN
+    if result.dropped_frames:
+        print(f"{path}: torn tail: {result.torn_tail} bytes at offset {result.end}: a gap "
+              f"of bytes never fsynced (a power loss), then {result.dropped_frames} "
+              f"record(s) that did reach the disk; opening the store truncates them all "
+              f"and keeps {_entries(entries)}")
+        return CHECK_FIXABLE
     if result.torn_tail:
         print(f"{path}: torn tail: {result.torn_tail} bytes at offset {result.end} "
               f"(a record cut short by a crash); opening the store truncates them "
@@ -427,7 +433,8 @@ def _cmd_torture(args: argparse.Namespace) -> int:
 _CHECK_EPILOG = """\
 exit codes (as fsck's):
   0  clean (possibly followed by zero bytes: space reserved for appends)
-  1  fixable: a torn tail (a record cut short by a crash; opening the store
+  1  fixable: a torn tail (a record cut short by a crash, or records past a
+     gap of bytes never fsynced that a power loss left; opening the store
      truncates it) or an empty file (a header cut short while being created;
      opening the store rewrites it)
   4  corruption: bytes changed after they were written; opening the store

@@ -63,6 +63,7 @@ from ._format import (
     encode_header,
     encode_record,
     encode_snapshot,
+    encode_synced,
     encode_value,
     entry_size,
     value_size,
@@ -274,6 +275,15 @@ class Engine:
         # snapshot walks _entries, and keys given a tombstone meanwhile.
         self._frozen = False  # _entries must not gain or lose a key
         self._split = False  # _added or _gone may be non-empty
+        # What recovery needs to tell a power loss from damage (see
+        # _recovery): in a VOUCHED file, the first append after an fsync is
+        # preceded by a SYNCED frame naming how far that fsync reached.
+        self._vouched = False
+        self._synced_end = 0  # the log is known fsynced up to here
+        self._marked_end = 0  # ...and a SYNCED frame (or the header) says so up to here
+        # The hot path of set() takes the general path when this is true:
+        # during a compaction's split state, or when a SYNCED frame is due.
+        self._detour = False
         self._added: dict[str, Value] = {}
         self._gone: set[str] = set()
         self._expiries: dict[str, float] = {}
@@ -389,7 +399,13 @@ class Engine:
             return
         self._adopt(result)
         if result.torn_tail:
-            if data.count(0, result.end) == result.torn_tail:
+            if result.dropped_frames:
+                logger.warning(
+                    "aiokv: %s: bytes from offset %d were never fsynced and did not all "
+                    "reach the disk (a power loss); truncating %d bytes, %d records after "
+                    "the gap included", self.path, result.end, result.torn_tail,
+                    result.dropped_frames)
+            elif data.count(0, result.end) == result.torn_tail:
                 logger.info("aiokv: %s ends in %d zero bytes at offset %d (space reserved "
                             "for appends, or a torn write); truncating them", self.path,
                             result.torn_tail, result.end)
@@ -398,17 +414,25 @@ class Engine:
                     "aiokv: %s ended in a torn record; truncating %d bytes at offset %d",
                     self.path, result.torn_tail, result.end,
                 )
-            fd = self._files.open_append(self.path)
-            try:
+        assert result.header is not None
+        vouched = result.header.vouched
+        # Appended frames no SYNCED frame vouches for (the writer was killed
+        # before it could write one): fsync them, and vouch for them at once.
+        unvouched = vouched and result.end > result.durable_end
+        fd = self._files.open_append(self.path)
+        try:
+            if result.torn_tail:
                 self._files.truncate(fd, result.end)
+            if result.torn_tail or unvouched:
                 self._files.fsync(fd)
-            except BaseException:
-                self._files.close(fd)
-                raise
-            self._fd = fd
-        else:
-            self._fd = self._files.open_append(self.path)
+        except BaseException:
+            self._files.close(fd)
+            raise
+        self._fd = fd
         self._file_bytes = result.end
+        synced = result.end if result.torn_tail or unvouched else result.durable_end
+        self._vouch_from(synced, vouched, result.durable_end)
+        self._seal()
 
     def _adopt(self, result: Replay) -> None:
         """Take the entries of a replayed log, minus those already expired."""
@@ -533,6 +557,7 @@ class Engine:
         self._write_file_atomically(self.path, [header, *frames])
         self._fd = self._files.open_append(self.path)
         self._file_bytes = length
+        self._vouch_from(length)
         self._entries, self._expiries = entries, expiries
         self._live_bytes = length
 
@@ -542,7 +567,78 @@ class Engine:
         self._write_file_atomically(self.path, [header])
         self._fd = self._files.open_append(self.path)
         self._file_bytes = HEADER_SIZE
+        self._vouch_from(HEADER_SIZE)
         self.log_missing = False
+
+    def _vouch_from(self, end: int, vouched: bool = True, marked: int | None = None) -> None:
+        """A new log (or one just opened) is fsynced up to ``end``. Hold _lock.
+
+        ``marked``: how far its SYNCED frames (or header) vouch, if less.
+        """
+        self._vouched = vouched
+        self._synced_end = end
+        self._marked_end = end if marked is None else marked
+        self._update_detour()
+
+    def _seal(self) -> None:
+        """Vouch now for what the last fsync made durable: a SYNCED frame, fsynced.
+
+        At open and close, where no append may come soon to carry the frame.
+        Raises OSError if that fails; the data it would vouch for is durable
+        either way, and a second attempt writes the frame only if it is not
+        in the log.
+        """
+        with self._lock:
+            fd = self._fd
+            if fd is None:
+                return
+            mark, previous = self._take_mark()
+            if not mark:
+                return
+            try:
+                self._write_all(fd, mark)
+            except BaseException:
+                self._unmark(previous)
+                self._cut_tail_after_failure()
+                raise
+            self._file_bytes += len(mark)
+        self._files.fsync(fd)
+
+    def _update_detour(self) -> None:
+        """Whether set() must leave its hot path. Hold _lock."""
+        self._detour = self._split or self._mark_due()
+
+    def _mark_due(self) -> bool:
+        """Whether the next append must be preceded by a SYNCED frame. Hold _lock."""
+        return self._vouched and self._synced_end > self._marked_end
+
+    def _synced(self, end: int) -> None:
+        """An fsync of the log up to ``end`` succeeded. Hold _lock."""
+        if end > self._synced_end:
+            self._synced_end = end
+            self._update_detour()
+
+    def _take_mark(self) -> tuple[bytes, int]:
+        """The SYNCED frame due before the next append (or b""). Hold _lock.
+
+        The caller writes it first in that append. Returns also what to give
+        ``_unmark`` if the append fails.
+        """
+        previous = self._marked_end
+        if not self._mark_due():
+            return b"", previous
+        mark = encode_synced(self._synced_end)
+        # Written right where the fsynced part ends, the frame needs no frame
+        # of its own to vouch for it (recovery reads it the same way).
+        adjacent = self._file_bytes == self._synced_end
+        self._marked_end = self._synced_end + (len(mark) if adjacent else 0)
+        self._update_detour()
+        return mark, previous
+
+    def _unmark(self, previous: int) -> None:
+        """The append that held a SYNCED frame failed: it is not in the log. Hold _lock."""
+        self._marked_end = previous
+        self._update_detour()
 
     def close(self) -> None:
         """Write and fsync everything, stop the threads, release the lock.
@@ -567,6 +663,7 @@ class Engine:
                 with self._lock:
                     self._release_reserved()
                 self._flush_all()
+                self._seal()
             except BaseException:
                 with self._lock:
                     self._state = _OPEN
@@ -758,12 +855,12 @@ class Engine:
                 raise ClosedError(self.path)
             # _append() and _put(), written out: no call of theirs on the hot path.
             window = self._window
-            if window is not None and size <= self._window_room and not self._split:
+            if window is not None and size <= self._window_room and not self._detour:
                 window.write(frame)
                 self._window_room -= size
             else:
                 fd = self._fd
-                if (not self._inline_writes or fd is None or self._tail_dirty or self._split
+                if (not self._inline_writes or fd is None or self._tail_dirty or self._detour
                         or self._map_appends):
                     if self._inline_writes:
                         self._append(frame)  # creates, repairs or maps first
@@ -973,6 +1070,18 @@ class Engine:
             self._create_empty_log()  # only after clear(); rare
         if self._tail_dirty:
             self._cut_tail()
+        mark, previous = self._take_mark()
+        if mark:
+            try:
+                self._write_frame(mark)
+            except BaseException:
+                self._unmark(previous)
+                raise
+        self._write_frame(frame)
+        self._after_append(frame)
+
+    def _write_frame(self, frame: bytes) -> None:
+        """Write one frame at the log's end (mapped or write(2)). Hold _lock."""
         if self._map_appends:
             if self._window is None or len(frame) > self._window_room:
                 self._reserve(len(frame))
@@ -990,7 +1099,6 @@ class Engine:
                 self._cut_tail_after_failure()
                 raise
         self._file_bytes += len(frame)
-        self._after_append(frame)
 
     def _reserve(self, needed: int) -> None:
         """Reserve space past the log's end and map it. Hold _lock.
@@ -1105,6 +1213,7 @@ class Engine:
             self._commit = Commit()
             self._entries = {}
             self._frozen = self._split = False
+            self._vouch_from(0)
             self._added = {}
             self._gone = set()
             self._expiries = {}
@@ -1220,7 +1329,8 @@ class Engine:
                 assert fd is not None
                 if self._rewrite is not None:
                     self._rewrite.extend(frames)
-            data = b"".join(frames)
+                synced, marked = self._take_mark()
+            data = synced + b"".join(frames)
             try:
                 self._write_all(fd, data)
                 self._files.fsync(fd)
@@ -1230,6 +1340,8 @@ class Engine:
             except OSError as exc:
                 with self._lock:
                     self._file_bytes = start
+                    if synced:
+                        self._unmark(marked)
                     self._cut_tail_after_failure()
                     self._roll_back(undo, mark, exc)
                     self._inflight = None
@@ -1239,6 +1351,7 @@ class Engine:
                 return
             with self._lock:
                 self._file_bytes = start + len(data)
+                self._synced(start + len(data))
                 self._inflight = None
                 self._maybe_compact()
         commit.settle()
@@ -1278,18 +1391,22 @@ class Engine:
                 assert fd is not None
                 if self._rewrite is not None:
                     self._rewrite.extend(frames)
+                synced, marked = self._take_mark()
+            data = synced + b"".join(frames)
             try:
-                self._write_all(fd, b"".join(frames))
+                self._write_all(fd, data)
             except OSError:
                 with self._lock:
                     self._file_bytes = start
+                    if synced:
+                        self._unmark(marked)
                     self._cut_tail_after_failure()
                     self._pending[:0] = frames
                     if mark is not None and self._rewrite is not None:
                         del self._rewrite[mark:]
                 raise
             with self._lock:
-                self._file_bytes = start + sum(map(len, frames))
+                self._file_bytes = start + len(data)
                 if not self._unsynced:
                     self._unsynced = True
                     self._unsynced_since = time.monotonic()
@@ -1302,10 +1419,14 @@ class Engine:
                 fd = self._fd
                 self._unsynced = False
                 sync_dir = self._dir_unsynced
+                end = self._file_bytes  # appends made from here on may miss this fsync
             if fd is None:
                 return
             try:
                 self._files.fsync(fd)
+                with self._lock:
+                    if self._fd == fd:  # not replaced by a compaction meanwhile
+                        self._synced(end)
                 if sync_dir:
                     self._files.fsync_dir(self._directory)
                     self._dir_unsynced = False
@@ -1433,6 +1554,7 @@ class Engine:
             first = durable_batch(pending_deletions(self._undo, self._entries), self._undo,
                                   self._expiries, self._clock())
             self._frozen = self._split = True
+            self._update_detour()
             walk = iter(self._entries.items())
         temp = self._temp_path()
         try:
@@ -1481,6 +1603,7 @@ class Engine:
                             old_window, self._window = self._window, None
                             self._window_room = self._reserved_end = 0
                             self._file_bytes = final
+                            self._vouch_from(end)  # the header's compacted length
                             self._next_compaction_check = final + COMPACTION_CHECK_BYTES
                             self._tail_dirty = False
                             self._compactions = compactions
@@ -1551,6 +1674,7 @@ class Engine:
                     entries.pop(gone.pop(), None)
                 if not added and not gone:
                     self._split = False
+                    self._update_detour()
                     return
             pacer.step()
 

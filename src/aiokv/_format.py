@@ -27,7 +27,7 @@ import msgpack
 
 MAGIC: Final = b"\x89aiokv\r\n"
 FORMAT_VERSION: Final = 2
-"""The version new files are written with. Version 2 added BULK frames."""
+"""The version new files are written with. Version 2 added BULK and SYNCED frames."""
 READABLE_VERSIONS: Final = frozenset({1, 2})
 
 # magic, version, flags, compactions, compacted_at, compacted_length, reserved
@@ -64,7 +64,16 @@ What compaction writes for scalar values: two arrays replay into the store's
 dict with one ``dict.update(zip(a, b))``, about twice as fast as a map.
 """
 
-KINDS: Final = frozenset({SET, SET_ENCODED, DELETE, SNAPSHOT, EXPIRE, BULK})
+SYNCED: Final = 7
+"""a = an offset of this file, b = nil, c = nil: every byte before the offset
+had been fsynced when this record was written.
+
+It changes no entry. Recovery uses it to tell a power loss from damage: a
+stretch of bytes that never reached the disk can only lie past the last
+offset a SYNCED record vouches for (see ``_recovery``).
+"""
+
+KINDS: Final = frozenset({SET, SET_ENCODED, DELETE, SNAPSHOT, EXPIRE, BULK, SYNCED})
 
 SCALAR_TYPES: Final = frozenset({type(None), bool, int, float, str, bytes})
 """Value types kept in memory as they are: immutable, so never copied."""
@@ -98,11 +107,20 @@ class Header:
     """Unix time of the compaction that wrote this file, 0.0 for never."""
     compacted_length: int
     """End of the part that was fsynced before this file was put in place."""
+    vouched: bool = False
+    """Whether appends to this file are followed, after each fsync, by a SYNCED
+    record (the VOUCHED flag): files written by versions before it are not."""
+
+
+VOUCHED: Final = 0x0001
+"""Header flag: the writer records each fsync of appended frames in a SYNCED
+frame (see ``_recovery``). Every file this version creates has it."""
+_KNOWN_FLAGS: Final = VOUCHED
 
 
 def encode_header(compactions: int, compacted_at: float, compacted_length: int) -> bytes:
     body = _HEADER_BODY.pack(
-        MAGIC, FORMAT_VERSION, 0, compactions, compacted_at, compacted_length, b"\0" * 4
+        MAGIC, FORMAT_VERSION, VOUCHED, compactions, compacted_at, compacted_length, b"\0" * 4
     )
     return body + _HEADER_CRC.pack(zlib.crc32(body))
 
@@ -139,11 +157,12 @@ def decode_header(data: bytes) -> Header:
     )
     if version not in READABLE_VERSIONS:
         raise HeaderError(f"unsupported format version {version}")
-    if flags != 0:
+    if flags & ~_KNOWN_FLAGS or (flags and version < 2):
         raise HeaderError(f"unknown header flags {flags:#x}")
     if compacted_length < HEADER_SIZE:
         raise HeaderError("compacted length points inside the header")
-    return Header(version, compactions, compacted_at, compacted_length)
+    return Header(version, compactions, compacted_at, compacted_length,
+                  vouched=bool(flags & VOUCHED))
 
 
 # The first six bytes of every frame shorter than 256 bytes, by length: most
@@ -163,6 +182,11 @@ def encode_record(kind: int, a: object, b: object, c: object) -> bytes:
     else:
         raise ValueError(f"record of {length} bytes exceeds the {MAX_FRAME_SIZE}-byte limit")
     return body + zlib.crc32(body, SEED).to_bytes(4, "little")
+
+
+def encode_synced(offset: int) -> bytes:
+    """A SYNCED record: the file was fsynced up to ``offset`` before it was written."""
+    return encode_record(SYNCED, offset, None, None)
 
 
 # A SET of a float without expiry under a key of at most 31 UTF-8 bytes (a

@@ -10,6 +10,15 @@ The rule, in the spirit of LevelDB's log reader and RocksDB's
 * A damaged frame **followed by any valid frame** is corruption: something
   changed bytes that had been written completely. It is reported with its
   offset, never cut silently.
+* Except past the last offset known fsynced: there a power loss may leave a
+  gap (a page that never reached the disk, later pages that did). In a file
+  whose header has the VOUCHED flag the writer records what it has fsynced
+  in SYNCED frames; damage that no SYNCED frame (before or after it) vouches
+  for is such a gap, and the log ends there like at a torn tail, the valid
+  frames after it included: they were never fsynced, and keeping them would
+  make the store no prefix of its writes. (Without the flag, written by an
+  earlier version, the absence of SYNCED frames says nothing: such damage
+  stays corruption.)
 * The part of a file written by a compaction (up to the header's
   ``compacted_length``) was fsynced before the file was put in place, so no
   damage there can be a torn tail.
@@ -39,6 +48,7 @@ from ._format import (
     SET,
     SET_ENCODED,
     SNAPSHOT,
+    SYNCED,
     Encoded,
     Header,
     HeaderError,
@@ -72,6 +82,11 @@ class Replay:
     """Offset just past the last valid frame: where the next append belongs."""
     torn_tail: int = 0
     """Bytes after ``end`` that form a torn tail (0 when the log is clean)."""
+    dropped_frames: int = 0
+    """Valid frames in the torn tail: it began with a gap of unsynced bytes."""
+    durable_end: int = 0
+    """How far the log is known fsynced: the compacted part, or the furthest
+    offset a SYNCED frame of the replayed part vouches for."""
     corruption: Damage | None = None
     """The first damage that is not a torn tail (strict replay stops there)."""
     skipped: list[Damage] = field(default_factory=list)
@@ -129,6 +144,8 @@ def _check_record(
             and set(map(type, c.values())) <= {int, float}
             and c.keys() <= (a.keys() | b.keys())
         )
+    elif kind == SYNCED:
+        ok = type(a) is int and a >= HEADER_SIZE and b is None and c is None
     elif kind == BULK:
         ok = (
             type(a) is tuple
@@ -184,6 +201,8 @@ def read_frame(  # noqa: PLR0911
     reason = _check_record(kind, a, b, c)
     if reason is not None:
         return Invalid(reason)
+    if kind == SYNCED and cast(int, a) > offset:
+        return Invalid("a SYNCED record vouches for bytes after itself")
     return Frame(kind, a, b, c, end)
 
 
@@ -199,25 +218,27 @@ def find_next_frame(data: bytes | memoryview, start: int) -> int | None:
 
 
 def count_frames(data: bytes) -> int:
-    """How many frames follow the header of a log that replays cleanly.
+    """How many records (SYNCED frames aside) follow the header of a clean log.
 
     Walks the length fields only: meant for a file just opened (and so
     recovered) by the store, not for judging damage (``replay`` does that).
     """
     count = 0
     offset = HEADER_SIZE
-    while offset + 6 <= len(data) and data[offset : offset + 2] == FRAME_START:
+    while offset + 7 <= len(data) and data[offset : offset + 2] == FRAME_START:
         length = int.from_bytes(data[offset + 2 : offset + 6], "big")
         if length < MIN_FRAME_SIZE:
             break
+        count += data[offset + 6] != SYNCED
         offset += length
-        count += 1
     return count
 
 
 def apply(frame: Frame, entries: dict[str, Value], expiries: dict[str, float]) -> None:
     """Apply one valid frame (see ``read_frame``) to the replayed state."""
     kind = frame.kind
+    if kind == SYNCED:
+        return
     if kind == SNAPSHOT:
         scalars = cast("dict[str, Value]", frame.a)
         encoded = cast("dict[str, bytes]", frame.b)
@@ -290,8 +311,9 @@ def _replay_intact(data: bytes, header: Header) -> Replay | None:  # noqa: PLR09
     )
     unpacker.feed(body)
     plain_set = SET  # a local: this loop runs once per record of the log
+    durable_end = header.compacted_length
     try:
-        for _, kind, key, value, expires, _ in unpacker:
+        for length, kind, key, value, expires, _ in unpacker:
             # The common record first, in one test: a plain set, no expiry
             # in sight.
             if kind == plain_set and expires is None and not expiries:
@@ -315,6 +337,12 @@ def _replay_intact(data: bytes, header: Header) -> Replay | None:  # noqa: PLR09
                 entries.pop(key, None)
                 expiries.pop(key, None)
                 continue
+            elif kind == SYNCED:
+                end = HEADER_SIZE + unpacker.tell()
+                if _check_record(kind, key, value, expires) is not None or key > end - length:
+                    return None
+                durable_end = max(durable_end, _vouched_by(key, end - length, end))
+                continue
             else:
                 if _check_record(kind, key, value, expires) is not None:
                     return None
@@ -336,7 +364,8 @@ def _replay_intact(data: bytes, header: Header) -> Replay | None:  # noqa: PLR09
         return None
     if not set(map(type, expiries.values())) <= {int, float}:
         return None
-    return Replay(header=header, entries=entries, expiries=expiries, end=len(data))
+    return Replay(header=header, entries=entries, expiries=expiries, end=len(data),
+                  durable_end=durable_end)
 
 
 def _replay_frame_by_frame(data: bytes, header: Header, salvage: bool) -> Replay:
@@ -344,12 +373,16 @@ def _replay_frame_by_frame(data: bytes, header: Header, salvage: bool) -> Replay
     offset = HEADER_SIZE
     size = len(data)
     protected_end = header.compacted_length
+    durable_end = protected_end
     while offset < size:
         frame = read_frame(data, offset)
         if isinstance(frame, Frame):
             apply(frame, result.entries, result.expiries)
+            if frame.kind == SYNCED:
+                durable_end = max(durable_end, _vouched_by(cast(int, frame.a), offset, frame.end))
             offset = frame.end
             continue
+        result.durable_end = durable_end
         reason = "frame cut short" if isinstance(frame, Incomplete) else frame.reason
         following = find_next_frame(data, offset + 1)
         if following is None:
@@ -364,6 +397,14 @@ def _replay_frame_by_frame(data: bytes, header: Header, salvage: bool) -> Replay
                 result.torn_tail = size - offset
             result.end = offset
             return result
+        later = _frames_from(data, following) if header.vouched else []
+        if header.vouched and offset >= max(
+                [durable_end, *(cast(int, f.a) for f in later if f.kind == SYNCED)]):
+            # Nothing vouches for these bytes: a gap left by a power loss.
+            result.torn_tail = size - offset
+            result.dropped_frames = len(later)
+            result.end = offset
+            return result
         damage = Damage(offset, following, f"{reason}, followed by a valid frame at {following}")
         if not salvage:
             result.corruption = damage
@@ -372,6 +413,7 @@ def _replay_frame_by_frame(data: bytes, header: Header, salvage: bool) -> Replay
         result.skipped.append(damage)
         offset = following
     result.end = offset
+    result.durable_end = durable_end
     if size < protected_end:
         damage = Damage(size, protected_end, "file ends inside the compacted part")
         if salvage:
@@ -379,3 +421,26 @@ def _replay_frame_by_frame(data: bytes, header: Header, salvage: bool) -> Replay
         else:
             result.corruption = damage
     return result
+
+
+def _vouched_by(synced: int, start: int, end: int) -> int:
+    """How far a SYNCED frame at ``[start, end)`` naming ``synced`` vouches.
+
+    Up to ``synced``; and when it starts right there, up to its own end: the
+    writer needs no later frame to vouch for a frame that only vouches.
+    """
+    return end if synced == start else synced
+
+
+def _frames_from(data: bytes, offset: int) -> list[Frame]:
+    """Every valid frame at or after ``offset`` (a valid one), skipping damage."""
+    frames = []
+    position: int | None = offset
+    while position is not None and position < len(data):
+        frame = read_frame(data, position)
+        if isinstance(frame, Frame):
+            frames.append(frame)
+            position = frame.end
+        else:
+            position = find_next_frame(data, position + 1)
+    return frames
