@@ -588,21 +588,22 @@ class Engine:
         either way, and a second attempt writes the frame only if it is not
         in the log.
         """
-        with self._lock:
-            fd = self._fd
-            if fd is None:
-                return
-            mark, previous = self._take_mark()
-            if not mark:
-                return
-            try:
-                self._write_all(fd, mark)
-            except BaseException:
-                self._unmark(previous)
-                self._cut_tail_after_failure()
-                raise
-            self._file_bytes += len(mark)
-        self._files.fsync(fd)
+        with self._io:
+            with self._lock:
+                fd = self._fd
+                if fd is None:
+                    return
+                mark, previous = self._take_mark()
+                if not mark:
+                    return
+                try:
+                    self._write_all(fd, mark)
+                except BaseException:
+                    self._unmark(previous)
+                    self._cut_tail_after_failure()
+                    raise
+                self._file_bytes += len(mark)
+            self._files.fsync(fd)
 
     def _update_detour(self) -> None:
         """Whether set() must leave its hot path. Hold _lock."""
@@ -1329,8 +1330,8 @@ class Engine:
                 assert fd is not None
                 if self._rewrite is not None:
                     self._rewrite.extend(frames)
-                synced, marked = self._take_mark()
-            data = synced + b"".join(frames)
+                vouch, vouched_before = self._take_mark()
+            data = vouch + b"".join(frames)
             try:
                 self._write_all(fd, data)
                 self._files.fsync(fd)
@@ -1340,8 +1341,8 @@ class Engine:
             except OSError as exc:
                 with self._lock:
                     self._file_bytes = start
-                    if synced:
-                        self._unmark(marked)
+                    if vouch:
+                        self._unmark(vouched_before)
                     self._cut_tail_after_failure()
                     self._roll_back(undo, mark, exc)
                     self._inflight = None
@@ -1391,15 +1392,15 @@ class Engine:
                 assert fd is not None
                 if self._rewrite is not None:
                     self._rewrite.extend(frames)
-                synced, marked = self._take_mark()
-            data = synced + b"".join(frames)
+                vouch, vouched_before = self._take_mark()
+            data = vouch + b"".join(frames)
             try:
                 self._write_all(fd, data)
             except OSError:
                 with self._lock:
                     self._file_bytes = start
-                    if synced:
-                        self._unmark(marked)
+                    if vouch:
+                        self._unmark(vouched_before)
                     self._cut_tail_after_failure()
                     self._pending[:0] = frames
                     if mark is not None and self._rewrite is not None:
