@@ -32,6 +32,10 @@ from typing import Any
 
 import msgpack
 
+# The benchmarks directory is on sys.path when this file is run as a script:
+# the seed design is the one the comparison suite measures.
+from systems import SeedJsonStore
+
 import aiokv
 from aiokv import _format
 
@@ -187,31 +191,6 @@ async def timed_sequential_sets(kv: aiokv.AioKV, keys: Sequence[str]) -> float:
 # -- 1. sequential sets at "flush" against the seed design and a bare write --
 
 
-class SeedJsonStore:
-    """The seed design of aiokv: the whole dict rewritten as JSON on every set.
-
-    Each set dumps the dict to a temp file next to the target and renames it
-    over the target, in a worker thread, under one asyncio.Lock (no fsync).
-    """
-
-    def __init__(self, path: str, initial: dict[str, object]) -> None:
-        self._path = path
-        self._temp = path + ".tmp"
-        self._data = dict(initial)
-        self._lock = asyncio.Lock()
-
-    async def set(self, key: str, value: object) -> None:
-        async with self._lock:
-            self._data[key] = value
-            await asyncio.to_thread(self._rewrite)
-
-    def _rewrite(self) -> None:
-        text = json.dumps(self._data)
-        with open(self._temp, "w", encoding="utf-8") as file:
-            file.write(text)
-        os.replace(self._temp, self._path)
-
-
 async def measure_flush_sets(sizes: Sizes, fresh: FreshPaths) -> list[Row]:
     keys = overwrite_keys(sizes.overwrites)
     seed_keys = keys[: sizes.seed_sets]
@@ -227,7 +206,9 @@ async def measure_flush_sets(sizes: Sizes, fresh: FreshPaths) -> list[Row]:
         await kv.close()
 
         # The same 5,000-key starting point, filled untimed.
-        seed = SeedJsonStore(fresh("seed"), {f"user:{i}": float(i) for i in range(STORE_KEYS)})
+        seed = SeedJsonStore(fresh("seed"))
+        os.makedirs(seed.directory)
+        seed.data = {f"user:{i}": float(i) for i in range(STORE_KEYS)}
         start = time.perf_counter()
         for key in seed_keys:
             await seed.set(key, time.time())

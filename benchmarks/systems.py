@@ -34,7 +34,7 @@ import threading
 import time
 import traceback
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -184,6 +184,29 @@ class SyncAdapter(ABC):
         return None
 
 
+class ForwardingAdapter(SyncAdapter):
+    """A blocking store whose object's own set, get and incr are what a user calls.
+
+    ``open`` sets ``self.store`` to that object.
+    """
+
+    def __init__(self, directory: str) -> None:
+        super().__init__(directory)
+        self.store: Any = None
+
+    def setter(self) -> Callable[[str, float], object]:
+        return self.store.set  # type: ignore[no-any-return]
+
+    def getter(self) -> Callable[[str], object]:
+        return self.store.get  # type: ignore[no-any-return]
+
+    def incrementer(self) -> Callable[[str], object]:
+        return self.store.incr  # type: ignore[no-any-return]
+
+    def close(self) -> None:
+        self.store.close()
+
+
 class OwnMethodsAdapter(AsyncAdapter):
     """An async adapter whose set, get and incr are its own coroutines."""
 
@@ -244,36 +267,23 @@ class AiokvAsync(AsyncAdapter):
         await self.kv.close()
 
 
-class AiokvSync(SyncAdapter):
+class AiokvSync(ForwardingAdapter):
     """``aiokv.KV(path, durability=...)``."""
 
     def __init__(self, directory: str, durability: str) -> None:
         super().__init__(directory)
         self.durability = durability
-        self.kv: Any = None
 
     def open(self) -> None:
-        self.kv = load("aiokv").KV(os.path.join(self.directory, "store.kv"),
-                           durability=self.durability)
-        self.kv.open()
-
-    def setter(self) -> Callable[[str, float], object]:
-        return self.kv.set  # type: ignore[no-any-return]
-
-    def getter(self) -> Callable[[str], object]:
-        return self.kv.get  # type: ignore[no-any-return]
-
-    def incrementer(self) -> Callable[[str], object]:
-        return self.kv.incr  # type: ignore[no-any-return]
+        self.store = load("aiokv").KV(os.path.join(self.directory, "store.kv"),
+                                      durability=self.durability)
+        self.store.open()
 
     def get_all(self) -> dict[str, object]:
-        return self.kv.get_all()  # type: ignore[no-any-return]
+        return self.store.get_all()  # type: ignore[no-any-return]
 
     def compact(self) -> None:
-        self.kv.compact()
-
-    def close(self) -> None:
-        self.kv.close()
+        self.store.compact()
 
 
 def build_aiokv(directory: str, passes: Sequence[dict[str, object]], compacted: bool) -> None:
@@ -368,31 +378,15 @@ def build_seed(directory: str, passes: Sequence[dict[str, object]], compacted: b
 # diskcache -----------------------------------------------------------------
 
 
-class DiskcacheAdapter(SyncAdapter):
+class DiskcacheAdapter(ForwardingAdapter):
     """``diskcache.Cache(directory)`` with its defaults."""
 
-    def __init__(self, directory: str) -> None:
-        super().__init__(directory)
-        self.cache: Any = None
-
     def open(self) -> None:
-        self.cache = load("diskcache").Cache(self.directory)
-
-    def setter(self) -> Callable[[str, float], object]:
-        return self.cache.set  # type: ignore[no-any-return]
-
-    def getter(self) -> Callable[[str], object]:
-        return self.cache.get  # type: ignore[no-any-return]
-
-    def incrementer(self) -> Callable[[str], object]:
-        return self.cache.incr  # type: ignore[no-any-return]
+        self.store = load("diskcache").Cache(self.directory)
 
     def get_all(self) -> dict[str, object]:
-        cache = self.cache
+        cache = self.store
         return {key: cache[key] for key in cache.iterkeys()}
-
-    def close(self) -> None:
-        self.cache.close()
 
 
 def build_diskcache(directory: str, passes: Sequence[dict[str, object]], compacted: bool) -> None:
@@ -407,21 +401,17 @@ def build_diskcache(directory: str, passes: Sequence[dict[str, object]], compact
 # sqlitedict ----------------------------------------------------------------
 
 
-class MappingAdapter(SyncAdapter):
-    """A store used like a dict (sqlitedict, shelve); ``open`` sets ``self.db``."""
-
-    def __init__(self, directory: str) -> None:
-        super().__init__(directory)
-        self.db: Any = None
+class MappingAdapter(ForwardingAdapter):
+    """A store used like a dict (sqlitedict, shelve); ``open`` sets ``self.store``."""
 
     def setter(self) -> Callable[[str, float], object]:
-        return self.db.__setitem__  # type: ignore[no-any-return]
+        return self.store.__setitem__  # type: ignore[no-any-return]
 
     def getter(self) -> Callable[[str], object]:
-        return self.db.__getitem__  # type: ignore[no-any-return]
+        return self.store.__getitem__  # type: ignore[no-any-return]
 
     def incrementer(self) -> Callable[[str], object]:
-        db = self.db
+        db = self.store
 
         def incr(key: str) -> object:  # no incr in its API: read, then set
             value = db.get(key, 0) + 1
@@ -431,10 +421,7 @@ class MappingAdapter(SyncAdapter):
         return incr
 
     def get_all(self) -> dict[str, object]:
-        return dict(self.db.items())
-
-    def close(self) -> None:
-        self.db.close()
+        return dict(self.store.items())
 
 
 class SqlitedictAdapter(MappingAdapter):
@@ -445,7 +432,7 @@ class SqlitedictAdapter(MappingAdapter):
         self.path = os.path.join(directory, "store.sqlite")
 
     def open(self) -> None:
-        self.db = load("sqlitedict").SqliteDict(self.path, autocommit=True)
+        self.store = load("sqlitedict").SqliteDict(self.path, autocommit=True)
 
 
 def build_sqlitedict(directory: str, passes: Sequence[dict[str, object]],
@@ -471,7 +458,7 @@ class ShelveAdapter(MappingAdapter):
         self.path = os.path.join(directory, "store")
 
     def open(self) -> None:
-        self.db = shelve.open(self.path)  # noqa: SIM115 (open until close())
+        self.store = shelve.open(self.path)  # noqa: SIM115 (open until close())
 
 
 def build_shelve(directory: str, passes: Sequence[dict[str, object]], compacted: bool) -> None:
@@ -481,7 +468,7 @@ def build_shelve(directory: str, passes: Sequence[dict[str, object]], compacted:
     try:
         for items in passes:
             for key, value in items.items():
-                adapter.db[key] = value
+                adapter.store[key] = value
     finally:
         adapter.close()
 
@@ -1127,74 +1114,73 @@ class Timed:
 MAX_CHUNK = 512
 
 
+class Budgeted:
+    """The keys in chunks of 1, 2, 4 .. 512, until all are done or ``budget`` is spent.
+
+    The clock is read after each chunk, so a slow system stops soon after its
+    budget and a fast one pays almost nothing; ``timed()`` is the result.
+    """
+
+    def __init__(self, keys: Sequence[str], budget: float) -> None:
+        self.keys = keys
+        self.start = time.perf_counter()
+        self.deadline = self.start + budget
+        self.done = 0
+
+    def __iter__(self) -> Iterator[Sequence[str]]:
+        keys, chunk = self.keys, 1
+        while self.done < len(keys):
+            yield keys[self.done:self.done + chunk]
+            self.done = min(len(keys), self.done + chunk)
+            if time.perf_counter() > self.deadline:
+                return
+            chunk = min(chunk * 2, MAX_CHUNK)
+
+    def timed(self) -> Timed:
+        return Timed(self.done, time.perf_counter() - self.start,
+                     self.done == len(self.keys))
+
+
 async def timed_async_sets(set_: Callable[[str, float], Awaitable[object]],
                            keys: Sequence[str], budget: float) -> Timed:
-    """One task awaiting ``set_(key, time.time())`` per key, until done or over budget.
-
-    The clock is read after chunks of 1, 2, 4 .. 512 operations, so a slow
-    system stops soon after its budget and a fast one pays almost nothing.
-    """
+    """One task awaiting ``set_(key, time.time())`` per key, until done or over budget."""
     now = time.time
-    start = time.perf_counter()
-    deadline = start + budget
-    done, chunk = 0, 1
-    while done < len(keys):
-        for key in keys[done:done + chunk]:
+    chunks = Budgeted(keys, budget)
+    for chunk in chunks:
+        for key in chunk:
             await set_(key, now())
-        done = min(len(keys), done + chunk)
-        if time.perf_counter() > deadline:
-            break
-        chunk = min(chunk * 2, MAX_CHUNK)
-    return Timed(done, time.perf_counter() - start, done == len(keys))
+    return chunks.timed()
 
 
 async def timed_async_calls(call: Callable[[str], Awaitable[object]], keys: Sequence[str],
                             budget: float) -> Timed:
     """One task awaiting ``call(key)`` per key (get, incr), until done or over budget."""
-    start = time.perf_counter()
-    deadline = start + budget
-    done, chunk = 0, 1
-    while done < len(keys):
-        for key in keys[done:done + chunk]:
+    chunks = Budgeted(keys, budget)
+    for chunk in chunks:
+        for key in chunk:
             await call(key)
-        done = min(len(keys), done + chunk)
-        if time.perf_counter() > deadline:
-            break
-        chunk = min(chunk * 2, MAX_CHUNK)
-    return Timed(done, time.perf_counter() - start, done == len(keys))
+    return chunks.timed()
 
 
 def timed_sync_sets(set_: Callable[[str, float], object], keys: Sequence[str],
                     budget: float) -> Timed:
     """``set_(key, time.time())`` per key in a plain loop, until done or over budget."""
     now = time.time
-    start = time.perf_counter()
-    deadline = start + budget
-    done, chunk = 0, 1
-    while done < len(keys):
-        for key in keys[done:done + chunk]:
+    chunks = Budgeted(keys, budget)
+    for chunk in chunks:
+        for key in chunk:
             set_(key, now())
-        done = min(len(keys), done + chunk)
-        if time.perf_counter() > deadline:
-            break
-        chunk = min(chunk * 2, MAX_CHUNK)
-    return Timed(done, time.perf_counter() - start, done == len(keys))
+    return chunks.timed()
 
 
 def timed_sync_calls(call: Callable[[str], object], keys: Sequence[str],
                      budget: float) -> Timed:
     """``call(key)`` per key in a plain loop (get, incr), until done or over budget."""
-    start = time.perf_counter()
-    deadline = start + budget
-    done, chunk = 0, 1
-    while done < len(keys):
-        for key in keys[done:done + chunk]:
+    chunks = Budgeted(keys, budget)
+    for chunk in chunks:
+        for key in chunk:
             call(key)
-        done = min(len(keys), done + chunk)
-        if time.perf_counter() > deadline:
-            break
-        chunk = min(chunk * 2, MAX_CHUNK)
-    return Timed(done, time.perf_counter() - start, done == len(keys))
+    return chunks.timed()
 
 
 async def timed_concurrent_sets(set_: Callable[[str, float], Awaitable[object]],
