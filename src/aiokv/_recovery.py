@@ -397,14 +397,15 @@ def _replay_frame_by_frame(data: bytes, header: Header, salvage: bool) -> Replay
                 result.torn_tail = size - offset
             result.end = offset
             return result
-        later = _frames_from(data, following) if header.vouched else []
-        if header.vouched and offset >= max(
-                [durable_end, *(cast(int, f.a) for f in later if f.kind == SYNCED)]):
-            # Nothing vouches for these bytes: a gap left by a power loss.
-            result.torn_tail = size - offset
-            result.dropped_frames = len(later)
-            result.end = offset
-            return result
+        if header.vouched:
+            later = _frames_from(data, following)
+            vouched = [cast(int, f.a) for f in later if f.kind == SYNCED]
+            if offset >= max([durable_end, *vouched]):
+                # Nothing vouches for these bytes: a gap left by a power loss.
+                result.torn_tail = size - offset
+                result.dropped_frames = len(later)
+                result.end = offset
+                return result
         damage = Damage(offset, following, f"{reason}, followed by a valid frame at {following}")
         if not salvage:
             result.corruption = damage
