@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import errno
+import os
 import threading
 import time
 from pathlib import Path
@@ -10,6 +12,7 @@ from pathlib import Path
 import pytest
 from recording_files import RecordingFiles, store_on
 
+from aiokv._files import OneCallFileSystem
 from aiokv._recovery import replay
 
 
@@ -172,3 +175,110 @@ async def test_the_event_loop_thread_makes_no_file_call_but_the_default_append(
     allowed = {"write", "allocate", "map"} if durability == "flush" else set()
     assert on_loop <= allowed, on_loop
     assert "fsync" in {call.name for call in files.calls}
+
+
+# -- the real file system's one-call group commit --------------------------------
+
+one_call_only = pytest.mark.skipif(not hasattr(os, "RWF_DSYNC"),
+                                   reason="pwritev2 with RWF_DSYNC is Linux's")
+
+
+class PwritevSpy:
+    """Stands in for os.pwritev: records the flags, then writes ``part`` bytes
+    of the data (all when None) or raises ``error``."""
+
+    def __init__(self, part: int | None = None, error: int | None = None) -> None:
+        self.part = part
+        self.error = error
+        self.flags: list[int] = []
+        self.real = os.pwritev
+
+    def __call__(self, fd: int, buffers: list[bytes], offset: int, flags: int = 0) -> int:
+        self.flags.append(flags)
+        if self.error is not None:
+            raise OSError(self.error, os.strerror(self.error))
+        data = b"".join(bytes(buffer) for buffer in buffers)
+        if self.part is not None:
+            data = data[:self.part]
+        return self.real(fd, [data], offset, flags)
+
+
+def log_with_head(tmp_path: Path, files: OneCallFileSystem) -> tuple[Path, int]:
+    path = tmp_path / "log"
+    path.write_bytes(b"head:")
+    return path, files.open_append(str(path))
+
+
+@one_call_only
+def test_a_batch_is_appended_and_made_durable_by_one_system_call(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    files = OneCallFileSystem()
+    path, fd = log_with_head(tmp_path, files)
+    spy = PwritevSpy()
+    monkeypatch.setattr(os, "pwritev", spy)
+    try:
+        files.write_synced(fd, b"batch one;")
+        files.write_synced(fd, memoryview(b"batch two;"))
+        os.write(fd, b"plain")  # the file offset moved past both batches
+    finally:
+        os.close(fd)
+    assert path.read_bytes() == b"head:batch one;batch two;plain"
+    assert spy.flags == [os.RWF_DSYNC | os.RWF_APPEND] * 2
+
+
+@one_call_only
+@pytest.mark.parametrize("refusal", [errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS])
+def test_a_kernel_that_refuses_the_one_call_gets_write_and_fsync_from_then_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, refusal: int,
+) -> None:
+    files = OneCallFileSystem()
+    path, fd = log_with_head(tmp_path, files)
+    spy = PwritevSpy(error=refusal)
+    monkeypatch.setattr(os, "pwritev", spy)
+    synced: list[int] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append(fd)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    try:
+        files.write_synced(fd, b"first;")
+        files.write_synced(fd, b"second;")
+    finally:
+        os.close(fd)
+    assert path.read_bytes() == b"head:first;second;"
+    assert len(spy.flags) == 1 and not files.one_call  # asked once only
+    assert synced == [fd, fd]
+
+
+@one_call_only
+def test_other_errors_of_the_one_call_reach_the_caller(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    files = OneCallFileSystem()
+    path, fd = log_with_head(tmp_path, files)
+    monkeypatch.setattr(os, "pwritev", PwritevSpy(error=errno.ENOSPC))
+    try:
+        with pytest.raises(OSError, match="No space"):
+            files.write_synced(fd, b"lost")
+    finally:
+        os.close(fd)
+    assert files.one_call  # a full disk is no reason to give up the one call
+    assert path.read_bytes() == b"head:"
+
+
+@one_call_only
+def test_a_short_one_call_write_is_finished_by_write_and_fsync(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    files = OneCallFileSystem()
+    path, fd = log_with_head(tmp_path, files)
+    monkeypatch.setattr(os, "pwritev", PwritevSpy(part=3))
+    try:
+        files.write_synced(fd, b"0123456789")
+    finally:
+        os.close(fd)
+    assert path.read_bytes() == b"head:0123456789"

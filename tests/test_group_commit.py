@@ -9,17 +9,30 @@ store whose fsync can be held back.
 from __future__ import annotations
 
 import asyncio
+import errno
+import os
 import threading
+import time
 from pathlib import Path
 
 import pytest
 from recording_files import store_on
 
-from aiokv import AioKV
+from aiokv import KV, AioKV
 from aiokv._commit import Commit
+from aiokv._engine import Engine
 from aiokv._files import FileSystem
+from aiokv._format import HEADER_SIZE
+from aiokv._recovery import count_frames
 
 # -- the commit on its own ------------------------------------------------------
+
+
+def waiting_task(commit: Commit) -> asyncio.Task[None]:
+    """A task that awaits the commit, as a writer's set() does."""
+    async def wait() -> None:
+        await commit.wait_async()
+    return asyncio.create_task(wait())
 
 
 async def test_every_task_waiting_on_a_commit_wakes_when_it_settles() -> None:
@@ -41,7 +54,7 @@ async def test_every_task_waiting_on_a_commit_wakes_when_it_settles() -> None:
 async def test_a_failed_commit_raises_its_error_in_every_waiting_task() -> None:
     commit = Commit()
     error = OSError(5, "Input/output error")
-    tasks = [asyncio.create_task(commit.wait_async()) for _ in range(5)]
+    tasks = [waiting_task(commit) for _ in range(5)]
     await asyncio.sleep(0)
     commit.settle(error)
     results = await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 10)
@@ -60,7 +73,7 @@ async def test_waiting_on_a_settled_commit_returns_or_raises_at_once() -> None:
 
 async def test_a_cancelled_wait_ends_at_once_and_leaves_the_others_waiting() -> None:
     commit = Commit()
-    tasks = [asyncio.create_task(commit.wait_async()) for _ in range(3)]
+    tasks = [waiting_task(commit) for _ in range(3)]
     await asyncio.sleep(0)
     tasks[1].cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -86,7 +99,7 @@ def test_threads_and_event_loops_in_other_threads_all_wake() -> None:
 
     def in_a_loop(name: str) -> None:
         async def wait() -> None:
-            waiting = asyncio.create_task(commit.wait_async())
+            waiting = waiting_task(commit)
             await asyncio.sleep(0)
             ready.wait()
             await waiting
@@ -176,3 +189,112 @@ async def test_a_timeout_on_a_set_fires_while_its_fsync_is_held(tmp_path: Path) 
     finally:
         files.release.set()
         await kv.close()
+
+
+# -- the pipeline: a batch cut while its writers are still queueing ---------------
+
+
+class TimedBatches(FileSystem):
+    """Records how many records each group commit wrote; each takes ``seconds``.
+
+    ``fail_batch_of``: a batch of that many records fails with EIO instead.
+    """
+
+    def __init__(self, seconds: float, fail_batch_of: int | None = None) -> None:
+        self.seconds = seconds
+        self.fail_batch_of = fail_batch_of
+        self.batches: list[int] = []
+
+    def can_map(self, path: str) -> bool:
+        return False
+
+    def fsync(self, fd: int) -> None:
+        if self.seconds:
+            time.sleep(self.seconds)
+            os.fsync(fd)
+
+    def write_synced(self, fd: int, data: bytes | memoryview) -> None:
+        records = count_frames(bytes(HEADER_SIZE) + bytes(data))
+        self.batches.append(records)
+        if records == self.fail_batch_of:
+            raise OSError(errno.EIO, "Input/output error")
+        super().write_synced(fd, data)
+
+
+def queue_in_two_bursts(engine: Engine, pause: float) -> list[Commit]:
+    """16 sets, a pause, 24 sets, while the writer thread cannot take a batch.
+
+    Holding the engine's I/O lock keeps the writer thread out, as a busy event
+    loop's thread holding the GIL does while it runs the woken writers.
+    """
+    with engine._io:
+        commits = [engine.set(f"k{i}", i) for i in range(16)]
+        time.sleep(pause)
+        commits += [engine.set(f"k{i}", i) for i in range(16, 40)]
+    assert all(commit is not None for commit in commits)
+    return commits  # type: ignore[return-value]
+
+
+def opened_engine(path: Path, files: FileSystem) -> Engine:
+    engine = Engine(str(path), durability="fsync", files=files)
+    engine.open()
+    for _ in range(3):  # the writer thread learns how long a batch takes
+        commit = engine.set("warm-up", 0)
+        assert commit is not None
+        commit.wait()
+    return engine
+
+
+def test_writers_queueing_for_longer_than_an_fsync_get_a_batch_of_their_own(
+    tmp_path: Path,
+) -> None:
+    files = TimedBatches(seconds=0.005)
+    engine = opened_engine(tmp_path / "state.kv", files)
+    try:
+        commits = queue_in_two_bursts(engine, pause=0.05)
+        engine.flush()  # returns once both batches are durable
+        assert all(commit.done for commit in commits)
+    finally:
+        engine.close()
+    # The 17th set found 17 records queued for longer than a batch takes:
+    # they were cut off and committed first, the other 23 by a second fsync.
+    assert files.batches[3:] == [17, 23]
+    assert len({id(commit) for commit in commits[:17]}) == 1
+    assert len({id(commit) for commit in commits[17:]}) == 1
+    assert commits[0] is not commits[17]
+    with KV(str(tmp_path / "state.kv")) as reopened:
+        assert reopened.get_all() == {"warm-up": 0, **{f"k{i}": i for i in range(40)}}
+
+
+def test_an_fsync_too_fast_to_overlap_leaves_the_queued_writers_in_one_batch(
+    tmp_path: Path,
+) -> None:
+    files = TimedBatches(seconds=0.0)  # no fsync at all: far under MIN_OVERLAP
+    engine = opened_engine(tmp_path / "state.kv", files)
+    try:
+        commits = queue_in_two_bursts(engine, pause=0.05)
+        engine.flush()
+    finally:
+        engine.close()
+    assert files.batches[3:] == [40]
+    assert len({id(commit) for commit in commits}) == 1
+
+
+def test_when_a_cut_batch_fails_the_writes_queued_after_it_fail_too(tmp_path: Path) -> None:
+    files = TimedBatches(seconds=0.005, fail_batch_of=17)
+    engine = opened_engine(tmp_path / "state.kv", files)
+    try:
+        commits = queue_in_two_bursts(engine, pause=0.05)
+        for commit in commits:
+            with pytest.raises(OSError, match="Input/output"):
+                commit.wait()
+        # The 23 later writes assumed the 17 before them: all are undone.
+        assert engine.items() == {"warm-up": 0}
+        after = engine.set("after", 1)
+        assert after is not None
+        after.wait()
+    finally:
+        engine.close()
+    assert files.batches[3] == 17
+    with KV(str(tmp_path / "state.kv")) as reopened:
+        assert reopened.get_all() == {"warm-up": 0, "after": 1}

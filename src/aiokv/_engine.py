@@ -118,6 +118,19 @@ WRITE_CHUNK = 256 * 1024
 releases the GIL, which a busy event loop's thread may then keep for a whole
 switch interval, so few large writes keep a compaction moving."""
 TEMP_INFIX = ".tmp-"
+MIN_CUT = 16
+MIN_OVERLAP = 0.0001
+"""At "fsync", group commit as a pipeline. Writers woken by one batch queue
+the next one while the writer thread has nothing to write. When that takes
+longer than an fsync, the frames queued so far (MIN_CUT or more) are cut
+into a batch of their own once they have waited as long as the recent
+fsyncs took: the writer thread commits them while the rest are still being
+queued, and from then on the two groups of writers take turns. No cut while
+a batch is being written: whatever queues meanwhile shares the next fsync.
+An fsync faster than MIN_OVERLAP leaves nothing worth overlapping: another
+batch would cost more than it saves."""
+SYNC_TIME_WEIGHT = 0.25
+"""Weight of the newest batch in the running average of write + fsync time."""
 
 _NEW, _OPEN, _CLOSING, _CLOSED = "new", "open", "closing", "closed"
 _AS_IS = frozenset({float, str, bytes, bool, type(None)})
@@ -317,6 +330,12 @@ class Engine:
         self._commit = Commit()
         self._undo: list[tuple[str, object, float | None]] = []
         self._inflight: Commit | None = None
+        # The first _cut pending frames are a batch of their own, with
+        # _cut_commit (see MIN_CUT); _commit is for the frames after them.
+        self._cut = 0
+        self._cut_commit: Commit | None = None
+        self._sync_time: float | None = None  # average write + fsync, seconds
+        self._cut_after: float | None = None  # queueing time that ends a batch
 
         # Compaction: frames written while one runs (Redis's rewrite buffer).
         self._rewrite: list[bytes] | None = None
@@ -856,6 +875,7 @@ class Engine:
                 raise ClosedError(self.path)
             # _append() and _put(), written out: no call of theirs on the hot path.
             window = self._window
+            queued = False
             if window is not None and size <= self._window_room and not self._detour:
                 window.write(frame)
                 self._window_room -= size
@@ -868,14 +888,17 @@ class Engine:
                         self._put(key, stored, None)
                         self._maybe_compact()
                         return None
-                    return self._queue(frame, key, self._put(key, stored, None))
-                try:
-                    written = self._files.write(fd, frame)
-                    if written != size:
-                        self._write_all(fd, memoryview(frame)[written:])
-                except OSError:
-                    self._cut_tail_after_failure()
-                    raise
+                    if self._split:
+                        return self._queue(frame, key, self._put(key, stored, None))
+                    queued = True  # "buffered" or "fsync": memory first, as below
+                else:
+                    try:
+                        written = self._files.write(fd, frame)
+                        if written != size:
+                            self._write_all(fd, memoryview(frame)[written:])
+                    except OSError:
+                        self._cut_tail_after_failure()
+                        raise
             entries = self._entries
             old_value = entries.get(key, _MISSING)
             entries[key] = stored
@@ -883,9 +906,11 @@ class Engine:
                 self._live_bytes += entry_size(key, stored)
             elif type(old_value) is not float or type(stored) is not float:
                 self._live_bytes += value_size(stored) - value_size(old_value)  # type: ignore[arg-type]
-            if self._expiries and key in self._expiries:
-                del self._expiries[key]
+            old_expiry = self._expiries.pop(key, None) if self._expiries else None
+            if old_expiry is not None:
                 self._live_bytes -= _expiry_size(key)
+            if queued:
+                return self._queue(frame, key, (old_value, old_expiry))
             self._file_bytes += size
             if (self._rewrite is not None or not self._unsynced
                     or self._file_bytes >= self._next_compaction_check):
@@ -977,7 +1002,7 @@ class Engine:
                 # because of a write not yet durable (an earlier delete):
                 # acknowledge once that is durable too.
                 if self.durability == "fsync":
-                    return self._commit if self._pending else self._inflight
+                    return self._last_commit()
                 return None
             frame = encode_delete(key)  # the key was stored, so it encodes
             if self.durability == "flush":
@@ -1001,8 +1026,25 @@ class Engine:
             # No wake here: the writer looks for more pending frames after
             # every batch, and was woken when the first of these arrived.
             self._undo.append((key, *old))
-            return self._commit
+            commit = self._commit
+            if (self._cut_after is not None and self._inflight is None and not self._cut
+                    and len(self._pending) >= MIN_CUT):
+                now = time.monotonic()
+                if now - self._pending_since >= self._cut_after:
+                    self._cut = len(self._pending)
+                    self._cut_commit, self._commit = commit, Commit()
+                    self._pending_since = now
+            return commit
         return None
+
+    def _last_commit(self) -> Commit | None:
+        """The commit whose settling makes every queued write durable
+        ("fsync"; None when nothing is queued or being written). Hold _lock."""
+        if len(self._pending) > self._cut:
+            return self._commit
+        if self._cut:
+            return self._cut_commit
+        return self._inflight
 
     def _put(self, key: str, stored: Value, expires: float | None) -> tuple[object, float | None]:
         """Change memory only; returns what to restore to undo it. Hold _lock."""
@@ -1208,10 +1250,11 @@ class Engine:
                 self._close_quietly(self._fd)
                 self._fd = None
                 self.log_missing = True
-            superseded = self._commit if self._undo else None
+            superseded = [commit for commit in (self._cut_commit, self._commit) if commit]
             self._pending = []
             self._undo = []
             self._commit = Commit()
+            self._cut, self._cut_commit = 0, None
             self._entries = {}
             self._frozen = self._split = False
             self._vouch_from(0)
@@ -1224,8 +1267,8 @@ class Engine:
             self._tail_dirty = False
             self._unsynced = False
             self._rewrite = None
-        if superseded is not None:
-            superseded.settle()  # those writes come before the clear
+        for commit in superseded:
+            commit.settle()  # those writes come before the clear
         self._files.fsync_dir(self._directory)
 
     def ensure_log_file(self) -> None:
@@ -1308,9 +1351,7 @@ class Engine:
         """Write and fsync the pending frames as one batch ("fsync" level)."""
         with self._io:
             with self._lock:
-                frames, self._pending = self._pending, []
-                undo, self._undo = self._undo, []
-                commit, self._commit = self._commit, Commit()
+                commit, frames, undo = self._take_batch()
                 if not frames:
                     commit.settle()
                     return
@@ -1332,9 +1373,9 @@ class Engine:
                     self._rewrite.extend(frames)
                 vouch, vouched_before = self._take_mark()
             data = vouch + b"".join(frames)
+            started = time.monotonic()
             try:
-                self._write_all(fd, data)
-                self._files.fsync(fd)
+                self._files.write_synced(fd, data)
                 if self._dir_unsynced:
                     self._files.fsync_dir(self._directory)
                     self._dir_unsynced = False
@@ -1350,12 +1391,34 @@ class Engine:
                 logger.error("aiokv: writing %d records to %s failed: %s", len(frames),
                              self.path, exc)
                 return
+            took = time.monotonic() - started
             with self._lock:
                 self._file_bytes = start + len(data)
                 self._synced(start + len(data))
                 self._inflight = None
+                self._time_sync(took)
                 self._maybe_compact()
         commit.settle()
+
+    def _take_batch(self) -> tuple[Commit, list[bytes], list[tuple[str, object, float | None]]]:
+        """The next batch to commit: the cut frames if any, else all pending. Hold _lock."""
+        cut = self._cut
+        if not cut:
+            frames, self._pending = self._pending, []
+            undo, self._undo = self._undo, []
+            commit, self._commit = self._commit, Commit()
+            return commit, frames, undo
+        commit, self._cut, self._cut_commit = self._cut_commit, 0, None  # type: ignore[assignment]
+        frames, self._pending = self._pending[:cut], self._pending[cut:]
+        undo, self._undo = self._undo[:cut], self._undo[cut:]
+        return commit, frames, undo
+
+    def _time_sync(self, took: float) -> None:
+        """Average one batch's write + fsync time into when to cut (MIN_CUT). Hold _lock."""
+        average = self._sync_time
+        average = took if average is None else average + SYNC_TIME_WEIGHT * (took - average)
+        self._sync_time = average
+        self._cut_after = average if average >= MIN_OVERLAP else None
 
     def _roll_back(self, undo: list[tuple[str, object, float | None]], mark: int | None,
                    error: BaseException) -> None:
@@ -1363,13 +1426,16 @@ class Engine:
         later, self._undo = self._undo, []
         self._pending = []
         self._inflight = None
-        failed_later, self._commit = self._commit, Commit()
+        failed_later = [self._cut_commit, self._commit]
+        self._commit, self._cut, self._cut_commit = Commit(), 0, None
         for key, old, old_expiry in reversed(undo + later):
             self._restore(key, old, old_expiry)
         if mark is not None and self._rewrite is not None:
             del self._rewrite[mark:]
         if later:
-            failed_later.settle(error)
+            for commit in failed_later:
+                if commit is not None:
+                    commit.settle(error)
 
     def _write_pending(self) -> None:
         """Write the held frames ("buffered" level); keep them on failure."""
@@ -1449,7 +1515,7 @@ class Engine:
     def _flush_all(self) -> None:
         if self.durability == "fsync":
             with self._lock:
-                commit = self._commit if self._pending else self._inflight
+                commit = self._last_commit()
                 self._wake.set()
             if commit is not None:
                 commit.wait()
