@@ -1459,13 +1459,15 @@ def dict_memory_workload(params: Params) -> dict[str, object]:
 
 
 def group_commit_floor_workload(params: Params) -> dict[str, object]:
-    """W2 baseline: the least an asyncio store with a group-commit thread can cost.
+    """W2 baseline: a group commit with no store, one batch at a time.
 
-    No store at all. A "set" appends a 32-byte record to a list and awaits a
-    future; one thread writes whatever is pending to a file, fdatasyncs it,
-    and resolves those futures with one ``call_soon_threadsafe``. What is
-    left is asyncio's cost of waking each waiting task, and the fsyncs: the
-    same 100 tasks and the same keys as W2.
+    A "set" appends a 32-byte record to a list and awaits a future; one
+    thread writes whatever is pending to a file, fdatasyncs it, and resolves
+    those futures with one ``call_soon_threadsafe``. What is left is
+    asyncio's cost of waking each waiting task, and the fsyncs: the same 100
+    tasks and the same keys as W2. Each batch holds every waiting writer, so
+    the disk and the event loop take turns; aiokv cuts a batch in two when
+    that pays (docs/guarantees.md), which this baseline does not.
     """
     path = os.path.join(params.work, "floor.log")
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
