@@ -298,3 +298,27 @@ def test_when_a_cut_batch_fails_the_writes_queued_after_it_fail_too(tmp_path: Pa
     assert files.batches[3] == 17
     with KV(str(tmp_path / "state.kv")) as reopened:
         assert reopened.get_all() == {"warm-up": 0, "after": 1}
+
+
+def test_a_delete_of_an_absent_key_is_acknowledged_with_the_newest_queued_write(
+    tmp_path: Path,
+) -> None:
+    # Absent may mean "deleted by a write not yet durable": the delete waits
+    # for the newest queued write, whether it is in the cut batch or after it.
+    files = TimedBatches(seconds=0.005)
+    engine = opened_engine(tmp_path / "state.kv", files)
+    try:
+        with engine._io:
+            for i in range(16):
+                engine.set(f"k{i}", i)
+            time.sleep(0.05)
+            cut = engine.set("k16", 16)  # the 17th: these 17 are cut off
+            assert engine.delete("absent") is cut
+            after = engine.set("k17", 17)
+            assert after is not cut
+            assert engine.delete("absent") is after
+        assert after is not None
+        after.wait()
+    finally:
+        engine.close()
+    assert files.batches[3:] == [17, 1]

@@ -65,21 +65,20 @@ class Commit:
         """
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
-        lock = self._lock
-        lock.acquire()
-        if self._done:
-            lock.release()
-            if self._error is None:
-                future.set_result(None)
-            else:
-                future.set_exception(self._error)
-            return future
         waiting = self._futures.get(loop)
-        if waiting is None:
-            self._futures[loop] = [future]
-        else:
+        if waiting is not None:
+            # No lock needed: if settle() has just taken this list, the
+            # _resolve it scheduled runs on this loop, after this append.
             waiting.append(future)
-        lock.release()
+            return future
+        with self._lock:
+            if not self._done:
+                self._futures[loop] = [future]
+                return future
+        if self._error is None:
+            future.set_result(None)
+        else:
+            future.set_exception(self._error)
         return future
 
 

@@ -1250,7 +1250,8 @@ class Engine:
                 self._close_quietly(self._fd)
                 self._fd = None
                 self.log_missing = True
-            superseded = [commit for commit in (self._cut_commit, self._commit) if commit]
+            superseded = [commit for commit in (self._cut_commit, self._commit)
+                          if commit is not None] if self._undo else []
             self._pending = []
             self._undo = []
             self._commit = Commit()
@@ -1408,10 +1409,12 @@ class Engine:
             undo, self._undo = self._undo, []
             commit, self._commit = self._commit, Commit()
             return commit, frames, undo
-        commit, self._cut, self._cut_commit = self._cut_commit, 0, None  # type: ignore[assignment]
+        cut_commit = self._cut_commit
+        assert cut_commit is not None
+        self._cut, self._cut_commit = 0, None
         frames, self._pending = self._pending[:cut], self._pending[cut:]
         undo, self._undo = self._undo[:cut], self._undo[cut:]
-        return commit, frames, undo
+        return cut_commit, frames, undo
 
     def _time_sync(self, took: float) -> None:
         """Average one batch's write + fsync time into when to cut (MIN_CUT). Hold _lock."""
