@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import os
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -203,26 +205,30 @@ class PwritevSpy:
         return self.real(fd, [data], offset, flags)
 
 
-def log_with_head(tmp_path: Path, files: OneCallFileSystem) -> tuple[Path, int]:
+@contextlib.contextmanager
+def one_call_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                 spy: PwritevSpy) -> Iterator[tuple[OneCallFileSystem, Path, int]]:
+    """A log holding b"head:", open for appending, with ``spy`` as os.pwritev."""
+    files = OneCallFileSystem()
     path = tmp_path / "log"
     path.write_bytes(b"head:")
-    return path, files.open_append(str(path))
+    fd = files.open_append(str(path))
+    monkeypatch.setattr(os, "pwritev", spy)
+    try:
+        yield files, path, fd
+    finally:
+        os.close(fd)
 
 
 @one_call_only
 def test_a_batch_is_appended_and_made_durable_by_one_system_call(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    files = OneCallFileSystem()
-    path, fd = log_with_head(tmp_path, files)
     spy = PwritevSpy()
-    monkeypatch.setattr(os, "pwritev", spy)
-    try:
+    with one_call_log(tmp_path, monkeypatch, spy) as (files, path, fd):
         files.write_synced(fd, b"batch one;")
         files.write_synced(fd, memoryview(b"batch two;"))
         os.write(fd, b"plain")  # the file offset moved past both batches
-    finally:
-        os.close(fd)
     assert path.read_bytes() == b"head:batch one;batch two;plain"
     assert spy.flags == [os.RWF_DSYNC | os.RWF_APPEND] * 2
 
@@ -232,10 +238,6 @@ def test_a_batch_is_appended_and_made_durable_by_one_system_call(
 def test_a_kernel_that_refuses_the_one_call_gets_write_and_fsync_from_then_on(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, refusal: int,
 ) -> None:
-    files = OneCallFileSystem()
-    path, fd = log_with_head(tmp_path, files)
-    spy = PwritevSpy(error=refusal)
-    monkeypatch.setattr(os, "pwritev", spy)
     synced: list[int] = []
     real_fsync = os.fsync
 
@@ -244,11 +246,10 @@ def test_a_kernel_that_refuses_the_one_call_gets_write_and_fsync_from_then_on(
         real_fsync(fd)
 
     monkeypatch.setattr(os, "fsync", fsync)
-    try:
+    spy = PwritevSpy(error=refusal)
+    with one_call_log(tmp_path, monkeypatch, spy) as (files, path, fd):
         files.write_synced(fd, b"first;")
         files.write_synced(fd, b"second;")
-    finally:
-        os.close(fd)
     assert path.read_bytes() == b"head:first;second;"
     assert len(spy.flags) == 1 and not files.one_call  # asked once only
     assert synced == [fd, fd]
@@ -258,14 +259,10 @@ def test_a_kernel_that_refuses_the_one_call_gets_write_and_fsync_from_then_on(
 def test_other_errors_of_the_one_call_reach_the_caller(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    files = OneCallFileSystem()
-    path, fd = log_with_head(tmp_path, files)
-    monkeypatch.setattr(os, "pwritev", PwritevSpy(error=errno.ENOSPC))
-    try:
-        with pytest.raises(OSError, match="No space"):
-            files.write_synced(fd, b"lost")
-    finally:
-        os.close(fd)
+    full = PwritevSpy(error=errno.ENOSPC)
+    with (one_call_log(tmp_path, monkeypatch, full) as (files, path, fd),
+          pytest.raises(OSError, match="No space")):
+        files.write_synced(fd, b"lost")
     assert files.one_call  # a full disk is no reason to give up the one call
     assert path.read_bytes() == b"head:"
 
@@ -274,11 +271,6 @@ def test_other_errors_of_the_one_call_reach_the_caller(
 def test_a_short_one_call_write_is_finished_by_write_and_fsync(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    files = OneCallFileSystem()
-    path, fd = log_with_head(tmp_path, files)
-    monkeypatch.setattr(os, "pwritev", PwritevSpy(part=3))
-    try:
+    with one_call_log(tmp_path, monkeypatch, PwritevSpy(part=3)) as (files, path, fd):
         files.write_synced(fd, b"0123456789")
-    finally:
-        os.close(fd)
     assert path.read_bytes() == b"head:0123456789"
