@@ -9,10 +9,12 @@ store whose fsync can be held back.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import os
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -215,7 +217,8 @@ class TimedBatches(FileSystem):
 
     def write_synced(self, fd: int, data: bytes | memoryview) -> None:
         records = count_frames(bytes(HEADER_SIZE) + bytes(data))
-        self.batches.append(records)
+        if records:  # not the lone SYNCED frame that close() writes
+            self.batches.append(records)
         if records == self.fail_batch_of:
             raise OSError(errno.EIO, "Input/output error")
         super().write_synced(fd, data)
@@ -235,27 +238,29 @@ def queue_in_two_bursts(engine: Engine, pause: float) -> list[Commit]:
     return commits  # type: ignore[return-value]
 
 
-def opened_engine(path: Path, files: FileSystem) -> Engine:
+@contextlib.contextmanager
+def opened_engine(path: Path, files: FileSystem) -> Iterator[Engine]:
+    """An open "fsync" engine on ``files``, closed at the end."""
     engine = Engine(str(path), durability="fsync", files=files)
     engine.open()
-    for _ in range(3):  # the writer thread learns how long a batch takes
-        commit = engine.set("warm-up", 0)
-        assert commit is not None
-        commit.wait()
-    return engine
+    try:
+        for _ in range(3):  # the writer thread learns how long a batch takes
+            commit = engine.set("warm-up", 0)
+            assert commit is not None
+            commit.wait()
+        yield engine
+    finally:
+        engine.close()
 
 
 def test_writers_queueing_for_longer_than_an_fsync_get_a_batch_of_their_own(
     tmp_path: Path,
 ) -> None:
     files = TimedBatches(seconds=0.005)
-    engine = opened_engine(tmp_path / "state.kv", files)
-    try:
+    with opened_engine(tmp_path / "state.kv", files) as engine:
         commits = queue_in_two_bursts(engine, pause=0.05)
         engine.flush()  # returns once both batches are durable
         assert all(commit.done for commit in commits)
-    finally:
-        engine.close()
     # The 17th set found 17 records queued for longer than a batch takes:
     # they were cut off and committed first, the other 23 by a second fsync.
     assert files.batches[3:] == [17, 23]
@@ -270,20 +275,16 @@ def test_an_fsync_too_fast_to_overlap_leaves_the_queued_writers_in_one_batch(
     tmp_path: Path,
 ) -> None:
     files = TimedBatches(seconds=0.0)  # no fsync at all: far under MIN_OVERLAP
-    engine = opened_engine(tmp_path / "state.kv", files)
-    try:
+    with opened_engine(tmp_path / "state.kv", files) as engine:
         commits = queue_in_two_bursts(engine, pause=0.05)
         engine.flush()
-    finally:
-        engine.close()
     assert files.batches[3:] == [40]
     assert len({id(commit) for commit in commits}) == 1
 
 
 def test_when_a_cut_batch_fails_the_writes_queued_after_it_fail_too(tmp_path: Path) -> None:
     files = TimedBatches(seconds=0.005, fail_batch_of=17)
-    engine = opened_engine(tmp_path / "state.kv", files)
-    try:
+    with opened_engine(tmp_path / "state.kv", files) as engine:
         commits = queue_in_two_bursts(engine, pause=0.05)
         for commit in commits:
             with pytest.raises(OSError, match="Input/output"):
@@ -293,8 +294,6 @@ def test_when_a_cut_batch_fails_the_writes_queued_after_it_fail_too(tmp_path: Pa
         after = engine.set("after", 1)
         assert after is not None
         after.wait()
-    finally:
-        engine.close()
     assert files.batches[3] == 17
     with KV(str(tmp_path / "state.kv")) as reopened:
         assert reopened.get_all() == {"warm-up": 0, "after": 1}
@@ -306,8 +305,7 @@ def test_a_delete_of_an_absent_key_is_acknowledged_with_the_newest_queued_write(
     # Absent may mean "deleted by a write not yet durable": the delete waits
     # for the newest queued write, whether it is in the cut batch or after it.
     files = TimedBatches(seconds=0.005)
-    engine = opened_engine(tmp_path / "state.kv", files)
-    try:
+    with opened_engine(tmp_path / "state.kv", files) as engine:
         with engine._io:
             for i in range(16):
                 engine.set(f"k{i}", i)
@@ -319,8 +317,6 @@ def test_a_delete_of_an_absent_key_is_acknowledged_with_the_newest_queued_write(
             assert engine.delete("absent") is after
         assert after is not None
         after.wait()
-    finally:
-        engine.close()
     assert files.batches[3:] == [17, 1]
 
 

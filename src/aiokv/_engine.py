@@ -607,22 +607,20 @@ class Engine:
         either way, and a second attempt writes the frame only if it is not
         in the log.
         """
-        with self._io:
-            with self._lock:
-                fd = self._fd
-                if fd is None:
-                    return
-                mark, previous = self._take_mark()
-                if not mark:
-                    return
-                try:
-                    self._write_all(fd, mark)
-                except BaseException:
-                    self._unmark(previous)
-                    self._cut_tail_after_failure()
-                    raise
-                self._file_bytes += len(mark)
-            self._files.fsync(fd)
+        with self._io, self._lock:
+            fd = self._fd
+            if fd is None:
+                return
+            mark, previous = self._take_mark()
+            if not mark:
+                return
+            try:
+                self._files.write_synced(fd, mark)
+            except BaseException:
+                self._unmark(previous)
+                self._cut_tail_after_failure()
+                raise
+            self._file_bytes += len(mark)
 
     def _update_detour(self) -> None:
         """Whether set() must leave its hot path. Hold _lock."""
