@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import zlib
 
 import msgpack
@@ -31,7 +32,15 @@ from aiokv._format import (
     encode_value,
     is_unfinished_header,
 )
-from aiokv._recovery import Frame, Incomplete, Invalid, count_frames, read_frame, replay
+from aiokv._recovery import (
+    Frame,
+    Incomplete,
+    Invalid,
+    count_frames,
+    new_entries,
+    read_frame,
+    replay,
+)
 
 HEADER = encode_header(0, 0.0, HEADER_SIZE)
 
@@ -263,6 +272,40 @@ def test_an_intact_log_replays_every_record_in_order() -> None:
     assert "b2" in result.entries and result.entries["b2"] is None
     assert result.expiries == {"expiring": 1_900_000_000.5, "t": 2_000_000_000.0,
                                "b2": 2_100_000_000.0}
+
+
+KEEPS_HASHES_ONLY_IN_GENERAL_TABLES = pytest.mark.skipif(
+    sys.implementation.name != "cpython" or sys.version_info < (3, 11),
+    reason="CPython 3.11+ has the str-only dict table that leaves hashes out",
+)
+
+
+def str_only_copy(entries: dict[str, Value]) -> dict[str, Value]:
+    """The same items in a dict that has only ever held str keys."""
+    return {key: value for key, value in entries.items()}
+
+
+@KEEPS_HASHES_ONLY_IN_GENERAL_TABLES
+def test_a_new_entries_dict_is_empty_and_keeps_a_hash_beside_each_key() -> None:
+    entries = new_entries()
+    assert entries == {} and type(entries) is dict
+    entries.update((f"key{i}", i) for i in range(100))
+    assert entries == str_only_copy(entries)
+    assert sys.getsizeof(entries) > sys.getsizeof(str_only_copy(entries))
+
+
+@KEEPS_HASHES_ONLY_IN_GENERAL_TABLES
+@pytest.mark.parametrize("path", ["one msgpack stream", "frame by frame"])
+def test_replayed_entries_keep_a_hash_beside_each_key(path: str) -> None:
+    """Either replay fills a dict from new_entries(): resizing a large one
+    then reads no key's string object."""
+    keys = tuple(f"key{i}" for i in range(100))
+    log = log_of(encode_bulk(keys, tuple(range(100)), {}), encode_set("tail", 1.5))
+    torn = encode_set("torn", 2.5)[:-3] if path == "frame by frame" else b""
+    result = replay(log + torn)
+    assert result.corruption is None and len(result.entries) == 101
+    assert result.torn_tail == len(torn)
+    assert sys.getsizeof(result.entries) > sys.getsizeof(str_only_copy(result.entries))
 
 
 def test_truncation_at_every_offset_replays_exactly_the_records_before_the_cut() -> None:

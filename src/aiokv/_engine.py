@@ -69,7 +69,7 @@ from ._format import (
     value_size,
 )
 from ._legacy import parse_legacy_json
-from ._recovery import Replay, replay
+from ._recovery import Replay, new_entries, replay
 
 logger = logging.getLogger("aiokv")
 
@@ -283,7 +283,7 @@ class Engine:
         self._open_lock = threading.Lock()
         self._state = _NEW
 
-        self._entries: dict[str, Value] = {}
+        self._entries: dict[str, Value] = new_entries()
         # Split state (see the module docstring): keys created while a
         # snapshot walks _entries, and keys given a tombstone meanwhile.
         self._frozen = False  # _entries must not gain or lose a key
@@ -496,7 +496,7 @@ class Engine:
         return HEADER_SIZE + sampled * count // len(sample) + expiring
 
     def _migrate_legacy(self, data: bytes, legacy: dict[str, object]) -> None:
-        entries: dict[str, Value] = {}
+        entries = new_entries()
         for key, value in legacy.items():
             try:
                 entries[key] = _prepare(key, value)
@@ -1254,7 +1254,7 @@ class Engine:
             self._undo = []
             self._commit = Commit()
             self._cut, self._cut_commit = 0, None
-            self._entries = {}
+            self._entries = new_entries()
             self._frozen = self._split = False
             self._vouch_from(0)
             self._added = {}
