@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 import aiokv
+from aiokv._files import REAL_FILES
 from aiokv._format import HEADER_SIZE, MAGIC, SYNCED, encode_header, encode_set, encode_synced
 
 
@@ -219,3 +220,23 @@ async def test_leftover_temp_files_of_a_crashed_compaction_are_removed_at_open(
         assert len(await kv.get_all()) == len(ITEMS)
     assert not os.path.exists(leftover)
     assert os.path.exists(unrelated)
+
+
+def test_reading_a_log_allocates_one_file_sized_buffer_then_small_ones(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A second file-sized read (for the end of file) would make glibc keep
+    later buffers of that size on its heap and hold on to them once freed."""
+    path = tmp_path / "store.kv"
+    content = os.urandom(300_000)
+    path.write_bytes(content)
+    asked: list[int] = []
+    real_read = os.read
+
+    def spy(fd: int, size: int) -> bytes:
+        asked.append(size)
+        return real_read(fd, size)
+
+    monkeypatch.setattr(os, "read", spy)
+    assert REAL_FILES.read(str(path)) == content
+    assert asked == [300_000, 1 << 16]

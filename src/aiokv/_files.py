@@ -62,13 +62,20 @@ class FileSystem:
         except FileNotFoundError:
             return None
         try:
-            size = os.fstat(fd).st_size
+            # One read of the whole file, then small ones until the end (it
+            # may have grown). A second whole-size read would allocate and
+            # free a buffer as large as the file, and glibc would then keep
+            # later allocations of that size on its heap, not in mappings,
+            # and hold on to them once freed (seen: 42 MB more resident
+            # after opening a 1M-key store).
+            wanted = max(os.fstat(fd).st_size, 1 << 16)
             chunks = []
             while True:
-                chunk = os.read(fd, max(size, 1 << 16))
+                chunk = os.read(fd, wanted)
                 if not chunk:
                     break
                 chunks.append(chunk)
+                wanted = 1 << 16
             return b"".join(chunks)
         finally:
             os.close(fd)
