@@ -67,7 +67,7 @@ CLOCK_TIME = 1_700_000_000.0
 LEVELS = ("fsync", "flush", "buffered")
 VARIANTS = ("drop", "keep", "partial-1", "partial-2", "partial-3", "first-byte", "all-but-last",
             "zeros", "garbage", "torn-zeros", "torn-garbage", "gap-sector", "gap-page",
-            "gap-random")
+            "gap-random", "gaps-sectors")
 STORE = "state.kv"
 
 
@@ -379,13 +379,22 @@ def _after_reboot(durable: bytes, current: bytes, variant: str, rng: random.Rand
     "all-but-last" are the extreme cuts. "gap-*" keep it all but one block,
     which reads as zeros (a block the disk never got, while later ones made
     it: writeback does not go in order): the 512-byte sector or the 4 KiB page
-    holding its first byte, or a random sector of it.
+    holding its first byte, or a random sector of it. "gaps-sectors" zeroes
+    each 512-byte sector of it by a coin toss: several holes, with data that
+    made it between them.
     """
     assert variant in VARIANTS, variant
     if variant == "drop":
         return durable
     stable = _common_prefix(durable, current)
     volatile = len(current) - stable
+    if variant == "gaps-sectors":
+        content = bytearray(current)
+        for start in range(stable - stable % 512, len(current), 512):
+            if rng.random() < 0.5:
+                first, end = max(start, stable), min(start + 512, len(current))
+                content[first:end] = bytes(end - first)
+        return bytes(content)
     if variant.startswith("gap-"):
         block = 4096 if variant == "gap-page" else 512
         start = stable - stable % block
@@ -672,6 +681,28 @@ def test_the_model_loses_what_was_not_fsynced(tmp_path: object) -> None:
     files.fsync_dir(directory)
     shown = {image for _, image in crash_images(files.points[-1], "model")}
     assert shown == {(("log", b"new"),)}
+
+
+def test_a_power_loss_may_leave_several_holes_in_the_volatile_part() -> None:
+    durable = b"d" * 700
+    current = durable + b"v" * 2400  # volatile: the rest of sector 1, then sectors 2..6
+    sector_sets = set()
+    for seed in range(20):
+        content = _after_reboot(durable, current, "gaps-sectors", random.Random(seed))
+        assert len(content) == len(current) and content.startswith(durable)
+        sectors = [content[start:start + 512] for start in range(512, len(content), 512)]
+        assert sectors[0][: 700 - 512] == durable[512:]
+        holes = []
+        for number, sector in enumerate(sectors):
+            tail = sector[700 - 512:] if number == 0 else sector
+            assert tail in (bytes(len(tail)), b"v" * len(tail)), number
+            holes.append(tail == bytes(len(tail)))
+        sector_sets.add(tuple(holes))
+    # Some image has two holes with written data between them.
+    assert any(
+        any(h[i] and not h[j] and h[k] for i in range(len(h)) for j in range(i + 1, len(h))
+            for k in range(j + 1, len(h)))
+        for h in sector_sets)
 
 
 # -- a second power loss, while the first one's torn log is recovered ---------------
