@@ -179,6 +179,21 @@ class Stats:
     """Entries held in memory: ``keys`` plus expired ones not yet swept."""
 
 
+@dataclass(frozen=True)
+class _Batch:
+    """A batch of frames about to be written outside the lock (see _begin_batch)."""
+
+    fd: int
+    start: int
+    """The log's length before the batch: where it goes."""
+    rewrite_mark: int | None
+    """Length of a running compaction's copy before the batch joined it."""
+    vouch: bytes
+    """The SYNCED frame leading the batch, or b""."""
+    vouched_before: int
+    """What to give _unmark if the write fails."""
+
+
 class _Now:
     """The default value of ``set(key)``: the current Unix time as an int."""
 
@@ -1355,45 +1370,31 @@ class Engine:
                     commit.settle()
                     return
                 self._inflight = commit
-                mark = None if self._rewrite is None else len(self._rewrite)
                 try:
-                    if self._fd is None:
-                        self._create_empty_log()
-                    if self._tail_dirty:
-                        self._cut_tail()
+                    batch = self._begin_batch(frames)
                 except OSError as exc:
-                    self._roll_back(undo, mark, exc)
+                    self._roll_back(undo, exc)
                     commit.settle(exc)
                     return
-                start = self._file_bytes  # after a re-creation: past its header
-                fd = self._fd
-                assert fd is not None
-                if self._rewrite is not None:
-                    self._rewrite.extend(frames)
-                vouch, vouched_before = self._take_mark()
-            data = vouch + b"".join(frames)
+            data = batch.vouch + b"".join(frames)
             started = time.monotonic()
             try:
-                self._files.write_synced(fd, data)
+                self._files.write_synced(batch.fd, data)
                 if self._dir_unsynced:
                     self._files.fsync_dir(self._directory)
                     self._dir_unsynced = False
             except OSError as exc:
                 with self._lock:
-                    self._file_bytes = start
-                    if vouch:
-                        self._unmark(vouched_before)
-                    self._cut_tail_after_failure()
-                    self._roll_back(undo, mark, exc)
-                    self._inflight = None
+                    self._abandon_batch(batch)
+                    self._roll_back(undo, exc)
                 commit.settle(exc)
                 logger.error("aiokv: writing %d records to %s failed: %s", len(frames),
                              self.path, exc)
                 return
             took = time.monotonic() - started
             with self._lock:
-                self._file_bytes = start + len(data)
-                self._synced(start + len(data))
+                self._file_bytes = batch.start + len(data)
+                self._synced(batch.start + len(data))
                 self._inflight = None
                 self._time_sync(took)
                 self._maybe_compact()
@@ -1421,7 +1422,7 @@ class Engine:
         self._sync_time = average
         self._cut_after = average if average >= MIN_OVERLAP else None
 
-    def _roll_back(self, undo: list[tuple[str, object, float | None]], mark: int | None,
+    def _roll_back(self, undo: list[tuple[str, object, float | None]],
                    error: BaseException) -> None:
         """Undo a failed batch and everything queued after it. Hold _lock."""
         later, self._undo = self._undo, []
@@ -1431,8 +1432,6 @@ class Engine:
         self._commit, self._cut, self._cut_commit = Commit(), 0, None
         for key, old, old_expiry in reversed(undo + later):
             self._restore(key, old, old_expiry)
-        if mark is not None and self._rewrite is not None:
-            del self._rewrite[mark:]
         if later:
             for commit in failed_later:
                 if commit is not None:
@@ -1445,40 +1444,55 @@ class Engine:
                 frames, self._pending = self._pending, []
                 if not frames:
                     return
-                mark = None if self._rewrite is None else len(self._rewrite)
                 try:
-                    if self._fd is None:
-                        self._create_empty_log()
-                    if self._tail_dirty:
-                        self._cut_tail()
+                    batch = self._begin_batch(frames)
                 except OSError:
                     self._pending[:0] = frames
                     raise
-                start = self._file_bytes  # after a re-creation: past its header
-                fd = self._fd
-                assert fd is not None
-                if self._rewrite is not None:
-                    self._rewrite.extend(frames)
-                vouch, vouched_before = self._take_mark()
-            data = vouch + b"".join(frames)
+            data = batch.vouch + b"".join(frames)
             try:
-                self._write_all(fd, data)
+                self._write_all(batch.fd, data)
             except OSError:
                 with self._lock:
-                    self._file_bytes = start
-                    if vouch:
-                        self._unmark(vouched_before)
-                    self._cut_tail_after_failure()
+                    self._abandon_batch(batch)
                     self._pending[:0] = frames
-                    if mark is not None and self._rewrite is not None:
-                        del self._rewrite[mark:]
                 raise
             with self._lock:
-                self._file_bytes = start + len(data)
+                self._file_bytes = batch.start + len(data)
                 if not self._unsynced:
                     self._unsynced = True
                     self._unsynced_since = time.monotonic()
                 self._maybe_compact()
+
+    def _begin_batch(self, frames: list[bytes]) -> _Batch:
+        """Ready the log for a batch of frames written outside _lock. Hold _io, _lock.
+
+        Creates the log if clear() removed it and cuts a failed write's tail;
+        raises OSError if that fails, with nothing changed. Then the frames
+        join a running compaction's copy, and the SYNCED frame due (if any)
+        is taken to lead the batch.
+        """
+        if self._fd is None:
+            self._create_empty_log()
+        if self._tail_dirty:
+            self._cut_tail()
+        fd = self._fd
+        assert fd is not None
+        rewrite_mark = None
+        if self._rewrite is not None:
+            rewrite_mark = len(self._rewrite)
+            self._rewrite.extend(frames)
+        vouch, vouched_before = self._take_mark()
+        return _Batch(fd, self._file_bytes, rewrite_mark, vouch, vouched_before)
+
+    def _abandon_batch(self, batch: _Batch) -> None:
+        """The batch's write failed: undo what _begin_batch did, cut the tail. Hold _lock."""
+        self._file_bytes = batch.start
+        if batch.vouch:
+            self._unmark(batch.vouched_before)
+        self._cut_tail_after_failure()
+        if batch.rewrite_mark is not None and self._rewrite is not None:
+            del self._rewrite[batch.rewrite_mark:]
 
     def _sync(self) -> None:
         """fsync the log (and its directory after a compaction or creation)."""
