@@ -328,29 +328,40 @@ def _replay_intact(data: bytes, header: Header) -> Replay | None:  # noqa: PLR09
     )
     unpacker.feed(body)
     plain_set = SET  # a local: this loop runs once per record of the log
+    scalar_types = SCALAR_TYPES
     durable_end = header.compacted_length
+    unchecked = False  # a record whose key and value types are left to the end
     try:
         for length, kind, key, value, expires, _ in unpacker:
             # The common record first, in one test: a plain set, no expiry
             # in sight.
             if kind == plain_set and expires is None and not expiries:
                 entries[key] = value
+                unchecked = True
                 continue
-            # Then what a compacted file is made of: key and value arrays.
-            # Their element types are checked on the result, below.
+            # Then what a compacted file is made of: key and value arrays,
+            # whose element types are checked while they are in the CPU's
+            # cache. join() raises TypeError on any key that is not a str.
             if kind == BULK and not expires and not expiries:
                 if type(key) is not tuple or type(value) is not tuple or len(key) != len(
                         value) or type(expires) is not dict:
+                    return None
+                "".join(key)
+                if not set(map(type, value)) <= scalar_types:
                     return None
                 entries.update(zip(key, value, strict=True))
                 continue
             if kind == plain_set:
                 entries[key] = value
+                unchecked = True
             elif kind == SET_ENCODED:
                 if type(value) is not bytes:
                     return None
                 entries[key] = Encoded(value)
+                unchecked = True
             elif kind == DELETE:
+                if type(key) is not str:
+                    return None
                 entries.pop(key, None)
                 expiries.pop(key, None)
                 continue
@@ -373,11 +384,12 @@ def _replay_intact(data: bytes, header: Header) -> Replay | None:  # noqa: PLR09
         return None
     if unpacker.tell() != len(body):
         return None
-    # Type checks over what survived (far fewer than the records replayed);
-    # anything odd sends the log through the walk, which checks every frame.
-    if not set(map(type, entries)) <= {str}:
+    # Type checks over what survived of the records not checked on the way
+    # (far fewer than the records replayed); anything odd sends the log
+    # through the walk, which checks every frame.
+    if unchecked and not set(map(type, entries)) <= {str}:
         return None
-    if not set(map(type, entries.values())) <= SCALAR_TYPES | {Encoded}:
+    if unchecked and not set(map(type, entries.values())) <= SCALAR_TYPES | {Encoded}:
         return None
     if not set(map(type, expiries.values())) <= {int, float}:
         return None
