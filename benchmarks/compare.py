@@ -31,6 +31,7 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import matplotlib
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -42,6 +43,8 @@ CHILD_SCRIPT = os.path.join(HERE, "systems.py")
 BEGIN = "<!-- compare.py: begin -->"
 END = "<!-- compare.py: end -->"
 REFERENCE = "aiokv-async-flush"
+T = TypeVar("T")
+
 WORKLOADS = ("W1", "W2", "W3", "W4", "W5", "W6", "W7", "W8", "W9")
 
 
@@ -241,6 +244,22 @@ def w5_id(mode: str, keys: int, compacted: bool) -> str:
     return f"w5-{mode}-{keys}-{'c' if compacted else 'u'}"
 
 
+def in_turn(systems: Sequence[T], repetition: int) -> list[T]:
+    """The order in which repetition ``repetition`` (from 1) runs the systems.
+
+    Each repetition starts one system later than the one before, the skipped
+    ones going last. Whatever the machine does at one point of a repetition
+    then falls on a different system each time: in two full runs, the row
+    that always ran first (aiokv's headline W1 row) came out at about 55 %
+    of its usual rate in two repetitions of three, while the row run right
+    after it did not.
+    """
+    if not systems:
+        return []
+    shift = (repetition - 1) % len(systems)
+    return [*systems[shift:], *systems[:shift]]
+
+
 class Suite:
     """Runs every selected (system, workload) child, repetition after repetition."""
 
@@ -249,6 +268,7 @@ class Suite:
         self.selection = selection
         self.runner = runner
         self.results = Results()
+        self.order = selection.systems  # this repetition's order: see in_turn()
 
     def wants(self, *workloads: str) -> bool:
         return any(workload in self.selection.workloads for workload in workloads)
@@ -256,6 +276,7 @@ class Suite:
     def run(self) -> Results:
         for repetition in range(1, self.sizes.repetitions + 1):
             print(f"repetition {repetition}/{self.sizes.repetitions}", flush=True)
+            self.order = in_turn(self.selection.systems, repetition)
             self.run_rates()
             if self.wants("W5"):
                 self.each_system(self.run_open)
@@ -270,7 +291,7 @@ class Suite:
         return self.results
 
     def each_system(self, measure: Callable[[System], None]) -> None:
-        for system in self.selection.systems:
+        for system in self.order:
             measure(system)
 
     def record(self, system: str, names: Sequence[str], result: dict[str, Figure] | str,
@@ -292,7 +313,7 @@ class Suite:
         for workload, ops, names, wanted in plan:
             if not wanted:
                 continue
-            for system in self.selection.systems:
+            for system in self.order:
                 result = self.runner.run({"system": system.key, "workload": workload,
                                           "ops": ops, "tasks": self.sizes.tasks})
                 self.record(system.key, names, result, f"{workload} {system.name}")
