@@ -248,11 +248,13 @@ def in_turn(systems: Sequence[T], repetition: int) -> list[T]:
     """The order in which repetition ``repetition`` (from 1) runs the systems.
 
     Each repetition starts one system later than the one before, the skipped
-    ones going last. Whatever the machine does at one point of a repetition
-    then falls on a different system each time: in two full runs, the row
-    that always ran first (aiokv's headline W1 row) came out at about 55 %
-    of its usual rate in two repetitions of three, while the row run right
-    after it did not.
+    ones going last, so a slow moment of the machine at one point of a
+    repetition falls on a different system each time. In two full runs in a
+    row, the row that always ran first (aiokv's headline W1 row) came out at
+    about 55 % of its usual rate in two repetitions of three. Whether the
+    first child is slowed more often than the others is not established (a
+    6-repetition W1 run showed no such effect), but with a fixed order every
+    such moment fell on the same row.
     """
     if not systems:
         return []
