@@ -38,13 +38,13 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure as MatplotlibFigure
 from systems import Durability, System, catalogue, describe
 
+T = TypeVar("T")
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 CHILD_SCRIPT = os.path.join(HERE, "systems.py")
 BEGIN = "<!-- compare.py: begin -->"
 END = "<!-- compare.py: end -->"
 REFERENCE = "aiokv-async-flush"
-T = TypeVar("T")
-
 WORKLOADS = ("W1", "W2", "W3", "W4", "W5", "W6", "W7", "W8", "W9")
 
 

@@ -208,6 +208,7 @@ def test_a_delete_record_of_a_key_that_is_not_a_string_is_malformed() -> None:
     result = replay(log_of(encode_set("before", 1), forged, encode_set("after", 1),
                            synced=True))
     assert result.corruption is not None
+    assert result.corruption.offset == HEADER_SIZE + len(encode_set("before", 1))
 
 
 def test_a_bulk_record_sets_each_key_to_its_value_and_clears_older_expiries() -> None:

@@ -388,20 +388,22 @@ def _after_reboot(durable: bytes, current: bytes, variant: str, rng: random.Rand
         return durable
     stable = _common_prefix(durable, current)
     volatile = len(current) - stable
-    if variant == "gaps-sectors":
+    if variant.startswith("gap"):
+        block = 4096 if variant == "gap-page" else 512
+        first_block = stable - stable % block
+        if variant == "gaps-sectors":
+            holes = [start for start in range(first_block, len(current), block)
+                     if rng.random() < 0.5]
+        elif variant == "gap-random":
+            holes = [rng.randrange(first_block, len(current) or 1, block)]
+        else:
+            holes = [first_block]
         content = bytearray(current)
-        for start in range(stable - stable % 512, len(current), 512):
-            if rng.random() < 0.5:
-                first, end = max(start, stable), min(start + 512, len(current))
+        for start in holes:  # zeros where the disk never got the block; durable bytes stay
+            first, end = max(start, stable), min(start + block, len(current))
+            if end > first:
                 content[first:end] = bytes(end - first)
         return bytes(content)
-    if variant.startswith("gap-"):
-        block = 4096 if variant == "gap-page" else 512
-        start = stable - stable % block
-        if variant == "gap-random":
-            start = rng.randrange(start, len(current) or 1, block)
-        first, end = max(start, stable), min(start + block, len(current))
-        return current[:first] + bytes(max(0, end - first)) + current[end:]
     fixed_cuts = {"keep": volatile, "first-byte": min(1, volatile),
                   "all-but-last": max(0, volatile - 1), "zeros": 0, "garbage": 0}
     cut = fixed_cuts.get(variant)
