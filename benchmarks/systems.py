@@ -1639,57 +1639,74 @@ def compaction_workload(system: System, params: Params) -> dict[str, object]:
     return {"w8": asyncio.run(run())}
 
 
-def growth_workload(system: System, params: Params) -> dict[str, object]:
-    """W9 on a copy of a store of ``keys`` keys: sequential sets of existing keys.
+class GrowthKeys:
+    """The keys W9 sets and gets in a store of ``params.keys`` keys (the same
+    draws for every system and the plain dict)."""
 
-    "w9": keys drawn from the whole store; "w9h": from its first 5,000 keys
-    (the W1 working set of rate-limit timestamps, in a bigger store).
+    def __init__(self, params: Params) -> None:
+        self.warm = random_key_names(WARMUP_OPS, params.keys, seed=3)
+        self.spread = random_key_names(params.ops, params.keys)
+        self.hot = random_key_names(params.ops, min(FILL_KEYS, params.keys), seed=5)
+        self.read = random_key_names(params.ops, params.keys, seed=11)
+
+
+def growth_workload(system: System, params: Params) -> dict[str, object]:
+    """W9 on a copy of a store of ``keys`` keys: sequential sets of existing
+    keys, then sequential gets.
+
+    "w9": sets of keys drawn from the whole store; "w9h": from its first
+    5,000 keys (the W1 working set of rate-limit timestamps, in a bigger
+    store); "w9g": gets of keys drawn from the whole store, a draw of their
+    own (the keys just set would still be in the CPU's caches).
     """
     store = system.make(copy_store(params))
-    warm = random_key_names(WARMUP_OPS, params.keys, seed=3)
-    spread = random_key_names(params.ops, params.keys)
-    hot = random_key_names(params.ops, min(FILL_KEYS, params.keys), seed=5)
+    plan = GrowthKeys(params)
     if isinstance(store, AsyncAdapter):
-        async def run() -> tuple[Timed, Timed]:
+        async def run() -> tuple[Timed, Timed, Timed]:
             await store.open()
             try:
-                set_ = store.setter()
-                await timed_async_sets(set_, warm, warmup_budget(params))
-                spread_timed = await timed_async_sets(set_, spread, params.budget)
-                await timed_async_sets(set_, hot[:WARMUP_OPS], warmup_budget(params))
-                return spread_timed, await timed_async_sets(set_, hot, params.budget)
+                set_, get = store.setter(), store.getter()
+                await timed_async_sets(set_, plan.warm, warmup_budget(params))
+                spread_timed = await timed_async_sets(set_, plan.spread, params.budget)
+                await timed_async_sets(set_, plan.hot[:WARMUP_OPS], warmup_budget(params))
+                hot_timed = await timed_async_sets(set_, plan.hot, params.budget)
+                await timed_async_calls(get, plan.warm, warmup_budget(params))
+                return spread_timed, hot_timed, await timed_async_calls(get, plan.read,
+                                                                        params.budget)
             finally:
                 await store.close()
 
-        spread_timed, hot_timed = asyncio.run(run())
+        spread_timed, hot_timed, get_timed = asyncio.run(run())
     else:
         store.open()
         try:
-            set_ = store.setter()
-            timed_sync_sets(set_, warm, warmup_budget(params))
-            spread_timed = timed_sync_sets(set_, spread, params.budget)
-            timed_sync_sets(set_, hot[:WARMUP_OPS], warmup_budget(params))
-            hot_timed = timed_sync_sets(set_, hot, params.budget)
+            set_, get = store.setter(), store.getter()
+            timed_sync_sets(set_, plan.warm, warmup_budget(params))
+            spread_timed = timed_sync_sets(set_, plan.spread, params.budget)
+            timed_sync_sets(set_, plan.hot[:WARMUP_OPS], warmup_budget(params))
+            hot_timed = timed_sync_sets(set_, plan.hot, params.budget)
+            timed_sync_calls(get, plan.warm, warmup_budget(params))
+            get_timed = timed_sync_calls(get, plan.read, params.budget)
         finally:
             store.close()
-    return {"w9": spread_timed.figure(), "w9h": hot_timed.figure()}
+    return {"w9": spread_timed.figure(), "w9h": hot_timed.figure(), "w9g": get_timed.figure()}
 
 
 def dict_growth_workload(params: Params) -> dict[str, object]:
-    """W9 baseline: the same sets as ``growth_workload`` into a plain dict of ``keys`` keys."""
+    """W9 baseline: what ``growth_workload`` does, on a plain dict of ``keys`` keys."""
     base = time.time()
     data = {f"user:{i}": base + i for i in range(params.keys)}
-    warm = random_key_names(WARMUP_OPS, params.keys, seed=3)
-    spread = random_key_names(params.ops, params.keys)
-    hot = random_key_names(params.ops, min(FILL_KEYS, params.keys), seed=5)
-    set_ = data.__setitem__
-    timed_sync_sets(set_, warm, warmup_budget(params))
-    spread_timed = timed_sync_sets(set_, spread, params.budget)
-    timed_sync_sets(set_, hot[:WARMUP_OPS], warmup_budget(params))
-    hot_timed = timed_sync_sets(set_, hot, params.budget)
+    plan = GrowthKeys(params)
+    set_, get = data.__setitem__, data.__getitem__
+    timed_sync_sets(set_, plan.warm, warmup_budget(params))
+    spread_timed = timed_sync_sets(set_, plan.spread, params.budget)
+    timed_sync_sets(set_, plan.hot[:WARMUP_OPS], warmup_budget(params))
+    hot_timed = timed_sync_sets(set_, plan.hot, params.budget)
+    timed_sync_calls(get, plan.warm, warmup_budget(params))
+    get_timed = timed_sync_calls(get, plan.read, params.budget)
     if len(data) != params.keys:
         raise RuntimeError("the sets added keys: they were meant to overwrite")
-    return {"w9": spread_timed.figure(), "w9h": hot_timed.figure()}
+    return {"w9": spread_timed.figure(), "w9h": hot_timed.figure(), "w9g": get_timed.figure()}
 
 
 def build_workload(system: System, params: Params) -> dict[str, object]:

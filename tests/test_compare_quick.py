@@ -63,6 +63,14 @@ def test_quick_run_writes_the_page_and_the_chart(tmp_path: Path) -> None:
         else:
             assert "skipped" not in rows[name]
     assert re.search(r"\| target \| measured \| verdict \|", section)
+    growth = section.split("### W9 in detail", 1)[1].split("\n\n", 2)[1].splitlines()
+    sizes = growth[0].count("| set ") - 1  # one column per store size, one for the growth
+    assert sizes >= 2
+    assert growth[0].count("| get ") == sizes + 1
+    for name in ("aiokv async flush", "plain dict"):
+        row = next(line for line in growth if line.startswith(f"| {name} | "))
+        assert row.count(" µs") == 2 * sizes, row  # a set and a get at each size
+        assert row.count("x |") == 2, row  # how each grew
     assert "](benchmarks.png)" in section
 
     assert chart.read_bytes()[:8] == PNG_SIGNATURE
