@@ -1649,6 +1649,31 @@ class GrowthKeys:
         self.hot = random_key_names(params.ops, min(FILL_KEYS, params.keys), seed=5)
         self.read = random_key_names(params.ops, params.keys, seed=11)
 
+    async def timed_async(self, set_: Callable[[str, float], Awaitable[object]],
+                          get: Callable[[str], Awaitable[object]],
+                          params: Params) -> dict[str, object]:
+        """W9's parts in order, each call awaited; the figures by name."""
+        await timed_async_sets(set_, self.warm, warmup_budget(params))
+        spread_timed = await timed_async_sets(set_, self.spread, params.budget)
+        await timed_async_sets(set_, self.hot[:WARMUP_OPS], warmup_budget(params))
+        hot_timed = await timed_async_sets(set_, self.hot, params.budget)
+        await timed_async_calls(get, self.warm, warmup_budget(params))
+        get_timed = await timed_async_calls(get, self.read, params.budget)
+        return {"w9": spread_timed.figure(), "w9h": hot_timed.figure(),
+                "w9g": get_timed.figure()}
+
+    def timed_sync(self, set_: Callable[[str, float], object], get: Callable[[str], object],
+                   params: Params) -> dict[str, object]:
+        """W9's parts in order with blocking calls; the figures by name."""
+        timed_sync_sets(set_, self.warm, warmup_budget(params))
+        spread_timed = timed_sync_sets(set_, self.spread, params.budget)
+        timed_sync_sets(set_, self.hot[:WARMUP_OPS], warmup_budget(params))
+        hot_timed = timed_sync_sets(set_, self.hot, params.budget)
+        timed_sync_calls(get, self.warm, warmup_budget(params))
+        get_timed = timed_sync_calls(get, self.read, params.budget)
+        return {"w9": spread_timed.figure(), "w9h": hot_timed.figure(),
+                "w9g": get_timed.figure()}
+
 
 def growth_workload(system: System, params: Params) -> dict[str, object]:
     """W9 on a copy of a store of ``keys`` keys: sequential sets of existing
@@ -1662,51 +1687,29 @@ def growth_workload(system: System, params: Params) -> dict[str, object]:
     store = system.make(copy_store(params))
     plan = GrowthKeys(params)
     if isinstance(store, AsyncAdapter):
-        async def run() -> tuple[Timed, Timed, Timed]:
+        async def run() -> dict[str, object]:
             await store.open()
             try:
-                set_, get = store.setter(), store.getter()
-                await timed_async_sets(set_, plan.warm, warmup_budget(params))
-                spread_timed = await timed_async_sets(set_, plan.spread, params.budget)
-                await timed_async_sets(set_, plan.hot[:WARMUP_OPS], warmup_budget(params))
-                hot_timed = await timed_async_sets(set_, plan.hot, params.budget)
-                await timed_async_calls(get, plan.warm, warmup_budget(params))
-                return spread_timed, hot_timed, await timed_async_calls(get, plan.read,
-                                                                        params.budget)
+                return await plan.timed_async(store.setter(), store.getter(), params)
             finally:
                 await store.close()
 
-        spread_timed, hot_timed, get_timed = asyncio.run(run())
-    else:
-        store.open()
-        try:
-            set_, get = store.setter(), store.getter()
-            timed_sync_sets(set_, plan.warm, warmup_budget(params))
-            spread_timed = timed_sync_sets(set_, plan.spread, params.budget)
-            timed_sync_sets(set_, plan.hot[:WARMUP_OPS], warmup_budget(params))
-            hot_timed = timed_sync_sets(set_, plan.hot, params.budget)
-            timed_sync_calls(get, plan.warm, warmup_budget(params))
-            get_timed = timed_sync_calls(get, plan.read, params.budget)
-        finally:
-            store.close()
-    return {"w9": spread_timed.figure(), "w9h": hot_timed.figure(), "w9g": get_timed.figure()}
+        return asyncio.run(run())
+    store.open()
+    try:
+        return plan.timed_sync(store.setter(), store.getter(), params)
+    finally:
+        store.close()
 
 
 def dict_growth_workload(params: Params) -> dict[str, object]:
     """W9 baseline: what ``growth_workload`` does, on a plain dict of ``keys`` keys."""
     base = time.time()
     data = {f"user:{i}": base + i for i in range(params.keys)}
-    plan = GrowthKeys(params)
-    set_, get = data.__setitem__, data.__getitem__
-    timed_sync_sets(set_, plan.warm, warmup_budget(params))
-    spread_timed = timed_sync_sets(set_, plan.spread, params.budget)
-    timed_sync_sets(set_, plan.hot[:WARMUP_OPS], warmup_budget(params))
-    hot_timed = timed_sync_sets(set_, plan.hot, params.budget)
-    timed_sync_calls(get, plan.warm, warmup_budget(params))
-    get_timed = timed_sync_calls(get, plan.read, params.budget)
+    figures = GrowthKeys(params).timed_sync(data.__setitem__, data.__getitem__, params)
     if len(data) != params.keys:
         raise RuntimeError("the sets added keys: they were meant to overwrite")
-    return {"w9": spread_timed.figure(), "w9h": hot_timed.figure(), "w9g": get_timed.figure()}
+    return figures
 
 
 def build_workload(system: System, params: Params) -> dict[str, object]:
