@@ -70,7 +70,7 @@ FULL = Sizes(repetitions=3, set_ops=20_000, gets=100_000, tasks=100, mid_keys=10
              compaction_keys=1_000_000, budget=1.0, timeout=1800.0)
 QUICK = Sizes(repetitions=1, set_ops=5_000, gets=20_000, tasks=100, mid_keys=10_000,
               big_keys=30_000, growth_keys=(1_000, 30_000), growth_ops=3_000,
-              compaction_keys=100_000, budget=0.2, timeout=120.0)
+              compaction_keys=100_000, budget=0.15, timeout=120.0)
 
 
 def count_label(count: int) -> str:
