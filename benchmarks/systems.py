@@ -1649,30 +1649,36 @@ class GrowthKeys:
         self.hot = random_key_names(params.ops, min(FILL_KEYS, params.keys), seed=5)
         self.read = random_key_names(params.ops, params.keys, seed=11)
 
+    def parts(self, params: Params) -> list[tuple[str, list[str], float, str]]:
+        """W9's timed parts in order: (operation, keys, budget, figure name);
+        the name is "" for a warm-up, which reports nothing."""
+        warm = warmup_budget(params)
+        return [("set", self.warm, warm, ""), ("set", self.spread, params.budget, "w9"),
+                ("set", self.hot[:WARMUP_OPS], warm, ""), ("set", self.hot, params.budget, "w9h"),
+                ("get", self.warm, warm, ""), ("get", self.read, params.budget, "w9g")]
+
     async def timed_async(self, set_: Callable[[str, float], Awaitable[object]],
                           get: Callable[[str], Awaitable[object]],
                           params: Params) -> dict[str, object]:
-        """W9's parts in order, each call awaited; the figures by name."""
-        await timed_async_sets(set_, self.warm, warmup_budget(params))
-        spread_timed = await timed_async_sets(set_, self.spread, params.budget)
-        await timed_async_sets(set_, self.hot[:WARMUP_OPS], warmup_budget(params))
-        hot_timed = await timed_async_sets(set_, self.hot, params.budget)
-        await timed_async_calls(get, self.warm, warmup_budget(params))
-        get_timed = await timed_async_calls(get, self.read, params.budget)
-        return {"w9": spread_timed.figure(), "w9h": hot_timed.figure(),
-                "w9g": get_timed.figure()}
+        """The parts with every call awaited; the figures by name."""
+        figures: dict[str, object] = {}
+        for operation, keys, budget, name in self.parts(params):
+            timed = (await timed_async_sets(set_, keys, budget) if operation == "set"
+                     else await timed_async_calls(get, keys, budget))
+            if name:
+                figures[name] = timed.figure()
+        return figures
 
     def timed_sync(self, set_: Callable[[str, float], object], get: Callable[[str], object],
                    params: Params) -> dict[str, object]:
-        """W9's parts in order with blocking calls; the figures by name."""
-        timed_sync_sets(set_, self.warm, warmup_budget(params))
-        spread_timed = timed_sync_sets(set_, self.spread, params.budget)
-        timed_sync_sets(set_, self.hot[:WARMUP_OPS], warmup_budget(params))
-        hot_timed = timed_sync_sets(set_, self.hot, params.budget)
-        timed_sync_calls(get, self.warm, warmup_budget(params))
-        get_timed = timed_sync_calls(get, self.read, params.budget)
-        return {"w9": spread_timed.figure(), "w9h": hot_timed.figure(),
-                "w9g": get_timed.figure()}
+        """The parts with blocking calls; the figures by name."""
+        figures: dict[str, object] = {}
+        for operation, keys, budget, name in self.parts(params):
+            timed = (timed_sync_sets(set_, keys, budget) if operation == "set"
+                     else timed_sync_calls(get, keys, budget))
+            if name:
+                figures[name] = timed.figure()
+        return figures
 
 
 def growth_workload(system: System, params: Params) -> dict[str, object]:
