@@ -191,21 +191,28 @@ def encode_synced(offset: int) -> bytes:
 
 # A SET of a float without expiry under a key of at most 31 UTF-8 bytes (a
 # timestamp under a short key: the most common record by far), laid out by
-# hand; encode_record gives the same bytes. Per key length: the frame prefix,
-# the kind and the msgpack fixstr header.
-_FLOAT_SET_HEADS: Final = tuple(
-    FRAME_START + (23 + n).to_bytes(4, "big") + bytes([SET, 0xA0 | n]) for n in range(32)
+# hand; encode_record gives the same bytes. Per key length: the head (the
+# frame prefix, the kind and the msgpack fixstr header), the packer of the
+# body (head, key, float64 tag, value, nil for "no expiry", checksum tag) and
+# the packer of the frame (body, then its CRC). Two struct calls instead of
+# five concatenations cut the encoding by about a quarter.
+_FLOAT_SET_HEAD_SIZE: Final = _PREFIX_SIZE + 2
+_FLOAT_SET_LAYOUTS: Final = tuple(
+    (FRAME_START + (23 + n).to_bytes(4, "big") + bytes([SET, 0xA0 | n]),
+     struct.Struct(f">{_FLOAT_SET_HEAD_SIZE}s{n}sBdH").pack,
+     struct.Struct(f"<{_FLOAT_SET_HEAD_SIZE + n + 11}sI").pack)
+    for n in range(32)
 )
-_pack_double = struct.Struct(">d").pack
 
 
 def encode_float_set(key: str, value: float) -> bytes:
-    """``encode_record(SET, key, value, None)`` for a float, about 1.4 x faster."""
+    """``encode_record(SET, key, value, None)`` for a float, about twice as fast."""
     raw = key.encode()
     if len(raw) > 31:
         return encode_record(SET, key, value, None)
-    body = _FLOAT_SET_HEADS[len(raw)] + raw + b"\xcb" + _pack_double(value) + b"\xc0\xce"
-    return body + zlib.crc32(body, SEED).to_bytes(4, "little")
+    head, pack_body, pack_frame = _FLOAT_SET_LAYOUTS[len(raw)]
+    body = pack_body(head, raw, 0xCB, value, 0xC0CE)
+    return pack_frame(body, zlib.crc32(body, SEED))
 
 
 def encode_value(value: object) -> Value:
