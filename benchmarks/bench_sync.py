@@ -196,8 +196,9 @@ class AiokvContender(Contender):
     def durability(self) -> str:
         kv = self.store()
         return (f"aiokv {aiokv.__version__}, KV(durability={kv.durability!r}), fsync_interval "
-                "1.0 s: a set returns once write(2) has handed its record to the OS, so "
-                "it survives kill -9; a power loss may lose the writes of the last ~1 s "
+                "1.0 s: a set returns once its record is in the OS's page cache (copied "
+                "into a shared mapping of the log, or write(2) returned), so it survives "
+                "kill -9; a power loss may lose the writes of the last ~1 s "
                 "(fsync_interval plus one fsync), always a suffix (docs/guarantees.md)")
 
     def close(self) -> None:
