@@ -9,7 +9,7 @@ from pathlib import Path
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 
-from systems import GrowthKeys, Params, catalogue  # noqa: E402
+from systems import WARMUP_OPS, GrowthKeys, Params, catalogue  # noqa: E402
 
 PARAMS = Params(system="test", workload="w9", work="", budget=10.0, keys=2_000, ops=400)
 
@@ -51,7 +51,7 @@ class Recorder:
 
 def expected_runs(plan: GrowthKeys) -> list[tuple[str, int]]:
     return [("compact", 1), ("set", len(plan.warm) + len(plan.spread)),
-            ("compact", 1), ("set", len(plan.hot[:300]) + len(plan.hot)),
+            ("compact", 1), ("set", len(plan.hot[:WARMUP_OPS]) + len(plan.hot)),
             ("get", len(plan.warm) + len(plan.read))]
 
 
@@ -75,7 +75,7 @@ def test_the_async_loop_settles_the_same_way() -> None:
 def test_without_a_settle_step_the_same_parts_run_and_nothing_else() -> None:
     plan, store = GrowthKeys(PARAMS), Recorder()
     figures = plan.timed_sync(store.set, store.get, PARAMS)
-    sets = len(plan.warm) + len(plan.spread) + len(plan.hot[:300]) + len(plan.hot)
+    sets = len(plan.warm) + len(plan.spread) + len(plan.hot[:WARMUP_OPS]) + len(plan.hot)
     assert store.runs() == [("set", sets), ("get", len(plan.warm) + len(plan.read))]
     assert sorted(figures) == ["w9", "w9g", "w9h"]
 
