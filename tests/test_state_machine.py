@@ -124,6 +124,7 @@ from typing import Any, ClassVar
 
 import hypothesis.strategies as st
 import pytest
+from engine_invariants import hot_path_is_sound
 from fake_clock import FakeClock
 from hypothesis import given, settings
 from hypothesis.stateful import (
@@ -409,13 +410,16 @@ class _EngineMatchesADict(RuleBasedStateMachine):
         slack=st.sampled_from([0, 16, 256, REAL_COMPACT_SLACK]),
         flush_interval=st.sampled_from([0.1, 0.001]),
         fsync_interval=st.sampled_from([1.0, 0.001]),
+        check_bytes=st.sampled_from([0, 256]),
     )
-    def open_the_store(self, slack: int, flush_interval: float, fsync_interval: float) -> None:
+    def open_the_store(self, slack: int, flush_interval: float, fsync_interval: float,
+                       check_bytes: int) -> None:
         """Short intervals make the background writer and fsyncs run mid-machine."""
         if slack == REAL_COMPACT_SLACK:
             set_compaction_thresholds()
-        else:  # and check the rule on every append, not every few KiB
-            set_compaction_thresholds(COMPACT_SLACK=slack, COMPACTION_CHECK_BYTES=0)
+        else:  # and check the rule on every append (or every few sets, which
+            # leaves set()'s hot path some room), not every 16 KiB
+            set_compaction_thresholds(COMPACT_SLACK=slack, COMPACTION_CHECK_BYTES=check_bytes)
         self.flush_interval = flush_interval
         self.fsync_interval = fsync_interval
         self.engine = self._open()
@@ -625,6 +629,10 @@ class _EngineMatchesADict(RuleBasedStateMachine):
     @invariant()
     def get_all_matches_the_model(self) -> None:
         assert_same(self.store.items(), self.model.values)
+
+    @invariant()
+    def hot_path_is_open_only_while_it_does_all_a_set_must(self) -> None:
+        assert hot_path_is_sound(self.store)
 
     @invariant()
     def stats_count_the_models_keys(self) -> None:

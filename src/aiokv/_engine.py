@@ -327,6 +327,7 @@ class Engine:
         self._map_appends = False
         self._window: Window | None = None
         self._window_room = 0  # bytes left in the window
+        self._fast_room = 0  # bytes set()'s hot path may append (_grant_fast_room)
         self._reserved_end = 0  # the file's size while space is reserved
         self._lock_fd: int | None = None
         self._tail_dirty = False  # bytes past _file_bytes may be garbage
@@ -464,6 +465,7 @@ class Engine:
             raise
         self._fd = fd
         self._file_bytes = result.end
+        self._fast_room = 0
         synced = result.end if result.torn_tail or unvouched else result.durable_end
         self._vouch_from(synced, vouched, result.durable_end)
         self._seal()
@@ -591,6 +593,7 @@ class Engine:
         self._write_file_atomically(self.path, [header, *frames])
         self._fd = self._files.open_append(self.path)
         self._file_bytes = length
+        self._fast_room = 0
         self._vouch_from(length)
         self._entries, self._expiries = entries, expiries
         self._live_bytes = length
@@ -601,6 +604,7 @@ class Engine:
         self._write_file_atomically(self.path, [header])
         self._fd = self._files.open_append(self.path)
         self._file_bytes = HEADER_SIZE
+        self._fast_room = 0
         self._vouch_from(HEADER_SIZE)
         self.log_missing = False
 
@@ -636,10 +640,13 @@ class Engine:
                 self._cut_tail_after_failure()
                 raise
             self._file_bytes += len(mark)
+            self._fast_room = 0
 
     def _update_detour(self) -> None:
         """Whether set() must leave its hot path. Hold _lock."""
         self._detour = self._split or self._mark_due()
+        if self._detour:
+            self._fast_room = 0
 
     def _mark_due(self) -> bool:
         """Whether the next append must be preceded by a SYNCED frame. Hold _lock."""
@@ -687,6 +694,7 @@ class Engine:
                 return
             with self._lock:
                 self._state = _CLOSING
+                self._fast_room = 0
                 self.is_open = False
                 self._generation += 1  # a running compaction is discarded
             compaction = self._compaction_thread
@@ -861,11 +869,37 @@ class Engine:
         ``ttl`` (seconds; None or 0 for never) sets when the key expires; a
         set without one removes an earlier expiry, as Redis's SET does.
 
-        The "flush" level's common case is written out inline: this is the
-        hot path, and every call saved here is a few percent of a set.
+        The hot path, a scalar under a str key with no ttl, is written out
+        here: while ``_fast_room`` allows (see ``_grant_fast_room``), such a
+        set copies its frame into the mapped window and updates memory, with
+        nothing else to check. Every call saved here is a few percent of a set.
         """
-        if self._hand_over:
-            self._let_compaction_run()
+        if ttl is None and type(key) is str and type(value) in _AS_IS:
+            try:
+                if type(value) is float:
+                    frame = encode_float_set(key, value)
+                else:
+                    frame = encode_record(SET, key, value, None)
+            except ValueError as exc:  # e.g. a lone surrogate in the key or the value
+                raise ValueError(f"key {key!r}: cannot be stored: {exc}") from None
+            size = len(frame)
+            with self._lock:
+                room = self._fast_room - size
+                if room >= 0:
+                    self._window.write(frame)  # type: ignore[union-attr]  # room: mapped
+                    self._fast_room = room
+                    self._window_room -= size
+                    self._file_bytes += size
+                    entries = self._entries
+                    old_value = entries.get(key, _MISSING)
+                    entries[key] = value  # type: ignore[assignment]
+                    if old_value is _MISSING:
+                        self._live_bytes += entry_size(key, value)  # type: ignore[arg-type]
+                    elif type(old_value) is not float or type(value) is not float:
+                        self._live_bytes += (value_size(value)  # type: ignore[arg-type]
+                                             - value_size(old_value))  # type: ignore[arg-type]
+                    return None
+            return self._set_framed(key, value, frame)  # type: ignore[arg-type]
         if type(key) is not str:
             key = _check_key(key)
         if type(value) in _AS_IS:
@@ -880,13 +914,20 @@ class Engine:
             else:
                 frame = encode_record(SET_ENCODED if type(stored) is Encoded else SET, key,
                                       stored, None)
-        except ValueError as exc:  # e.g. a lone surrogate in the key or the value
+        except ValueError as exc:
             raise ValueError(f"key {key!r}: cannot be stored: {exc}") from None
+        return self._set_framed(key, stored, frame)
+
+    def _set_framed(self, key: str, stored: Value, frame: bytes) -> Commit | None:
+        """set() without a ttl, once its frame is encoded, off the hot path."""
+        if self._hand_over:
+            self._let_compaction_run()
         size = len(frame)
         with self._lock:
             if self._state is not _OPEN:
                 raise ClosedError(self.path)
-            # _append() and _put(), written out: no call of theirs on the hot path.
+            # _append() and _put(), written out: no call of theirs on this
+            # path, which most sets take when the log is not mapped.
             window = self._window
             queued = False
             if window is not None and size <= self._window_room and not self._detour:
@@ -928,7 +969,29 @@ class Engine:
             if (self._rewrite is not None or not self._unsynced
                     or self._file_bytes >= self._next_compaction_check):
                 self._after_append(frame)
+            if window is not None:
+                self._grant_fast_room()
             return None
+
+    def _grant_fast_room(self) -> None:
+        """Open set()'s hot path for as many bytes as nothing else is due. Hold _lock.
+
+        The hot path only copies a frame into the window and updates the
+        entries, so it may run only while the store is open with a window
+        mapped, the log is already marked unsynced (the writer thread knows
+        an fsync is due), no SYNCED frame is due, no compaction runs, no key
+        has an expiry a set would remove, and the next append stays short of
+        the window's end and of the next compaction check. Whatever ends one
+        of these sets ``_fast_room`` to 0 where it happens; the next set then
+        takes the general path, which grants the room again.
+        """
+        if (self._state is _OPEN and self._window is not None and self._unsynced
+                and not self._detour and not self._hand_over and self._rewrite is None
+                and not self._split and not self._expiries and not self._tail_dirty):
+            self._fast_room = min(self._window_room,
+                                  self._next_compaction_check - 1 - self._file_bytes)
+        else:
+            self._fast_room = 0
 
     def _set_expiring(self, key: str, stored: Value, ttl: float | None) -> Commit | None:
         with self._lock:
@@ -1082,6 +1145,7 @@ class Engine:
             old_expiry = self._expiries.get(key)
             if old_expiry != expires:  # incr keeps an expiry: no new heap entry
                 self._expiries[key] = expires
+                self._fast_room = 0
                 heapq.heappush(self._expiry_heap, (expires, key))
             if old_expiry is None:
                 live += _expiry_size(key)
@@ -1138,6 +1202,7 @@ class Engine:
 
     def _write_frame(self, frame: bytes) -> None:
         """Write one frame at the log's end (mapped or write(2)). Hold _lock."""
+        self._fast_room = 0  # set() grants it again
         if self._map_appends:
             if self._window is None or len(frame) > self._window_room:
                 self._reserve(len(frame))
@@ -1173,6 +1238,7 @@ class Engine:
             window = self._files.map(fd, base, start + size - base)
         except OSError:
             self._tail_dirty = True
+            self._fast_room = 0
             raise
         window.seek(start - base)
         self._window, self._window_room = window, size
@@ -1181,6 +1247,7 @@ class Engine:
     def _drop_window(self) -> None:
         """Unmap the append window (what it holds stays in the file)."""
         window = self._window
+        self._fast_room = 0
         if window is not None:
             self._window, self._window_room = None, 0
             window.close()
@@ -1210,6 +1277,7 @@ class Engine:
         if not self._until_hand_over:
             self._until_hand_over = HAND_OVER_EVERY
             self._hand_over = True
+            self._fast_room = 0
 
     def _let_compaction_run(self) -> None:
         """Sleep PAUSE: the compaction thread gets the GIL (see HAND_OVER_EVERY)."""
@@ -1235,6 +1303,7 @@ class Engine:
 
     def _cut_tail_after_failure(self) -> None:
         self._tail_dirty = True
+        self._fast_room = 0
         try:
             self._cut_tail()
         except OSError:
@@ -1277,6 +1346,7 @@ class Engine:
             self._expiries = {}
             self._expiry_heap = []
             self._file_bytes = 0
+            self._fast_room = 0
             self._live_bytes = HEADER_SIZE
             self._tail_dirty = False
             self._unsynced = False
@@ -1394,6 +1464,7 @@ class Engine:
             took = time.monotonic() - started
             with self._lock:
                 self._file_bytes = batch.start + len(data)
+                self._fast_room = 0
                 self._synced(batch.start + len(data))
                 self._inflight = None
                 self._time_sync(took)
@@ -1459,6 +1530,7 @@ class Engine:
                 raise
             with self._lock:
                 self._file_bytes = batch.start + len(data)
+                self._fast_room = 0
                 if not self._unsynced:
                     self._unsynced = True
                     self._unsynced_since = time.monotonic()
@@ -1488,6 +1560,7 @@ class Engine:
     def _abandon_batch(self, batch: _Batch) -> None:
         """The batch's write failed: undo what _begin_batch did, cut the tail. Hold _lock."""
         self._file_bytes = batch.start
+        self._fast_room = 0
         if batch.vouch:
             self._unmark(batch.vouched_before)
         self._cut_tail_after_failure()
@@ -1500,6 +1573,7 @@ class Engine:
             with self._lock:
                 fd = self._fd
                 self._unsynced = False
+                self._fast_room = 0
                 sync_dir = self._dir_unsynced
                 end = self._file_bytes  # appends made from here on may miss this fsync
             if fd is None:
@@ -1629,6 +1703,7 @@ class Engine:
             # Every frame written from here on reaches the new file through
             # the rewrite buffer, so the walk may take each batch later.
             self._rewrite = []
+            self._fast_room = 0
             live_at_snapshot = self._live_bytes
             compactions = self._compactions + 1
             # A key that a queued "fsync" delete took out of the entries is
@@ -1636,6 +1711,7 @@ class Engine:
             first = durable_batch(pending_deletions(self._undo, self._entries), self._undo,
                                   self._expiries, self._clock())
             self._frozen = self._split = True
+            self._fast_room = 0
             self._update_detour()
             walk = iter(self._entries.items())
         temp = self._temp_path()
@@ -1683,6 +1759,7 @@ class Engine:
                             swapped = True
                             old_fd, self._fd = self._fd, new_fd
                             old_window, self._window = self._window, None
+                            self._fast_room = 0
                             self._window_room = self._reserved_end = 0
                             self._file_bytes = final
                             self._vouch_from(end)  # the header's compacted length
@@ -1698,6 +1775,7 @@ class Engine:
                                 self._wake.set()
                             break
                         self._rewrite = []
+                        self._fast_room = 0
                     end = self._write_at(fd, end, _joined(rest))
                 if old_window is not None:
                     old_window.close()

@@ -1,0 +1,151 @@
+"""set()'s hot path: a scalar under a str key, copied into the mapped window.
+
+While ``Engine._fast_room`` is above 0, such a set only copies its frame and
+updates the entries. These tests hold it to doing exactly what the general
+path does: the same bytes in the log, the same accounting, and nothing
+skipped that the store owes (an fsync, a SYNCED frame, a compaction's copy
+of the write, removing an expiry). The state machine in test_state_machine
+checks ``hot_path_is_sound`` (engine_invariants) after every step as well.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from engine_invariants import hot_path_is_sound
+from recording_files import RecordingFiles
+
+from aiokv import _engine
+from aiokv._engine import Engine
+from aiokv._recovery import replay
+
+SCALARS: list[object] = [1.5, "text", b"\x00bytes", True, None, -0.0, float("inf"),
+                         "a longer value " * 10, 2.5]
+"""Every type the hot path takes (ints are range-checked on the general path)."""
+
+
+def sets(engine: Engine) -> None:
+    keys = ["a", "b", "ключ", "a key longer than thirty-one bytes!"]
+    for i in range(400):
+        engine.set(keys[i % len(keys)], SCALARS[i % len(SCALARS)])
+        engine.set(f"new{i}", SCALARS[(i * 7) % len(SCALARS)])
+        if i % 50 == 0:
+            engine.set("counter", i)  # an int: the general path in between
+
+
+def test_the_hot_path_logs_and_counts_exactly_what_the_general_path_does(
+    tmp_path: Path,
+) -> None:
+    mapped = Engine(str(tmp_path / "mapped.kv"), files=RecordingFiles(mapping=True))
+    written = Engine(str(tmp_path / "written.kv"), files=RecordingFiles(mapping=False))
+    for engine in (mapped, written):
+        engine.open()
+        sets(engine)
+    try:
+        assert mapped._map_appends and not written._map_appends
+        assert mapped.items() == written.items()
+        ours, theirs = mapped.stats(), written.stats()
+        assert (ours.keys, ours.file_bytes, ours.live_bytes) == (
+            theirs.keys, theirs.file_bytes, theirs.live_bytes)
+        assert hot_path_is_sound(mapped)
+    finally:
+        mapped.close()
+        written.close()
+    # Frame for frame the same log, apart from where SYNCED frames fell.
+    logs = [replay((tmp_path / name).read_bytes()) for name in ("mapped.kv", "written.kv")]
+    assert logs[0].entries == logs[1].entries
+
+
+def test_sets_on_the_hot_path_are_taken_once_the_window_is_mapped(tmp_path: Path) -> None:
+    engine = Engine(str(tmp_path / "s.kv"), files=RecordingFiles())
+    engine.open()
+    try:
+        engine.set("warm-up", 1.0)
+        engine.set("warm-up", 2.0)  # the general path grants the room
+        room = engine._fast_room
+        assert room > 0
+        engine.set("k", 3.0)
+        assert engine._fast_room < room  # this one went through the hot path
+        assert engine.get("k") == 3.0
+    finally:
+        engine.close()
+
+
+def test_a_set_after_each_fsync_is_fsynced_again_within_fsync_interval(
+    tmp_path: Path,
+) -> None:
+    files = RecordingFiles()
+    engine = Engine(str(tmp_path / "s.kv"), files=files, fsync_interval=0.05)
+    engine.open()
+    try:
+        for round_ in range(4):
+            for i in range(100):
+                engine.set(f"k{i}", float(round_))
+            written_at = time.monotonic()
+            deadline = written_at + 5.0
+            while not any(call.name == "fsync" and call.time >= written_at
+                          for call in files.calls):
+                assert time.monotonic() < deadline, f"round {round_}: no fsync"
+                time.sleep(0.01)
+            assert hot_path_is_sound(engine)
+    finally:
+        engine.close()
+
+
+def test_a_set_on_a_key_with_an_expiry_removes_the_expiry(tmp_path: Path) -> None:
+    engine = Engine(str(tmp_path / "s.kv"))
+    engine.open()
+    try:
+        for i in range(10):
+            engine.set(f"k{i}", 1.0)  # the hot path is open
+        engine.set("k3", 2.0, ttl=60)
+        assert hot_path_is_sound(engine)
+        engine.set("k3", 3.0)  # no ttl: the expiry goes, as Redis's SET does
+        assert engine.ttl("k3") == -1
+    finally:
+        engine.close()
+    reopened = Engine(str(tmp_path / "s.kv"))
+    reopened.open()
+    try:
+        assert reopened.get("k3") == 3.0 and reopened.ttl("k3") == -1
+    finally:
+        reopened.close()
+
+
+def test_sets_while_a_compaction_runs_reach_the_new_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(_engine, "COMPACT_SLACK", 0)
+    monkeypatch.setattr(_engine, "COMPACTION_CHECK_BYTES", 2048)  # hot path in between
+    path = str(tmp_path / "s.kv")
+    engine = Engine(path)
+    engine.open()
+    unsound: list[int] = []
+
+    def check() -> None:
+        while not stop.is_set():
+            if not hot_path_is_sound(engine):
+                unsound.append(engine._fast_room)
+
+    stop = threading.Event()
+    checker = threading.Thread(target=check)
+    checker.start()
+    try:
+        for i in range(20_000):
+            engine.set(f"k{i % 500}", float(i))
+    finally:
+        stop.set()
+        checker.join()
+    try:
+        assert engine.stats().compactions > 0
+        assert not unsound
+        expected = {f"k{i % 500}": float(i) for i in range(20_000)}
+        assert engine.items() == expected
+    finally:
+        engine.close()
+    assert replay(Path(path).read_bytes()).entries == expected
+    assert os.path.getsize(path) < 20_000 * 30  # compacted along the way
