@@ -34,6 +34,7 @@ from aiokv._format import (
     is_unfinished_header,
 )
 from aiokv._recovery import (
+    READ_SIZE,
     Frame,
     Incomplete,
     Invalid,
@@ -294,6 +295,18 @@ def test_an_intact_log_replays_every_record_in_order() -> None:
     assert "b2" in result.entries and result.entries["b2"] is None
     assert result.expiries == {"expiring": 1_900_000_000.5, "t": 2_000_000_000.0,
                                "b2": 2_100_000_000.0}
+
+
+def test_records_larger_than_a_read_and_records_across_reads_replay_intact() -> None:
+    big = bytes(range(256)) * (3 * READ_SIZE // 256)  # three reads' worth
+    small = [encode_set(f"k{i}", float(i)) for i in range(READ_SIZE // 20)]  # > 1 read
+    data = log_of(*small, encode_set("big", big), *small[:10], encode_set("after", "x"))
+    result = replay(data)
+    assert result.corruption is None and result.torn_tail == 0 and result.end == len(data)
+    assert result.entries["big"] == big and result.entries["after"] == "x"
+    assert len(result.entries) == len(small) + 2
+    cut = replay(data[:-1])  # the last record torn: everything before it stays
+    assert cut.torn_tail > 0 and "after" not in cut.entries and cut.entries["big"] == big
 
 
 KEEPS_HASHES_ONLY_IN_GENERAL_TABLES = pytest.mark.skipif(
