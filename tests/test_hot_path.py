@@ -60,8 +60,11 @@ def test_the_hot_path_logs_and_counts_exactly_what_the_general_path_does(
     assert logs[0].entries == logs[1].entries
 
 
-def test_sets_on_the_hot_path_are_taken_once_the_window_is_mapped(tmp_path: Path) -> None:
-    engine = Engine(str(tmp_path / "s.kv"), files=RecordingFiles())
+def test_the_hot_path_opens_with_the_window_and_stays_open_across_other_writes(
+    tmp_path: Path,
+) -> None:
+    # No fsync within the test: each one closes the hot path until the next set.
+    engine = Engine(str(tmp_path / "s.kv"), files=RecordingFiles(), fsync_interval=30.0)
     engine.open()
     try:
         engine.set("warm-up", 1.0)
@@ -71,6 +74,12 @@ def test_sets_on_the_hot_path_are_taken_once_the_window_is_mapped(tmp_path: Path
         engine.set("k", 3.0)
         assert engine._fast_room < room  # this one went through the hot path
         assert engine.get("k") == 3.0
+        room = engine._fast_room
+        assert engine.incr("n") == (1, None)
+        assert engine.delete("k") is None
+        assert 0 < engine._fast_room < room  # other appends leave it open
+        engine.set("k", 4.0)
+        assert engine.get("k") == 4.0 and engine.get("n") == 1
     finally:
         engine.close()
 

@@ -883,22 +883,23 @@ class Engine:
             except ValueError as exc:  # e.g. a lone surrogate in the key or the value
                 raise ValueError(f"key {key!r}: cannot be stored: {exc}") from None
             size = len(frame)
-            with self._lock:
-                room = self._fast_room - size
-                if room >= 0:
-                    self._window.write(frame)  # type: ignore[union-attr]  # room: mapped
-                    self._fast_room = room
-                    self._window_room -= size
-                    self._file_bytes += size
-                    entries = self._entries
-                    old_value = entries.get(key, _MISSING)
-                    entries[key] = value  # type: ignore[assignment]
-                    if old_value is _MISSING:
-                        self._live_bytes += entry_size(key, value)  # type: ignore[arg-type]
-                    elif type(old_value) is not float or type(value) is not float:
-                        self._live_bytes += (value_size(value)  # type: ignore[arg-type]
-                                             - value_size(old_value))  # type: ignore[arg-type]
-                    return None
+            if self._fast_room >= size:  # read again under the lock
+                with self._lock:
+                    room = self._fast_room - size
+                    if room >= 0:
+                        self._window.write(frame)  # type: ignore[union-attr]  # room: mapped
+                        self._fast_room = room
+                        self._window_room -= size
+                        self._file_bytes += size
+                        entries = self._entries
+                        old_value = entries.get(key, _MISSING)
+                        entries[key] = value  # type: ignore[assignment]
+                        if old_value is _MISSING:
+                            self._live_bytes += entry_size(key, value)  # type: ignore[arg-type]
+                        elif type(old_value) is not float or type(value) is not float:
+                            self._live_bytes += (value_size(value)  # type: ignore[arg-type]
+                                                 - value_size(old_value))  # type: ignore[arg-type]
+                        return None
             return self._set_framed(key, value, frame)  # type: ignore[arg-type]
         if type(key) is not str:
             key = _check_key(key)
@@ -1202,13 +1203,16 @@ class Engine:
 
     def _write_frame(self, frame: bytes) -> None:
         """Write one frame at the log's end (mapped or write(2)). Hold _lock."""
-        self._fast_room = 0  # set() grants it again
         if self._map_appends:
             if self._window is None or len(frame) > self._window_room:
                 self._reserve(len(frame))
             assert self._window is not None
             self._window.write(frame)
             self._window_room -= len(frame)
+            # What the frame used is no longer set()'s to use; whatever else
+            # this append changes (an expiry, a compaction) closes the hot
+            # path where it happens.
+            self._fast_room = max(self._fast_room - len(frame), 0)
         else:
             fd = self._fd
             assert fd is not None
