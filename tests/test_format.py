@@ -178,6 +178,12 @@ MALFORMED_BULK_FIELDS = {
     "an ext value": (("a",), (msgpack.ExtType(5, b"x"),), {}),
     "a timestamp value": (("a",), (msgpack.Timestamp(1, 0),), {}),
     "a map value": (("a",), ({"b": 1},), {}),
+    # Among numbers, which the replay checks with one sum() before the
+    # check of every value's type.
+    "a map value among numbers": (("a", "b", "c"), (1.5, {"b": 1}, 2), {}),
+    "an array value among numbers": (("a", "b"), (1.5, (1, 2)), {}),
+    "a timestamp value among numbers": (("a", "b"), (1, msgpack.Timestamp(1, 0)), {}),
+    "an ext value among numbers": (("a", "b"), (True, msgpack.ExtType(5, b"x")), {}),
 }
 SURROUNDINGS = {
     "between plain sets": (encode_set("before", 1), encode_set("after", 1)),
@@ -210,6 +216,17 @@ def test_a_delete_record_of_a_key_that_is_not_a_string_is_malformed() -> None:
                            synced=True))
     assert result.corruption is not None
     assert result.corruption.offset == HEADER_SIZE + len(encode_set("before", 1))
+
+
+def test_a_bulk_record_of_numbers_or_of_mixed_scalars_replays_intact() -> None:
+    numbers = (1.5, -0.0, float("inf"), 2**64 - 1, -(2**63), True, 0)
+    mixed = (1.5, "text", b"\x00", None, False, 7)
+    data = log_of(encode_bulk(tuple(f"n{i}" for i in range(len(numbers))), numbers, {}),
+                  encode_bulk(tuple(f"m{i}" for i in range(len(mixed))), mixed, {}))
+    result = replay(data)
+    assert result.corruption is None and result.torn_tail == 0
+    assert [result.entries[f"n{i}"] for i in range(len(numbers))] == list(numbers)
+    assert [result.entries[f"m{i}"] for i in range(len(mixed))] == list(mixed)
 
 
 def test_a_bulk_record_sets_each_key_to_its_value_and_clears_older_expiries() -> None:
