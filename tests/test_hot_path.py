@@ -55,7 +55,7 @@ def test_the_hot_path_logs_and_counts_exactly_what_the_general_path_does(
     finally:
         mapped.close()
         written.close()
-    # Frame for frame the same log, apart from where SYNCED frames fell.
+    # Both logs replay to the same entries.
     logs = [replay((tmp_path / name).read_bytes()) for name in ("mapped.kv", "written.kv")]
     assert logs[0].entries == logs[1].entries
 

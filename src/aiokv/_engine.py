@@ -465,7 +465,6 @@ class Engine:
             raise
         self._fd = fd
         self._file_bytes = result.end
-        self._fast_room = 0
         synced = result.end if result.torn_tail or unvouched else result.durable_end
         self._vouch_from(synced, vouched, result.durable_end)
         self._seal()
@@ -593,7 +592,6 @@ class Engine:
         self._write_file_atomically(self.path, [header, *frames])
         self._fd = self._files.open_append(self.path)
         self._file_bytes = length
-        self._fast_room = 0
         self._vouch_from(length)
         self._entries, self._expiries = entries, expiries
         self._live_bytes = length
@@ -604,7 +602,6 @@ class Engine:
         self._write_file_atomically(self.path, [header])
         self._fd = self._files.open_append(self.path)
         self._file_bytes = HEADER_SIZE
-        self._fast_room = 0
         self._vouch_from(HEADER_SIZE)
         self.log_missing = False
 
@@ -640,7 +637,6 @@ class Engine:
                 self._cut_tail_after_failure()
                 raise
             self._file_bytes += len(mark)
-            self._fast_room = 0
 
     def _update_detour(self) -> None:
         """Whether set() must leave its hot path. Hold _lock."""
@@ -983,8 +979,14 @@ class Engine:
         an fsync is due), no SYNCED frame is due, no compaction runs, no key
         has an expiry a set would remove, and the next append stays short of
         the window's end and of the next compaction check. Whatever ends one
-        of these sets ``_fast_room`` to 0 where it happens; the next set then
-        takes the general path, which grants the room again.
+        of these sets ``_fast_room`` to 0 where it happens: close(),
+        _update_detour() (a SYNCED frame due, a split), _put() (an expiry),
+        _drop_window() (every unmap: reserve, clear, cut, close), the
+        compaction's start and its swap of the window, _count_towards_hand_over()
+        and _sync() (unsynced no longer); _write_frame() takes other appends'
+        bytes off it. The next set then takes the general path, which grants
+        the room again. Paths with no window ("fsync", "buffered", open) need
+        nothing: the room is only ever granted with a window mapped.
         """
         if (self._state is _OPEN and self._window is not None and self._unsynced
                 and not self._detour and not self._hand_over and self._rewrite is None
@@ -1242,7 +1244,6 @@ class Engine:
             window = self._files.map(fd, base, start + size - base)
         except OSError:
             self._tail_dirty = True
-            self._fast_room = 0
             raise
         window.seek(start - base)
         self._window, self._window_room = window, size
@@ -1307,7 +1308,6 @@ class Engine:
 
     def _cut_tail_after_failure(self) -> None:
         self._tail_dirty = True
-        self._fast_room = 0
         try:
             self._cut_tail()
         except OSError:
@@ -1350,7 +1350,6 @@ class Engine:
             self._expiries = {}
             self._expiry_heap = []
             self._file_bytes = 0
-            self._fast_room = 0
             self._live_bytes = HEADER_SIZE
             self._tail_dirty = False
             self._unsynced = False
@@ -1468,7 +1467,6 @@ class Engine:
             took = time.monotonic() - started
             with self._lock:
                 self._file_bytes = batch.start + len(data)
-                self._fast_room = 0
                 self._synced(batch.start + len(data))
                 self._inflight = None
                 self._time_sync(took)
@@ -1534,7 +1532,6 @@ class Engine:
                 raise
             with self._lock:
                 self._file_bytes = batch.start + len(data)
-                self._fast_room = 0
                 if not self._unsynced:
                     self._unsynced = True
                     self._unsynced_since = time.monotonic()
@@ -1564,7 +1561,6 @@ class Engine:
     def _abandon_batch(self, batch: _Batch) -> None:
         """The batch's write failed: undo what _begin_batch did, cut the tail. Hold _lock."""
         self._file_bytes = batch.start
-        self._fast_room = 0
         if batch.vouch:
             self._unmark(batch.vouched_before)
         self._cut_tail_after_failure()
@@ -1715,7 +1711,6 @@ class Engine:
             first = durable_batch(pending_deletions(self._undo, self._entries), self._undo,
                                   self._expiries, self._clock())
             self._frozen = self._split = True
-            self._fast_room = 0
             self._update_detour()
             walk = iter(self._entries.items())
         temp = self._temp_path()
@@ -1779,7 +1774,6 @@ class Engine:
                                 self._wake.set()
                             break
                         self._rewrite = []
-                        self._fast_room = 0
                     end = self._write_at(fd, end, _joined(rest))
                 if old_window is not None:
                     old_window.close()
