@@ -880,7 +880,10 @@ class Engine:
                 raise ValueError(f"key {key!r}: cannot be stored: {exc}") from None
             size = len(frame)
             if self._fast_room >= size:  # read again under the lock
-                with self._lock:
+                # acquire() and release() rather than "with": half the cost.
+                lock = self._lock
+                lock.acquire()
+                try:
                     room = self._fast_room - size
                     if room >= 0:
                         self._window.write(frame)  # type: ignore[union-attr]  # room: mapped
@@ -896,6 +899,8 @@ class Engine:
                             self._live_bytes += (value_size(value)  # type: ignore[arg-type]
                                                  - value_size(old_value))  # type: ignore[arg-type]
                         return None
+                finally:
+                    lock.release()
             return self._set_framed(key, value, frame)  # type: ignore[arg-type]
         if type(key) is not str:
             key = _check_key(key)
