@@ -437,3 +437,34 @@ async def test_delete_and_clear_return_false_and_log_on_an_io_error_as_the_seed_
     await kv.close()
     async with AioKV(store_path) as again:
         assert await again.get_all() == {"k": 1}
+
+
+async def test_a_long_run_of_sets_and_gets_lets_other_tasks_run(store_path: str) -> None:
+    """Sets and gets at the default level complete without suspending, but
+    every YIELD_EVERY-th of them yields once (docs/api.md)."""
+    from aiokv._store import YIELD_EVERY
+
+    kv = AioKV(store_path)
+    await kv.open()
+    turns = 0
+    done = False
+
+    async def other_task() -> None:
+        nonlocal turns
+        while not done:
+            turns += 1
+            await asyncio.sleep(0)
+
+    other = asyncio.create_task(other_task())
+    await asyncio.sleep(0)  # let it start
+    started = turns
+    calls = 20 * YIELD_EVERY
+    for i in range(calls // 2):
+        await kv.set(f"k{i % 100}", float(i))
+        await kv.get(f"k{i % 100}")
+    ran = turns - started
+    done = True
+    await other
+    await kv.close()
+    # One turn of the other task per yield, give or take the first and last.
+    assert calls // YIELD_EVERY - 1 <= ran <= calls // YIELD_EVERY + 1
