@@ -1,6 +1,6 @@
 """set()'s hot path: a scalar under a str key, copied into the mapped window.
 
-While ``Engine._fast_room`` is above 0, such a set only copies its frame and
+While ``Engine._fast_end`` leaves room, such a set only copies its frame and
 updates the entries. These tests hold it to doing exactly what the general
 path does: the same bytes in the log, the same accounting, and nothing
 skipped that the store owes (an fsync, a SYNCED frame, a compaction's copy
@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
-from engine_invariants import hot_path_is_sound
+from engine_invariants import hot_path_is_sound, hot_path_room
 from recording_files import RecordingFiles
 
 from aiokv import _engine
@@ -69,15 +69,15 @@ def test_the_hot_path_opens_with_the_window_and_stays_open_across_other_writes(
     try:
         engine.set("warm-up", 1.0)
         engine.set("warm-up", 2.0)  # the general path grants the room
-        room = engine._fast_room
+        room = hot_path_room(engine)
         assert room > 0
         engine.set("k", 3.0)
-        assert engine._fast_room < room  # this one went through the hot path
+        assert hot_path_room(engine) < room  # this one went through the hot path
         assert engine.get("k") == 3.0
-        room = engine._fast_room
+        room = hot_path_room(engine)
         assert engine.incr("n") == (1, None)
         assert engine.delete("k") is None
-        assert 0 < engine._fast_room < room  # other appends leave it open
+        assert 0 < hot_path_room(engine) < room  # other appends leave it open
         engine.set("k", 4.0)
         assert engine.get("k") == 4.0 and engine.get("n") == 1
     finally:
@@ -138,7 +138,7 @@ def test_sets_while_a_compaction_runs_reach_the_new_file(
     def check() -> None:
         while not stop.is_set():
             if not hot_path_is_sound(engine):
-                unsound.append(engine._fast_room)
+                unsound.append(engine._fast_end)
 
     stop = threading.Event()
     checker = threading.Thread(target=check)

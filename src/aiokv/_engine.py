@@ -326,8 +326,10 @@ class Engine:
         # per set; the page cache holds them, so they survive kill -9).
         self._map_appends = False
         self._window: Window | None = None
-        self._window_room = 0  # bytes left in the window
-        self._fast_room = 0  # bytes set()'s hot path may append (_grant_fast_room)
+        # Where the window ends in the file (0: none); the room left in it is
+        # _window_end - _file_bytes, so an append updates one counter.
+        self._window_end = 0
+        self._fast_end = 0  # how far set()'s hot path may append (_grant_fast_room)
         self._reserved_end = 0  # the file's size while space is reserved
         self._lock_fd: int | None = None
         self._tail_dirty = False  # bytes past _file_bytes may be garbage
@@ -642,7 +644,7 @@ class Engine:
         """Whether set() must leave its hot path. Hold _lock."""
         self._detour = self._split or self._mark_due()
         if self._detour:
-            self._fast_room = 0
+            self._fast_end = 0
 
     def _mark_due(self) -> bool:
         """Whether the next append must be preceded by a SYNCED frame. Hold _lock."""
@@ -690,7 +692,7 @@ class Engine:
                 return
             with self._lock:
                 self._state = _CLOSING
-                self._fast_room = 0
+                self._fast_end = 0
                 self.is_open = False
                 self._generation += 1  # a running compaction is discarded
             compaction = self._compaction_thread
@@ -866,7 +868,7 @@ class Engine:
         set without one removes an earlier expiry, as Redis's SET does.
 
         The hot path, a scalar under a str key with no ttl, is written out
-        here: while ``_fast_room`` allows (see ``_grant_fast_room``), such a
+        here: while ``_fast_end`` allows (see ``_grant_fast_room``), such a
         set copies its frame into the mapped window and updates memory, with
         nothing else to check. Every call saved here is a few percent of a set.
         """
@@ -879,17 +881,15 @@ class Engine:
             except ValueError as exc:  # e.g. a lone surrogate in the key or the value
                 raise ValueError(f"key {key!r}: cannot be stored: {exc}") from None
             size = len(frame)
-            if self._fast_room >= size:  # read again under the lock
+            if self._file_bytes + size <= self._fast_end:  # read again under the lock
                 # acquire() and release() rather than "with": half the cost.
                 lock = self._lock
                 lock.acquire()
                 try:
-                    room = self._fast_room - size
-                    if room >= 0:
+                    end = self._file_bytes + size
+                    if end <= self._fast_end:
                         self._window.write(frame)  # type: ignore[union-attr]  # room: mapped
-                        self._fast_room = room
-                        self._window_room -= size
-                        self._file_bytes += size
+                        self._file_bytes = end
                         entries = self._entries
                         old_value = entries.get(key, _MISSING)
                         entries[key] = value  # type: ignore[assignment]
@@ -932,9 +932,9 @@ class Engine:
             # path, which most sets take when the log is not mapped.
             window = self._window
             queued = False
-            if window is not None and size <= self._window_room and not self._detour:
+            if (window is not None and self._file_bytes + size <= self._window_end
+                    and not self._detour):
                 window.write(frame)
-                self._window_room -= size
             else:
                 fd = self._fd
                 if (not self._inline_writes or fd is None or self._tail_dirty or self._detour
@@ -984,22 +984,22 @@ class Engine:
         an fsync is due), no SYNCED frame is due, no compaction runs, no key
         has an expiry a set would remove, and the next append stays short of
         the window's end and of the next compaction check. Whatever ends one
-        of these sets ``_fast_room`` to 0 where it happens: close(),
+        of these sets ``_fast_end`` to 0 where it happens: close(),
         _update_detour() (a SYNCED frame due, a split), _put() (an expiry),
         _drop_window() (every unmap: reserve, clear, cut, close), the
         compaction's start and its swap of the window, _count_towards_hand_over()
-        and _sync() (unsynced no longer); _write_frame() takes other appends'
-        bytes off it. The next set then takes the general path, which grants
+        and _sync() (unsynced no longer). ``_fast_end`` is an offset in the
+        file: other appends, which move ``_file_bytes`` on, shrink the room by
+        themselves. The next set past it takes the general path, which grants
         the room again. Paths with no window ("fsync", "buffered", open) need
         nothing: the room is only ever granted with a window mapped.
         """
         if (self._state is _OPEN and self._window is not None and self._unsynced
                 and not self._detour and not self._hand_over and self._rewrite is None
                 and not self._split and not self._expiries and not self._tail_dirty):
-            self._fast_room = min(self._window_room,
-                                  self._next_compaction_check - 1 - self._file_bytes)
+            self._fast_end = min(self._window_end, self._next_compaction_check - 1)
         else:
-            self._fast_room = 0
+            self._fast_end = 0
 
     def _set_expiring(self, key: str, stored: Value, ttl: float | None) -> Commit | None:
         with self._lock:
@@ -1153,7 +1153,7 @@ class Engine:
             old_expiry = self._expiries.get(key)
             if old_expiry != expires:  # incr keeps an expiry: no new heap entry
                 self._expiries[key] = expires
-                self._fast_room = 0
+                self._fast_end = 0
                 heapq.heappush(self._expiry_heap, (expires, key))
             if old_expiry is None:
                 live += _expiry_size(key)
@@ -1211,15 +1211,13 @@ class Engine:
     def _write_frame(self, frame: bytes) -> None:
         """Write one frame at the log's end (mapped or write(2)). Hold _lock."""
         if self._map_appends:
-            if self._window is None or len(frame) > self._window_room:
+            if self._window is None or self._file_bytes + len(frame) > self._window_end:
                 self._reserve(len(frame))
             assert self._window is not None
+            # The bytes the frame takes are no longer set()'s hot path's to
+            # use (_fast_end is an offset); whatever else this append changes
+            # (an expiry, a compaction) closes the hot path where it happens.
             self._window.write(frame)
-            self._window_room -= len(frame)
-            # What the frame used is no longer set()'s to use; whatever else
-            # this append changes (an expiry, a compaction) closes the hot
-            # path where it happens.
-            self._fast_room = max(self._fast_room - len(frame), 0)
         else:
             fd = self._fd
             assert fd is not None
@@ -1251,15 +1249,15 @@ class Engine:
             self._tail_dirty = True
             raise
         window.seek(start - base)
-        self._window, self._window_room = window, size
+        self._window, self._window_end = window, start + size
         self._reserved_end = max(self._reserved_end, start + size)
 
     def _drop_window(self) -> None:
         """Unmap the append window (what it holds stays in the file)."""
         window = self._window
-        self._fast_room = 0
+        self._fast_end = 0
         if window is not None:
-            self._window, self._window_room = None, 0
+            self._window, self._window_end = None, 0
             window.close()
 
     def _release_reserved(self) -> None:
@@ -1287,7 +1285,7 @@ class Engine:
         if not self._until_hand_over:
             self._until_hand_over = HAND_OVER_EVERY
             self._hand_over = True
-            self._fast_room = 0
+            self._fast_end = 0
 
     def _let_compaction_run(self) -> None:
         """Sleep PAUSE: the compaction thread gets the GIL (see HAND_OVER_EVERY)."""
@@ -1578,7 +1576,7 @@ class Engine:
             with self._lock:
                 fd = self._fd
                 self._unsynced = False
-                self._fast_room = 0
+                self._fast_end = 0
                 sync_dir = self._dir_unsynced
                 end = self._file_bytes  # appends made from here on may miss this fsync
             if fd is None:
@@ -1708,7 +1706,7 @@ class Engine:
             # Every frame written from here on reaches the new file through
             # the rewrite buffer, so the walk may take each batch later.
             self._rewrite = []
-            self._fast_room = 0
+            self._fast_end = 0
             live_at_snapshot = self._live_bytes
             compactions = self._compactions + 1
             # A key that a queued "fsync" delete took out of the entries is
@@ -1763,8 +1761,8 @@ class Engine:
                             swapped = True
                             old_fd, self._fd = self._fd, new_fd
                             old_window, self._window = self._window, None
-                            self._fast_room = 0
-                            self._window_room = self._reserved_end = 0
+                            self._fast_end = 0
+                            self._window_end = self._reserved_end = 0
                             self._file_bytes = final
                             self._vouch_from(end)  # the header's compacted length
                             self._next_compaction_check = final + COMPACTION_CHECK_BYTES
