@@ -21,6 +21,7 @@ import aiokv
 from aiokv import AioKV
 from aiokv._files import FileSystem
 from aiokv._recovery import replay
+from aiokv._store import YIELD_EVERY
 
 if TYPE_CHECKING:
     from typing_extensions import Buffer
@@ -442,8 +443,6 @@ async def test_delete_and_clear_return_false_and_log_on_an_io_error_as_the_seed_
 async def test_a_long_run_of_sets_and_gets_lets_other_tasks_run(store_path: str) -> None:
     """Sets and gets at the default level complete without suspending, but
     every YIELD_EVERY-th of them yields once (docs/api.md)."""
-    from aiokv._store import YIELD_EVERY
-
     kv = AioKV(store_path)
     await kv.open()
     turns = 0
