@@ -27,8 +27,9 @@ YIELD_EVERY = 256
 """Reads and default-level writes complete without suspending; every this
 many of them, the calling task yields once so that a long run of them cannot
 starve the other tasks of the event loop: at ~1 us a set, other tasks wait at
-most ~0.3 ms. A yield costs ~1.7 us, 7 ns a call at 256 (27 ns at 64, the
-value until the W1 lead over semidbm came down to a few percent)."""
+most ~0.3 ms. A yield costs ~1.7 us: 7 ns a call at 256, 27 ns at 64 (the
+earlier value). Yielding less often also lengthens the loop's worst gap during
+a compaction of a million keys, ~0.8 -> ~1.1 ms (docs/benchmarks.md, W8)."""
 
 
 async def _in_thread(function: Callable[[], _T]) -> _T:
