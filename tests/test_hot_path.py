@@ -20,7 +20,9 @@ from engine_invariants import hot_path_is_sound, hot_path_room
 from recording_files import RecordingFiles
 
 from aiokv import _engine
+from aiokv._commit import Commit
 from aiokv._engine import Engine
+from aiokv._format import Value
 from aiokv._recovery import replay
 
 SCALARS: list[object] = [1.5, "text", b"\x00bytes", True, None, -0.0, float("inf"),
@@ -61,24 +63,35 @@ def test_the_hot_path_logs_and_counts_exactly_what_the_general_path_does(
 
 
 def test_the_hot_path_opens_with_the_window_and_stays_open_across_other_writes(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # No fsync within the test: each one closes the hot path until the next set.
     engine = Engine(str(tmp_path / "s.kv"), files=RecordingFiles(), fsync_interval=30.0)
+    general: list[str] = []  # keys of the sets that left the hot path
+    set_framed = engine._set_framed
+
+    def counted(key: str, stored: Value, frame: bytes) -> Commit | None:
+        general.append(key)
+        return set_framed(key, stored, frame)
+
+    monkeypatch.setattr(engine, "_set_framed", counted)
     engine.open()
     try:
         engine.set("warm-up", 1.0)
         engine.set("warm-up", 2.0)  # the general path grants the room
+        assert general == ["warm-up", "warm-up"]
         room = hot_path_room(engine)
         assert room > 0
         engine.set("k", 3.0)
-        assert hot_path_room(engine) < room  # this one went through the hot path
+        assert general == ["warm-up", "warm-up"]  # this one went through the hot path
+        assert hot_path_room(engine) < room  # and took its bytes
         assert engine.get("k") == 3.0
         room = hot_path_room(engine)
         assert engine.incr("n") == (1, None)
         assert engine.delete("k") is None
         assert 0 < hot_path_room(engine) < room  # other appends leave it open
         engine.set("k", 4.0)
+        assert general == ["warm-up", "warm-up"]  # still on the hot path
         assert engine.get("k") == 4.0 and engine.get("n") == 1
     finally:
         engine.close()

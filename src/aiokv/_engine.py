@@ -1214,9 +1214,10 @@ class Engine:
             if self._window is None or self._file_bytes + len(frame) > self._window_end:
                 self._reserve(len(frame))
             assert self._window is not None
-            # The bytes the frame takes are no longer set()'s hot path's to
-            # use (_fast_end is an offset); whatever else this append changes
-            # (an expiry, a compaction) closes the hot path where it happens.
+            # Nothing to take off the hot path's room: _fast_end is an offset
+            # and _file_bytes moves past this frame below. Whatever else this
+            # append changes (an expiry, a compaction) closes the hot path
+            # where it happens.
             self._window.write(frame)
         else:
             fd = self._fd
