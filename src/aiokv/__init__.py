@@ -5,7 +5,7 @@ replayed on open, compacted in the background and recovered after a crash.
 """
 
 from ._engine import Stats
-from ._errors import AioKVError, ClosedError, CorruptionError, LockedError
+from ._errors import AioKVError, ClosedError, CorruptionError, ForkedError, LockedError
 from ._store import AioKV, aiocache
 from ._sync import KV
 from ._version import __version__
@@ -16,6 +16,7 @@ __all__ = [
     "AioKVError",
     "ClosedError",
     "CorruptionError",
+    "ForkedError",
     "LockedError",
     "Stats",
     "__version__",

@@ -46,7 +46,7 @@ from dataclasses import dataclass
 
 from . import _format
 from ._commit import Commit
-from ._errors import ClosedError, CorruptionError, LockedError
+from ._errors import AioKVError, ClosedError, CorruptionError, ForkedError, LockedError
 from ._files import REAL_FILES, FileSystem, Window
 from ._format import (
     HEADER_SIZE,
@@ -133,12 +133,15 @@ SYNC_TIME_WEIGHT = 0.25
 """Weight of the newest batch in the running average of write + fsync time."""
 
 _NEW, _OPEN, _CLOSING, _CLOSED = "new", "open", "closing", "closed"
+_FORKED = "forked"
+"""The state of an engine inherited by the child of a fork (see forsake_after_fork)."""
 _AS_IS = frozenset({float, str, bytes, bool, type(None)})
 """Value types stored without encoding or checks (int needs a range check)."""
 _MISSING: object = object()
 """Absent; also the tombstone of a key deleted while a snapshot walks."""
 
 _open_engines: weakref.WeakSet[Engine] = weakref.WeakSet()
+"""Engines from the start of open() to the end of close()."""
 _atexit_registered = False
 
 
@@ -148,6 +151,16 @@ def _close_all_at_exit() -> None:
             engine.close()
         except Exception:
             logger.exception("aiokv: could not close %r at exit", engine.path)
+
+
+def _forsake_all_after_fork() -> None:
+    for engine in list(_open_engines):
+        engine.forsake_after_fork()
+    _open_engines.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forsake_all_after_fork)
 
 
 class _CompactionVoid(Exception):
@@ -297,6 +310,7 @@ class Engine:
         self._lock = threading.Lock()
         self._open_lock = threading.Lock()
         self._state = _NEW
+        self._owner = 0  # the id of the process that opened the store
 
         self._entries: dict[str, Value] = new_entries()
         # Split state (see the module docstring): keys created while a
@@ -378,24 +392,34 @@ class Engine:
 
     def open(self) -> None:
         """Open the store: lock, recover, replay. Idempotent and thread-safe."""
+        if self._state is _FORKED:  # before the lock: one held at the fork stays held
+            raise self._unusable()
         with self._open_lock:
             if self._state is _OPEN:
                 return
             if self._state is not _NEW:
-                raise ClosedError(self.path)
-            lock_fd = self._files.lock(self.path + ".lock")
-            if lock_fd is None:
-                raise LockedError(self.path)
+                raise self._unusable()
+            # From here until close(), a fork leaves this engine unusable in the child.
+            _open_engines.add(self)
             try:
-                self._map_appends = self._inline_writes and self._files.can_map(self.path)
-                self._recover()
+                self._open_locked()
             except BaseException:
-                if self._fd is not None:
-                    self._files.close(self._fd)
-                    self._fd = None
-                self._files.unlock(lock_fd)
+                _open_engines.discard(self)
                 raise
+            global _atexit_registered
+            if not _atexit_registered:
+                atexit.register(_close_all_at_exit)
+                _atexit_registered = True
+
+    def _open_locked(self) -> None:
+        lock_fd = self._files.lock(self.path + ".lock")
+        if lock_fd is None:
+            raise LockedError(self.path)
+        try:
+            self._map_appends = self._inline_writes and self._files.can_map(self.path)
+            self._recover()
             self._lock_fd = lock_fd
+            self._owner = os.getpid()
             self._state = _OPEN
             self.is_open = True
             self._stopping = False
@@ -403,12 +427,53 @@ class Engine:
                 target=self._sync_loop, name=f"aiokv-sync {os.path.basename(self.path)}",
                 daemon=True,
             )
+            # Under a thread limit (a container's pids limit) this raises
+            # RuntimeError: the store then stays unopened, as on any failure.
             self._syncer.start()
-            global _atexit_registered
-            _open_engines.add(self)
-            if not _atexit_registered:
-                atexit.register(_close_all_at_exit)
-                _atexit_registered = True
+        except BaseException:
+            self._state = _NEW
+            self.is_open = False
+            self._syncer = None
+            self._lock_fd = None
+            with self._lock:
+                self._drop_window()
+            if self._fd is not None:
+                self._files.close(self._fd)
+                self._fd = None
+            self._files.unlock(lock_fd)
+            raise
+
+    def _unusable(self) -> AioKVError:
+        """The error for a call on a store that is not open."""
+        if self._state is _FORKED:
+            return ForkedError(self.path, self._owner)
+        return ClosedError(self.path)
+
+    def forsake_after_fork(self) -> None:
+        """Called in the child of a fork: give up the owner's store untouched.
+
+        The child has copies of the owner's descriptors and mapping but none
+        of its threads, and any lock another thread held at the fork stays
+        held here forever: so no lock is taken, nothing is written, cut or
+        unlocked. Closing the copies of the descriptors releases nothing of
+        the owner's (a flock belongs to the open file description, which the
+        owner still holds), and keeps the child from holding the lock after
+        the owner closes. From now on every call raises ForkedError.
+        """
+        if self._state is _NEW or self._state is _CLOSED or self._state is _FORKED:
+            return
+        self._state = _FORKED
+        self.is_open = False
+        self._fast_end = 0
+        self._window = None  # the child's copy of the mapping goes with it
+        for fd in (self._fd, self._lock_fd):
+            if fd is not None:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        self._fd = self._lock_fd = None
+        self._syncer = self._compaction_thread = None
 
     def _recover(self) -> None:
         self._remove_leftover_temps()
@@ -683,7 +748,15 @@ class Engine:
 
         Calling it again is a no-op. If the final write fails, the error is
         raised and the store stays open, so nothing acknowledged is dropped.
+        In a process forked from the owner it does nothing (see
+        ``forsake_after_fork``), even after a fork made without Python's
+        fork handlers, which the process id shows.
         """
+        if self._state is _FORKED:
+            return
+        if self._owner and self._owner != os.getpid():
+            self.forsake_after_fork()
+            return
         with self._open_lock:
             if self._state is _NEW:
                 self._state = _CLOSED
@@ -737,7 +810,22 @@ class Engine:
 
     def _check_writable(self) -> None:
         if self._state is not _OPEN:
-            raise ClosedError(self.path)
+            raise self._unusable()
+
+    def check_openable(self) -> None:
+        """Raise now what open() would raise for the state alone (no I/O, no lock).
+
+        The async shell calls it before handing open() to a thread: in a
+        forked child the executor's threads are gone, and a hand-over could
+        wait forever.
+        """
+        if self._state is _FORKED or self._state is _CLOSING or self._state is _CLOSED:
+            raise self._unusable()
+
+    @property
+    def forked(self) -> bool:
+        """Whether this engine was inherited through a fork (see forsake_after_fork)."""
+        return self._state is _FORKED or bool(self._owner and self._owner != os.getpid())
 
     # -- reads --------------------------------------------------------------
 
@@ -751,7 +839,7 @@ class Engine:
 
     def get(self, key: str, default: object = None) -> object:
         if self._state is not _OPEN:
-            raise ClosedError(self.path)
+            raise self._unusable()
         if type(key) is not str:
             key = _check_key(key)
         # The expiry is looked up before the entry: the sweep removes both,
@@ -797,14 +885,14 @@ class Engine:
 
     def items(self) -> dict[str, object]:
         if self._state is not _OPEN:
-            raise ClosedError(self.path)
+            raise self._unusable()
         return {key: decode_value(value) for key, value in self._live_items()}
 
     def keys(self, pattern: str = "*") -> list[str]:
         """Live keys matching a glob (fnmatch.fnmatchcase: case-sensitive,
         ``*`` also matches ``:`` and ``/``)."""
         if self._state is not _OPEN:
-            raise ClosedError(self.path)
+            raise self._unusable()
         if not isinstance(pattern, str):
             raise TypeError(f"pattern must be a str, not {type(pattern).__name__}")
         live = [key for key, _ in self._live_items()]
@@ -815,7 +903,7 @@ class Engine:
 
     def exists(self, key: str) -> bool:
         if self._state is not _OPEN:
-            raise ClosedError(self.path)
+            raise self._unusable()
         if type(key) is not str:
             key = _check_key(key)
         if self._expiries and self._is_expired(key):  # before the entry: see get()
@@ -825,7 +913,7 @@ class Engine:
     def ttl(self, key: str) -> int:
         """Whole seconds left (rounded up); -1 without expiry; -2 if absent."""
         if self._state is not _OPEN:
-            raise ClosedError(self.path)
+            raise self._unusable()
         if type(key) is not str:
             key = _check_key(key)
         with self._lock:
@@ -839,7 +927,7 @@ class Engine:
 
     def stats(self) -> Stats:
         if self._state is not _OPEN:
-            raise ClosedError(self.path)
+            raise self._unusable()
         with self._lock:
             now = self._clock()
             expired = sum(1 for when in self._expiries.values() if when <= now)
@@ -925,9 +1013,11 @@ class Engine:
         if self._hand_over:
             self._let_compaction_run()
         size = len(frame)
+        if self._state is not _OPEN:  # unlocked first: see forsake_after_fork
+            raise self._unusable()
         with self._lock:
             if self._state is not _OPEN:
-                raise ClosedError(self.path)
+                raise self._unusable()
             # _append() and _put(), written out: no call of theirs on this
             # path, which most sets take when the log is not mapped.
             window = self._window
@@ -1002,9 +1092,11 @@ class Engine:
             self._fast_end = 0
 
     def _set_expiring(self, key: str, stored: Value, ttl: float | None) -> Commit | None:
+        if self._state is not _OPEN:  # unlocked first: see forsake_after_fork
+            raise self._unusable()
         with self._lock:
             if self._state is not _OPEN:
-                raise ClosedError(self.path)
+                raise self._unusable()
             expires = None if ttl is None else self._clock() + ttl
             return self._write_put(key, stored, expires)
 
@@ -1038,9 +1130,11 @@ class Engine:
         if self._hand_over:
             self._let_compaction_run()
         seconds = _check_ttl(ttl)
+        if self._state is not _OPEN:  # unlocked first: see forsake_after_fork
+            raise self._unusable()
         with self._lock:
             if self._state is not _OPEN:
-                raise ClosedError(self.path)
+                raise self._unusable()
             current = self._live_value(key)
             if current is _MISSING:
                 value = amount
@@ -1062,9 +1156,11 @@ class Engine:
         if type(key) is not str:
             key = _check_key(key)
         seconds = _check_ttl(ttl)
+        if self._state is not _OPEN:  # unlocked first: see forsake_after_fork
+            raise self._unusable()
         with self._lock:
             if self._state is not _OPEN:
-                raise ClosedError(self.path)
+                raise self._unusable()
             current = self._live_value(key)
             if current is _MISSING:
                 return False, None
@@ -1078,9 +1174,11 @@ class Engine:
             self._let_compaction_run()
         if type(key) is not str:
             key = _check_key(key)
+        if self._state is not _OPEN:  # unlocked first: see forsake_after_fork
+            raise self._unusable()
         with self._lock:
             if self._state is not _OPEN:
-                raise ClosedError(self.path)
+                raise self._unusable()
             if self._lookup(key) is _MISSING:
                 # Nothing to write. But at "fsync" the key may be absent only
                 # because of a write not yet durable (an earlier delete):
@@ -1328,9 +1426,11 @@ class Engine:
         file agree) and the error is raised: a power loss might bring the old
         file back.
         """
+        if self._state is not _OPEN:  # unlocked first: see forsake_after_fork
+            raise self._unusable()
         with self._io, self._lock:
             if self._state is not _OPEN:
-                raise ClosedError(self.path)
+                raise self._unusable()
             self._generation += 1
             if self._fd is not None:
                 self._files.remove(self.path)
@@ -1364,6 +1464,7 @@ class Engine:
 
     def ensure_log_file(self) -> None:
         """Create the log file if clear() removed it (blocking)."""
+        self._check_writable()
         with self._lock:
             self._check_writable()
             if self._fd is None:
@@ -1700,7 +1801,7 @@ class Engine:
     def _compact_once(self) -> None:
         with self._io, self._lock:
             if self._state is not _OPEN:
-                raise ClosedError(self.path)
+                raise self._unusable()
             if self._fd is None:
                 return  # cleared: there is no log to compact
             generation = self._generation
@@ -1850,7 +1951,7 @@ class Engine:
     def _check_compaction_still_wanted(self, generation: int) -> None:
         """Raise if the store was closed, or return-worthy if cleared. Hold _lock."""
         if self._state is not _OPEN:
-            raise ClosedError(self.path)
+            raise self._unusable()
         if self._generation != generation:
             raise _CompactionVoid
 

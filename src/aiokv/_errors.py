@@ -39,6 +39,28 @@ class LockedError(AioKVError):
         super().__init__(f"{path!r} is open in another AioKV instance or process")
 
 
+class ForkedError(AioKVError):
+    """The store was opened in another process before that process forked.
+
+    A store belongs to the process that opened it. An instance inherited
+    through ``fork()`` (multiprocessing's default start method on Linux,
+    gunicorn ``--preload``, a daemon's double fork, a library's helper
+    process) raises this from every operation. It touches nothing of the
+    owner's: its copies of the owner's descriptors were closed at the fork,
+    and ``close()``, garbage collection and exiting do nothing in this
+    process. Open a new instance here, after the fork (while the owner keeps
+    the store open, that one gets ``LockedError``).
+    """
+
+    def __init__(self, path: str, owner: int) -> None:
+        self.path = path
+        self.owner = owner
+        super().__init__(
+            f"store {path!r} was opened in process {owner} before a fork; this process "
+            f"({os.getpid()}) cannot use it: open the store after the fork, in the process "
+            "that uses it")
+
+
 class ClosedError(AioKVError):
     """An operation was called after ``close()``.
 

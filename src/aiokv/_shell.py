@@ -6,6 +6,7 @@ import os
 import time
 import warnings
 from collections.abc import Callable
+from typing import NoReturn
 
 from ._engine import Engine
 
@@ -41,6 +42,11 @@ class Shell:
         if engine is not None and engine.is_open:
             warnings.warn(f"{self!r} was never closed; it is closed at exit",
                           ResourceWarning, stacklevel=2)
+
+    def __reduce__(self) -> NoReturn:
+        raise TypeError(
+            f"{type(self).__name__} cannot be pickled: a store belongs to the process that "
+            "opens it; pass its path to the other process and open a store there")
 
     @property
     def path(self) -> str:

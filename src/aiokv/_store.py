@@ -15,7 +15,7 @@ from types import TracebackType
 from typing import TypeVar
 
 from ._commit import Commit
-from ._engine import NOW, Stats
+from ._engine import NOW, Engine, Stats
 from ._shell import Shell
 
 logger = logging.getLogger("aiokv")
@@ -46,10 +46,15 @@ class AioKV(Shell):
 
     _until_yield = YIELD_EVERY  # per instance once first decremented
 
+    @staticmethod
+    async def _open(engine: Engine) -> None:
+        engine.check_openable()  # ForkedError or ClosedError without a thread hop
+        await _in_thread(engine.open)
+
     async def open(self) -> AioKV:
         """Open the store now (otherwise the first operation does)."""
         if not self._engine.is_open:
-            await _in_thread(self._engine.open)
+            await self._open(self._engine)
         return self
 
     async def __aenter__(self) -> AioKV:
@@ -64,13 +69,19 @@ class AioKV(Shell):
         await self.close()
 
     async def close(self) -> None:
-        """Write and fsync everything and release the lock. Idempotent."""
+        """Write and fsync everything and release the lock. Idempotent.
+
+        In a process forked from the one that opened the store it does
+        nothing: the store is the owner's to close.
+        """
+        if self._engine.forked:
+            return
         await _in_thread(self._engine.close)
 
     async def _ready_to_write(self) -> None:
         engine = self._engine
         if not engine.is_open:
-            await _in_thread(engine.open)
+            await self._open(engine)
         if engine.log_missing:
             await _in_thread(engine.ensure_log_file)
 
@@ -91,7 +102,7 @@ class AioKV(Shell):
         """The value stored under ``key`` (a fresh copy), or ``default``."""
         engine = self._engine
         if not engine.is_open:
-            await _in_thread(engine.open)
+            await self._open(engine)
         value = engine.get(key, default)
         self._until_yield -= 1
         if not self._until_yield:
@@ -151,21 +162,21 @@ class AioKV(Shell):
         """Live keys matching a glob pattern (``fnmatch.fnmatchcase`` rules)."""
         engine = self._engine
         if not engine.is_open:
-            await _in_thread(engine.open)
+            await self._open(engine)
         return engine.keys(pattern)
 
     async def exists(self, key: str) -> bool:
         """True if ``key`` is stored and not expired."""
         engine = self._engine
         if not engine.is_open:
-            await _in_thread(engine.open)
+            await self._open(engine)
         return engine.exists(key)
 
     async def ttl(self, key: str) -> int:
         """Seconds left (rounded up); -1 for no expiry; -2 if missing or expired."""
         engine = self._engine
         if not engine.is_open:
-            await _in_thread(engine.open)
+            await self._open(engine)
         return engine.ttl(key)
 
     async def expire(self, key: str, ttl: float | None) -> bool:
@@ -181,7 +192,7 @@ class AioKV(Shell):
         """A new dict of every entry (values are fresh copies)."""
         engine = self._engine
         if not engine.is_open:
-            await _in_thread(engine.open)
+            await self._open(engine)
         return engine.items()
 
     async def clear(self) -> bool:
@@ -189,7 +200,7 @@ class AioKV(Shell):
         engine = self._engine
         try:
             if not engine.is_open:
-                await _in_thread(engine.open)
+                await self._open(engine)
             await _in_thread(engine.clear)
         except OSError:
             logger.exception("aiokv: clear() of %s failed", engine.path)
@@ -200,21 +211,21 @@ class AioKV(Shell):
         """Return once everything acknowledged so far is fsynced."""
         engine = self._engine
         if not engine.is_open:
-            await _in_thread(engine.open)
+            await self._open(engine)
         await _in_thread(engine.flush)
 
     async def compact(self) -> None:
         """Rewrite the log with only the live entries, now."""
         engine = self._engine
         if not engine.is_open:
-            await _in_thread(engine.open)
+            await self._open(engine)
         await _in_thread(engine.compact)
 
     async def stats(self) -> Stats:
         """Counters of the store: keys, file and live bytes, compactions..."""
         engine = self._engine
         if not engine.is_open:
-            await _in_thread(engine.open)
+            await self._open(engine)
         return engine.stats()
 
 
