@@ -848,9 +848,7 @@ class Engine:
             return default
         value = self._entries.get(key, _MISSING)
         if value is _MISSING:
-            if not self._split:
-                return default
-            value = self._added.get(key, _MISSING)
+            value = self._lookup_aside(key)
             if value is _MISSING:
                 return default
         if type(value) is Encoded:
@@ -858,10 +856,25 @@ class Engine:
         return value
 
     def _lookup(self, key: str) -> object:
-        """The value held for ``key``, expired or not, or _MISSING."""
+        """The value held for ``key``, expired or not, or _MISSING. No lock needed."""
         value = self._entries.get(key, _MISSING)
-        if value is _MISSING and self._split:
-            return self._added.get(key, _MISSING)
+        if value is _MISSING:
+            return self._lookup_aside(key)
+        return value
+
+    def _lookup_aside(self, key: str) -> object:
+        """After ``_entries`` missed ``key``: look in ``_added``, then ``_entries`` again.
+
+        Readers take no lock, and a split may end between their lookups: the
+        fold puts a key into ``_entries`` before it takes it out of
+        ``_added`` (as ``_put`` does), so a key missed in ``_entries`` and
+        then in ``_added`` has moved, and is in ``_entries`` now. Keys never
+        move the other way. Whether a split is on cannot be asked instead:
+        it may have ended since the first lookup. Costs a miss two lookups.
+        """
+        value = self._added.get(key, _MISSING)
+        if value is _MISSING:
+            return self._entries.get(key, _MISSING)
         return value
 
     def _live_value(self, key: str) -> object:
@@ -1237,8 +1250,10 @@ class Engine:
                 old = self._added.get(key, _MISSING)
                 self._added[key] = stored
             else:  # a tombstone, or a key to take back from _added
-                old = self._added.pop(key, _MISSING)
-                entries[key] = stored
+                old = self._added.get(key, _MISSING)
+                entries[key] = stored  # before it leaves _added: see _lookup_aside
+                if old is not _MISSING:
+                    del self._added[key]
                 self._gone.discard(key)
         else:
             entries[key] = stored
@@ -1930,9 +1945,12 @@ class Engine:
             with self._lock:
                 self._frozen = False
                 entries, added, gone = self._entries, self._added, self._gone
-                for _ in range(min(FOLD_BATCH, len(added))):
-                    key, value = added.popitem()
-                    entries[key] = value
+                # Into _entries first, out of _added after: a reader without
+                # the lock finds each key in one or the other (_lookup_aside).
+                moving = list(itertools.islice(added.items(), FOLD_BATCH))
+                entries.update(moving)
+                for key, _ in moving:
+                    del added[key]
                 for _ in range(min(FOLD_BATCH, len(gone))):
                     entries.pop(gone.pop(), None)
                 if not added and not gone:
