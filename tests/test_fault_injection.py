@@ -267,7 +267,13 @@ def _engine(path: str, durability: str, files: FileSystem) -> Engine:
 class Outcome:
     oracle: dict[str, object]
     failed: list[str]
-    """Labels of the operations that raised OSError."""
+    """Labels of the operations that raised the injected OSError."""
+    refused: list[str]
+    """Labels of the writes refused at "buffered" while held records could
+    not be written (after a failed flush, until a write of them succeeds)."""
+
+
+REFUSAL = "no new write is accepted until they are written"
 
 
 def _do(engine: Engine, kind: str, key: str, value: object) -> None:
@@ -302,6 +308,8 @@ def _apply(oracle: dict[str, object], kind: str, key: str, value: object) -> Non
 def run_workload(path: str, durability: str, files: FaultyFiles) -> Outcome:
     oracle: dict[str, object] = {}
     failed: list[str] = []
+    refused: list[str] = []
+    refusing = False  # a write of held records failed; none succeeded since
     engine: Engine | None = None
 
     def where() -> str:
@@ -331,6 +339,7 @@ def run_workload(path: str, durability: str, files: FaultyFiles) -> Outcome:
             continue
         assert engine is not None
         if kind == "close":
+            refusing = False  # close() writes the held records, or fails and is retried
             try:
                 engine.close()
             except OSError as exc:
@@ -344,15 +353,26 @@ def run_workload(path: str, durability: str, files: FaultyFiles) -> Outcome:
         try:
             _do(engine, kind, key, value)
         except OSError as exc:
+            if REFUSAL in str(exc):
+                assert refusing, f"{label!r} refused with nothing failing: {exc!r}, {where()}"
+                assert kind in ("set", "set+ttl", "delete"), f"{label!r} refused: {exc!r}"
+                assert exc.errno == files.error, f"{label!r} raised {exc!r}: {where()}"
+                refused.append(label)
+                check_memory(label)
+                continue
             expect_fault(label, exc)
+            refusing = (durability == "buffered" and files.injected is not None
+                        and kind in ("flush", "compact"))
             if kind == "clear" and files.injected is not None and files.injected[0] != "remove":
                 # Engine.clear: "If the file cannot be removed, nothing
                 # changes. If it was removed but [...], the entries are gone."
                 oracle.clear()
         else:
             _apply(oracle, kind, key, value)
+            if kind in ("flush", "clear"):
+                refusing = False  # the held records were written (or cleared)
         check_memory(label)
-    return Outcome(oracle, failed)
+    return Outcome(oracle, failed, refused)
 
 
 # -- the cases ----------------------------------------------------------------
@@ -366,7 +386,7 @@ def _fault_free_trace(durability: str) -> list[tuple[str, str]]:
     with tempfile.TemporaryDirectory() as directory:
         files = FaultyFiles(mapping=durability != "flush-unmapped")
         outcome = run_workload(os.path.join(directory, "state.kv"), durability, files)
-        assert not outcome.failed
+        assert not outcome.failed and not outcome.refused
         return files.trace
 
 
@@ -429,7 +449,7 @@ def test_the_nth_file_call_fails(store_path: str, case: Case) -> None:
     outcome = run_workload(store_path, durability, files)
     if n > count:
         assert files.injected is None and files.shortened is None
-        assert not outcome.failed
+        assert not outcome.failed and not outcome.refused
     else:
         assert files.injected is not None, "the fault was not reached"
         # Exactly one operation saw the error: it was one-shot. The one
@@ -438,6 +458,11 @@ def test_the_nth_file_call_fails(store_path: str, case: Case) -> None:
         # on; the operation then returned and counts as acknowledged.
         allowed = {0, 1} if files.injected[0] in RELEASE_CALLS else {1}
         assert len(outcome.failed) in allowed, f"{outcome.failed} injected={files.injected}"
+        # At "buffered", the writes after a failed write of held records are
+        # refused (they raise, nothing changes) until a flush writes them.
+        if outcome.refused:
+            assert durability == "buffered"
+            assert outcome.failed[0].startswith(("flush", "compact"))
     clean = _engine(store_path, durability, FileSystem())
     clean.open()
     try:

@@ -249,6 +249,12 @@ def _check_ttl(ttl: object) -> float | None:
     return seconds
 
 
+MAX_INTERVAL = 86400.0
+"""The longest ``fsync_interval`` or ``flush_interval`` accepted (a day), and
+the longest the writer thread sleeps at a time: longer intervals are refused
+at construction, where a typo like 1e10 would otherwise pass and later
+overflow the thread's wait."""
+
 SWEEP_INTERVAL = 1.0
 """Longest time (seconds) an expired entry stays in memory unread."""
 SWEEP_BATCH = 1000
@@ -288,8 +294,9 @@ class Engine:
                                ("flush_interval", flush_interval)):
             if isinstance(interval, bool) or not isinstance(interval, (int, float)):
                 raise TypeError(f"{name} must be a number of seconds")
-            if not 0 < interval < float("inf"):
-                raise ValueError(f"{name} must be a positive number of seconds")
+            if not 0 < interval <= MAX_INTERVAL:
+                raise ValueError(f"{name} must be a positive number of seconds, at most "
+                                 f"{MAX_INTERVAL:.0f} (a day), not {interval!r}")
         self.path = os.path.abspath(path)
         self.durability = durability
         self.fsync_interval = float(fsync_interval)
@@ -354,14 +361,17 @@ class Engine:
         self._unsynced = False
         self._unsynced_since = 0.0
         self._dir_unsynced = False
-        # "buffered" and "fsync": frames not yet written, oldest first.
+        # "buffered" and "fsync": frames not yet written, oldest first, and
+        # for each, how to undo its effect on memory (see _queue).
         self._pending: list[bytes] = []
+        # "buffered": why the held frames could not be written, until they are.
+        self._write_failure: OSError | None = None
         self._pending_since = 0.0
-        # "fsync": the commit the pending frames belong to, and how to undo
-        # their effect on memory if writing them fails.
-        self._commit = Commit()
         self._undo: list[tuple[str, object, float | None]] = []
+        # "fsync": the commit the pending frames belong to.
+        self._commit = Commit()
         self._inflight: Commit | None = None
+        self._inflight_frames = 0  # how many frames it is writing
         # The first _cut pending frames are a batch of their own, with
         # _cut_commit (see MIN_CUT); _commit is for the frames after them.
         self._cut = 0
@@ -380,6 +390,8 @@ class Engine:
         self._until_hand_over = HAND_OVER_EVERY
 
         self._wake = threading.Event()
+        # The last failure the writer thread logged in full (_report_background_failure).
+        self._last_background_failure: tuple[str, type[BaseException], str] | None = None
         self._stopping = False
         self._syncer: threading.Thread | None = None
         self._temp_counter = itertools.count()
@@ -955,7 +967,7 @@ class Engine:
                 compactions=self._compactions,
                 last_compaction=self._last_compaction,
                 durability=self.durability,
-                pending_writes=len(self._pending),
+                pending_writes=len(self._pending) + self._inflight_frames,
                 ttl_keys=len(self._expiries) - expired,
                 held_entries=held,
             )
@@ -1031,6 +1043,8 @@ class Engine:
         with self._lock:
             if self._state is not _OPEN:
                 raise self._unusable()
+            if self._write_failure is not None:
+                self._refuse_if_failing()
             # _append() and _put(), written out: no call of theirs on this
             # path, which most sets take when the log is not mapped.
             window = self._window
@@ -1116,6 +1130,8 @@ class Engine:
     def _write_put(self, key: str, stored: Value, expires: float | None,
                    frame: bytes | None = None) -> Commit | None:
         """Log and apply ``key = stored`` expiring at ``expires``. Hold _lock."""
+        if self._write_failure is not None:
+            self._refuse_if_failing()
         if frame is None:
             try:
                 frame = encode_record(SET_ENCODED if type(stored) is Encoded else SET, key,
@@ -1192,6 +1208,8 @@ class Engine:
         with self._lock:
             if self._state is not _OPEN:
                 raise self._unusable()
+            if self._write_failure is not None:
+                self._refuse_if_failing()
             if self._lookup(key) is _MISSING:
                 # Nothing to write. But at "fsync" the key may be absent only
                 # because of a write not yet durable (an earlier delete):
@@ -1217,10 +1235,12 @@ class Engine:
         self._pending.append(frame)
         if self._rewrite is not None:
             self._count_towards_hand_over()
+        # What memory held before: a compaction's walk takes each key as the
+        # log holds it (durable_batch), at "buffered" too.
+        self._undo.append((key, *old))
         if self.durability == "fsync":
             # No wake here: the writer looks for more pending frames after
             # every batch, and was woken when the first of these arrived.
-            self._undo.append((key, *old))
             commit = self._commit
             if (self._cut_after is not None and self._inflight is None and not self._cut
                     and len(self._pending) >= MIN_CUT):
@@ -1459,6 +1479,7 @@ class Engine:
                           if commit is not None] if self._undo else []
             self._pending = []
             self._undo = []
+            self._write_failure = None  # nothing is held any more
             self._commit = Commit()
             self._cut, self._cut_commit = 0, None
             self._entries = new_entries()
@@ -1488,47 +1509,92 @@ class Engine:
     # -- background: group commit, buffered writes, periodic fsync ----------
 
     def _sync_loop(self) -> None:
-        while True:
-            with self._lock:
-                if self._stopping:
-                    return
-                if self._compaction_wanted:
-                    self._start_compaction_locked()
-                timeout: float | None = self._sweep_locked()
-                now = time.monotonic()
-                write = sync = False
-                if self._pending:
-                    if self.durability == "fsync":
-                        write = True
-                    else:
-                        due = self._pending_since + self.flush_interval
-                        write = now >= due
-                        if not write:
-                            timeout = due - now if timeout is None else min(timeout, due - now)
-                if self._unsynced:
-                    due = self._unsynced_since + self.fsync_interval
-                    sync = now >= due
-                    if not sync:
-                        timeout = due - now if timeout is None else min(timeout, due - now)
-                if not (write or sync):
-                    self._wake.clear()
-            if not (write or sync):
-                self._wake.wait(timeout)
-                continue
+        """The writer thread's life: until close(), every duty in turn.
+
+        It must outlive any exception: at "fsync" every writer waits on it,
+        and a dead writer thread would leave them waiting forever. So each
+        duty fails on its own (a clock that raises stops the sweep, not the
+        writes), a failure is reported to the callers it concerns (a batch's
+        writers, compact()) and logged, and the loop goes on. Should it end
+        anyway, every waiter is released with the error.
+        """
+        try:
+            while self._sync_step():
+                pass
+        except BaseException as exc:
+            logger.critical("aiokv: the writer thread of %s stopped: %r", self.path, exc)
+            self._release_waiters(exc)
+            raise
+
+    def _sync_step(self) -> bool:
+        """One round of the writer thread: False once close() stops it."""
+        with self._lock:
+            if self._stopping:
+                return False
+            if self._compaction_wanted:
+                self._start_compaction_locked()
+            timeout: float | None
             try:
+                timeout = self._sweep_locked()
+            except Exception as exc:
+                self._report_background_failure("the expiry sweep", exc)
+                timeout = SWEEP_INTERVAL
+            now = time.monotonic()
+            write = sync = False
+            if self._pending:
                 if self.durability == "fsync":
-                    self._commit_pending()
-                    continue
-                if write:
-                    self._write_pending()
-                if sync:
-                    self._sync()
-            except OSError:
-                logger.exception("aiokv: background write to %s failed; will retry", self.path)
-                time.sleep(min(self.flush_interval, 0.05))
-            except Exception:  # never let the writer thread die silently
-                logger.exception("aiokv: unexpected error in the writer of %s", self.path)
-                time.sleep(0.05)
+                    write = True
+                else:
+                    due = self._pending_since + self.flush_interval
+                    write = now >= due
+                    if not write:
+                        timeout = due - now if timeout is None else min(timeout, due - now)
+            if self._unsynced:
+                due = self._unsynced_since + self.fsync_interval
+                sync = now >= due
+                if not sync:
+                    timeout = due - now if timeout is None else min(timeout, due - now)
+            if not (write or sync):
+                self._wake.clear()
+        if not (write or sync):
+            self._wake.wait(None if timeout is None else min(timeout, MAX_INTERVAL))
+            return True
+        try:
+            if self.durability == "fsync":
+                self._commit_pending()
+                return True
+            if write:
+                self._write_pending()
+            if sync:
+                self._sync()
+            self._last_background_failure = None
+        except Exception as exc:  # logged; retried on the next round
+            if not (write and self._write_failure is exc):  # _write_pending logged it
+                self._report_background_failure("a background write", exc)
+            time.sleep(min(self.flush_interval, 0.05))
+        return True
+
+    def _report_background_failure(self, duty: str, error: BaseException) -> None:
+        """Log a failure of the writer thread's ``duty``: in full the first time
+        it fails this way in a row, briefly after that (a retry every 50 ms
+        must not flood the log)."""
+        signature = (duty, type(error), str(error))
+        if signature == self._last_background_failure:
+            logger.debug("aiokv: %s of %s failed again: %s", duty, self.path, error)
+            return
+        self._last_background_failure = signature
+        logger.error("aiokv: %s of %s failed; it is retried: %s", duty, self.path, error,
+                     exc_info=error)
+
+    def _release_waiters(self, error: BaseException) -> None:
+        """Fail every commit someone may wait on (the writer thread is gone)."""
+        with self._lock:
+            commits = [self._inflight, self._cut_commit, self._commit, self._compaction]
+            self._compaction = None
+            self._compaction_wanted = False
+        for commit in commits:
+            if commit is not None:
+                commit.settle(error)
 
     def _sweep_locked(self) -> float | None:
         """Drop expired entries from memory; seconds until the next sweep.
@@ -1563,9 +1629,10 @@ class Engine:
                     commit.settle()
                     return
                 self._inflight = commit
+                self._inflight_frames = len(frames)
                 try:
                     batch = self._begin_batch(frames)
-                except OSError as exc:
+                except Exception as exc:  # whatever it is, the writers hear of it
                     self._roll_back(undo, exc)
                     commit.settle(exc)
                     return
@@ -1576,7 +1643,7 @@ class Engine:
                 if self._dir_unsynced:
                     self._files.fsync_dir(self._directory)
                     self._dir_unsynced = False
-            except OSError as exc:
+            except Exception as exc:  # OSError, or whatever else: the writers hear of it
                 with self._lock:
                     self._abandon_batch(batch)
                     self._roll_back(undo, exc)
@@ -1589,6 +1656,7 @@ class Engine:
                 self._file_bytes = batch.start + len(data)
                 self._synced(batch.start + len(data))
                 self._inflight = None
+                self._inflight_frames = 0
                 self._time_sync(took)
                 self._maybe_compact()
         commit.settle()
@@ -1621,6 +1689,7 @@ class Engine:
         later, self._undo = self._undo, []
         self._pending = []
         self._inflight = None
+        self._inflight_frames = 0
         failed_later = [self._cut_commit, self._commit]
         self._commit, self._cut, self._cut_commit = Commit(), 0, None
         for key, old, old_expiry in reversed(undo + later):
@@ -1631,31 +1700,76 @@ class Engine:
                     commit.settle(error)
 
     def _write_pending(self) -> None:
-        """Write the held frames ("buffered" level); keep them on failure."""
+        """Write the held frames ("buffered" level), WRITE_CHUNK bytes at a time.
+
+        Frames stay in ``_pending`` (and count in ``stats()``) until written,
+        and each chunk leaves it once written: a disk with room for less
+        than the whole backlog still takes it a chunk at a time. A failed
+        write keeps what is left and raises; until a later write succeeds,
+        new writes are refused (``_refuse_if_failing``), so nothing more is
+        acknowledged that cannot reach the disk.
+        """
         with self._io:
             with self._lock:
-                frames, self._pending = self._pending, []
-                if not frames:
-                    return
-                try:
-                    batch = self._begin_batch(frames)
-                except OSError:
-                    self._pending[:0] = frames
-                    raise
-            data = batch.vouch + b"".join(frames)
-            try:
-                self._write_all(batch.fd, data)
-            except OSError:
+                left = len(self._pending)
+            while left:
                 with self._lock:
-                    self._abandon_batch(batch)
-                    self._pending[:0] = frames
-                raise
-            with self._lock:
-                self._file_bytes = batch.start + len(data)
-                if not self._unsynced:
-                    self._unsynced = True
-                    self._unsynced_since = time.monotonic()
-                self._maybe_compact()
+                    count = size = 0
+                    for frame in itertools.islice(self._pending, left):
+                        count += 1
+                        size += len(frame)
+                        if size >= WRITE_CHUNK:
+                            break
+                    frames = self._pending[:count]
+                    try:
+                        batch = self._begin_batch(frames)
+                    except OSError as exc:
+                        self._note_write_failure(exc)
+                        raise
+                data = batch.vouch + b"".join(frames)
+                try:
+                    self._write_all(batch.fd, data)
+                except OSError as exc:
+                    with self._lock:
+                        self._abandon_batch(batch)
+                        self._note_write_failure(exc)
+                    raise
+                with self._lock:
+                    # _io held throughout: only _queue touched _pending, at its end.
+                    del self._pending[:count]
+                    del self._undo[:count]
+                    self._file_bytes = batch.start + len(data)
+                    if not self._unsynced:
+                        self._unsynced = True
+                        self._unsynced_since = time.monotonic()
+                    if self._write_failure is not None:
+                        self._write_failure = None
+                        logger.warning("aiokv: writes to %s succeed again; new writes are "
+                                       "accepted", self.path)
+                    self._maybe_compact()
+                left -= count
+
+    def _note_write_failure(self, error: OSError) -> None:
+        """Held frames could not be written: refuse new writes until they are. Hold _lock."""
+        if self._write_failure is None:
+            logger.error("aiokv: writing %d held records to %s failed: %s; they are kept and "
+                         "retried, and new writes raise until they are written",
+                         len(self._pending), self.path, error)
+        self._write_failure = error
+
+    def _refuse_if_failing(self) -> None:
+        """Raise while held frames cannot be written ("buffered"). Hold _lock.
+
+        Acknowledging more would let the backlog, and what a crash loses,
+        grow past the documented window without the program knowing.
+        """
+        failure = self._write_failure
+        if failure is not None:
+            raise OSError(
+                failure.errno,
+                f"writes to {self.path!r} are failing ({failure.strerror or failure}): "
+                f"{len(self._pending)} acknowledged writes wait to be retried, and no new "
+                "write is accepted until they are written (flush() retries now)")
 
     def _begin_batch(self, frames: list[bytes]) -> _Batch:
         """Ready the log for a batch of frames written outside _lock. Hold _io, _lock.
@@ -1786,6 +1900,12 @@ class Engine:
         return commit
 
     def _start_compaction_locked(self) -> None:
+        """Start the requested compaction's thread. Hold _lock.
+
+        When no thread can be started (a container's pids limit), the
+        compaction fails: compact() raises the RuntimeError, and an
+        automatic one is asked for again by the next check.
+        """
         self._compaction_wanted = False
         commit = self._compaction
         assert commit is not None
@@ -1793,7 +1913,13 @@ class Engine:
                                   name=f"aiokv-compact {os.path.basename(self.path)}",
                                   daemon=True)
         self._compaction_thread = thread
-        thread.start()
+        try:
+            thread.start()
+        except Exception as exc:  # RuntimeError: can't start new thread
+            self._compaction_thread = None
+            self._compaction = None
+            self._report_background_failure("starting a compaction", exc)
+            commit.settle(exc)
 
     def _run_compaction(self, commit: Commit) -> None:
         error: BaseException | None = None
