@@ -57,9 +57,12 @@ import pytest
 
 from aiokv._engine import Engine
 from aiokv._files import FileSystem, Window
+from aiokv._format import HEADER_SIZE
 from aiokv._recovery import replay
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from typing_extensions import Buffer
 
 HOUR = 3600.0
@@ -181,6 +184,10 @@ class PowerLossFiles(FileSystem):
         self.floor = 0
         self.newest = 0
         self.calls = 0
+        self.after_snapshot_write: Callable[[bytes], None] | None = None
+        """Called once, with the file's content, after the first pwrite past
+        a compaction's header. With WRITE_CHUNK small that is the walk's
+        first batch: the walk holds no lock and has not taken the next."""
         self._lock = threading.RLock()
 
     # -- bookkeeping --
@@ -278,12 +285,19 @@ class PowerLossFiles(FileSystem):
     def pwrite(self, fd: int, data: bytes | memoryview, offset: int) -> int:
         with self._lock:
             written = os.pwrite(fd, data, offset)
-            content = self.fds[fd].data
+            inode = self.fds[fd]
+            content = inode.data
             if len(content) < offset:
                 content += bytes(offset - len(content))
             content[offset:offset + written] = memoryview(data)[:written]
             self._after("pwrite")
-            return written
+        hook = self.after_snapshot_write
+        if hook is not None and offset >= HEADER_SIZE:
+            # Outside the lock: at "fsync" the hook waits for the writer
+            # thread, whose file calls take it.
+            self.after_snapshot_write = None
+            hook(bytes(inode.data))
+        return written
 
     def allocate(self, fd: int, offset: int, length: int) -> None:
         with self._lock:
@@ -505,6 +519,87 @@ class Recording:
     """states[k]: the store after the first k steps."""
     calls: list[str]
     """The label of every call-crash point, in order."""
+    walked: list[list[str]] = field(default_factory=list)
+    """For each "compact+writes" step, the keys its new file held when the
+    writes were made: those the walk had taken."""
+
+
+class Run:
+    """A workload running on one engine, one step at a time.
+
+    Steps are numbered in the order they are issued; the writes of a
+    "compact+writes" step are issued from inside the compaction (on its
+    thread, at its first snapshot write), so they are the steps right after
+    it. The compaction itself changes nothing: the state after it is the one
+    before it.
+    """
+
+    def __init__(self, level: str, files: PowerLossFiles, path: str,
+                 initial: Typed | None) -> None:
+        self.level = level
+        self.files = files
+        self.path = path
+        self.engine: Engine | None = None
+        self.state: dict[str, object] = {key: value
+                                         for key, (_, value) in (initial or {}).items()}
+        self.states = [_typed(self.state)]
+        """states[k]: the store after the first k steps issued."""
+        self.walked: list[list[str]] = []
+
+    def step(self, label: str, kind: str, key: str, value: object) -> None:
+        files = self.files
+        files.op = label
+        files.newest = len(self.states)  # this step's state, appended below
+        if kind == "open":
+            self.engine = _engine(self.path, self.level, files)
+            self.engine.open()
+        else:
+            engine = self.engine
+            assert engine is not None
+            commit = None
+            if kind == "set":
+                commit = engine.set(key, value)
+                self.state[key] = value
+            elif kind == "set+ttl":
+                commit = engine.set(key, value, ttl=HOUR)
+                self.state[key] = value
+            elif kind == "delete":
+                commit = engine.delete(key)
+                self.state.pop(key, None)
+            elif kind == "clear":
+                engine.clear()
+                self.state.clear()
+            elif kind == "flush":
+                engine.flush()
+            elif kind == "compact":
+                engine.compact()
+            elif kind == "compact+writes":
+                self.states.append(_typed(self.state))
+                writes: list[Step] = value  # type: ignore[assignment]
+                files.after_snapshot_write = functools.partial(self._write_during_walk,
+                                                               label, writes)
+                engine.compact()
+                assert files.after_snapshot_write is None, f"{label}: no snapshot write"
+            elif kind == "close":
+                engine.close()
+            else:
+                raise AssertionError(kind)
+            if commit is not None:
+                commit.wait()
+        assert self.engine is not None
+        if kind != "close":
+            assert _typed(self.engine.items()) == _typed(self.state), label
+        if kind != "compact+writes":
+            self.states.append(_typed(self.state))
+        if self.level == "fsync" or kind in ("flush", "close"):
+            files.floor = len(self.states) - 1  # every step issued so far returned
+        files.mark(f"after {label!r}")
+
+    def _write_during_walk(self, label: str, writes: list[Step], new_file: bytes) -> None:
+        self.walked.append([key for key in self.state if key.encode() in new_file])
+        for write in writes:
+            self.step(*write)
+        self.files.op = f"{label} (after its writes)"
 
 
 def record(level: str, workload: list[Step] = WORKLOAD, image: Image = (),
@@ -518,51 +613,11 @@ def record(level: str, workload: list[Step] = WORKLOAD, image: Image = (),
     try:
         files = PowerLossFiles(directory)
         files.preload(image)
-        path = os.path.join(directory, STORE)
-        state: dict[str, object] = {key: value for key, (_, value) in (initial or {}).items()}
-        states = [_typed(state)]
-        engine: Engine | None = None
-        floor = 0
-        for index, (label, kind, key, value) in enumerate(workload):
-            files.op, files.floor, files.newest = label, floor, index + 1
-            if kind == "open":
-                engine = _engine(path, level, files)
-                engine.open()
-            else:
-                assert engine is not None
-                commit = None
-                if kind == "set":
-                    commit = engine.set(key, value)
-                    state[key] = value
-                elif kind == "set+ttl":
-                    commit = engine.set(key, value, ttl=HOUR)
-                    state[key] = value
-                elif kind == "delete":
-                    commit = engine.delete(key)
-                    state.pop(key, None)
-                elif kind == "clear":
-                    engine.clear()
-                    state.clear()
-                elif kind == "flush":
-                    engine.flush()
-                elif kind == "compact":
-                    engine.compact()
-                elif kind == "close":
-                    engine.close()
-                else:
-                    raise AssertionError(kind)
-                if commit is not None:
-                    commit.wait()
-            assert engine is not None
-            if kind != "close":
-                assert _typed(engine.items()) == _typed(state), label
-            states.append(_typed(state))
-            if level == "fsync" or kind in ("flush", "close"):
-                floor = index + 1
-            files.floor = floor
-            files.mark(f"after {label!r}")
+        run = Run(level, files, os.path.join(directory, STORE), initial)
+        for step in workload:
+            run.step(*step)
         calls = [point.label for point in files.points if point.label.startswith("call ")]
-        return Recording(level, files.points, states, calls)
+        return Recording(level, files.points, run.states, calls, run.walked)
     finally:
         shutil.rmtree(directory, ignore_errors=True)
 
@@ -754,3 +809,4 @@ def test_a_power_loss_while_a_torn_log_is_recovered(level: str, which: int) -> N
     problems = [problem for index in range(len(recording.points))
                 for problem in check_point(recording, index)]
     assert not problems, f"image from {origin}:\n" + "\n".join(problems)
+
