@@ -40,6 +40,15 @@ some prefix of the workload's steps, between:
 
 A state that is no prefix (a lost write with a later one kept, a torn value,
 a resurrected key) fails as surely as a lost promised write.
+
+A second workload makes its writes while a compaction walks the entries
+(issue 18: at "buffered" the walk took a later write from memory without an
+earlier one it had already walked past). The walk takes one entry per batch
+and writes each batch as it takes it; after its first snapshot write the
+model file system calls back, and from there, on the compaction's thread,
+the writes are made: steps in the order issued, right after the compaction's
+own step (which changes nothing). At "fsync" each waits for its commit there,
+so the writer thread's calls come in the same order every run too.
 """
 
 from __future__ import annotations
@@ -55,6 +64,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from aiokv import _engine as engine_module
 from aiokv._engine import Engine
 from aiokv._files import FileSystem, Window
 from aiokv._format import HEADER_SIZE
@@ -810,3 +820,54 @@ def test_a_power_loss_while_a_torn_log_is_recovered(level: str, which: int) -> N
                 for problem in check_point(recording, index)]
     assert not problems, f"image from {origin}:\n" + "\n".join(problems)
 
+
+# -- writes made while a compaction walks the entries ----------------------------
+
+WRITES_DURING_THE_WALK: list[Step] = [
+    ("set walked-first during the walk", "set", "walked-first", 1),
+    ("set walked-later during the walk", "set", "walked-later", 1),
+    ("delete deleted-later during the walk", "delete", "deleted-later", None),
+    ("set created during the walk", "set", "created", "new"),
+]
+"""Made after the walk took walked-first and before it takes the others: a
+snapshot holding a later write without an earlier one is no prefix."""
+
+WALK_WORKLOAD: list[Step] = [
+    ("open", "open", "", None),
+    ("set walked-first", "set", "walked-first", 0),
+    ("set walked-later", "set", "walked-later", 0),
+    ("set deleted-later", "set", "deleted-later", "doomed"),
+    ("flush #1", "flush", "", None),
+    ("compact while writing", "compact+writes", "", WRITES_DURING_THE_WALK),
+    ("set after the compaction", "set", "after", 2),
+    ("flush #2", "flush", "", None),
+    ("set after the flush", "set", "tail", 3),
+    ("close", "close", "", None),
+]
+
+
+def record_walk(level: str) -> Recording:
+    """WALK_WORKLOAD, with a walk of one entry per batch, each batch written
+    as soon as it is taken: the writes come between the first two batches."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(engine_module, "SNAPSHOT_BATCH", 1)
+        patch.setattr(engine_module, "WRITE_CHUNK", 1)
+        return record(level, WALK_WORKLOAD)
+
+
+@pytest.mark.parametrize("level", LEVELS)
+def test_a_power_loss_after_writes_made_while_a_compaction_walks_keeps_a_prefix(
+        level: str) -> None:
+    """Issue 18, item 2: at "buffered" the walk took a later write from
+    memory, without the earlier one it had walked past."""
+    recording = record_walk(level)
+    assert recording.walked == [["walked-first"]], "the writes came elsewhere in the walk"
+    compaction = [kind for _, kind, _, _ in WALK_WORKLOAD].index("compact+writes")
+    returned = (WALK_WORKLOAD[:compaction] + WRITES_DURING_THE_WALK
+                + WALK_WORKLOAD[compaction:])  # the writes return before the compaction
+    assert [point.label for point in recording.points if point.label.startswith("after ")] \
+        == [f"after {label!r}" for label, _, _, _ in returned]
+    assert len(recording.states) == len(returned) + 1
+    problems = [problem for index in range(len(recording.points))
+                for problem in check_point(recording, index)]
+    assert not problems, f"{len(problems)} violations:\n" + "\n".join(problems[:5])
