@@ -30,6 +30,7 @@ outright.
 from __future__ import annotations
 
 import atexit
+import errno
 import fnmatch
 import heapq
 import itertools
@@ -390,6 +391,8 @@ class Engine:
         self._until_hand_over = HAND_OVER_EVERY
 
         self._wake = threading.Event()
+        # Set if the writer thread ended before close() (see _sync_loop).
+        self._writer_stopped: BaseException | None = None
         # The last failure the writer thread logged in full (_report_background_failure).
         self._last_background_failure: tuple[str, type[BaseException], str] | None = None
         self._stopping = False
@@ -1519,12 +1522,20 @@ class Engine:
         anyway, every waiter is released with the error.
         """
         try:
-            while self._sync_step():
-                pass
-        except BaseException as exc:
+            while True:
+                try:
+                    if not self._sync_step():
+                        return
+                except Exception as exc:
+                    self._report_background_failure("the writer thread's round", exc)
+                    time.sleep(0.05)
+        except BaseException as exc:  # not an Exception: the thread cannot go on
             logger.critical("aiokv: the writer thread of %s stopped: %r", self.path, exc)
-            self._release_waiters(exc)
-            raise
+            with self._lock:
+                self._writer_stopped = exc
+                # Nothing would write queued frames or settle commits: refuse writes.
+                self._write_failure = OSError(errno.EIO, "the store's writer thread stopped")
+            self._release_waiters(exc)  # and the thread ends: logged, not raised again
 
     def _sync_step(self) -> bool:
         """One round of the writer thread: False once close() stops it."""
@@ -1587,9 +1598,18 @@ class Engine:
                      exc_info=error)
 
     def _release_waiters(self, error: BaseException) -> None:
-        """Fail every commit someone may wait on (the writer thread is gone)."""
+        """The writer thread is gone: fail every commit someone may wait on.
+
+        At "fsync" the queued writes are undone (their writers get the
+        error); a batch in flight is failed too, though it may have reached
+        the file. At "buffered" the held frames stay: flush() and close()
+        write them on the caller's thread.
+        """
         with self._lock:
-            commits = [self._inflight, self._cut_commit, self._commit, self._compaction]
+            commits = [self._inflight, self._compaction]
+            if self.durability == "fsync":
+                commits += [self._cut_commit, self._commit]
+                self._roll_back([], error)
             self._compaction = None
             self._compaction_wanted = False
         for commit in commits:
@@ -1742,7 +1762,7 @@ class Engine:
                     if not self._unsynced:
                         self._unsynced = True
                         self._unsynced_since = time.monotonic()
-                    if self._write_failure is not None:
+                    if self._write_failure is not None and self._writer_stopped is None:
                         self._write_failure = None
                         logger.warning("aiokv: writes to %s succeed again; new writes are "
                                        "accepted", self.path)
@@ -1764,6 +1784,10 @@ class Engine:
         grow past the documented window without the program knowing.
         """
         failure = self._write_failure
+        if self._writer_stopped is not None:
+            raise OSError(errno.EIO, f"the writer thread of {self.path!r} stopped "
+                          f"({self._writer_stopped!r}): no write is accepted; close the "
+                          "store and open it again")
         if failure is not None:
             raise OSError(
                 failure.errno,
