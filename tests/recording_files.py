@@ -105,6 +105,18 @@ class RecordingFiles(FileSystem):
         self._note("lock")
         return super().lock(path)
 
+    def lock_open_file(self, fd: int) -> bool:
+        self._note("lock_open_file")
+        return super().lock_open_file(fd)
+
+    def same_file(self, fd: int, path: str) -> bool:
+        self._note("same_file")
+        return super().same_file(fd, path)
+
+    def mode(self, path: str) -> int | None:
+        self._note("mode")
+        return super().mode(path)
+
     def unlock(self, fd: int) -> None:
         self._note("unlock")
         super().unlock(fd)

@@ -193,6 +193,18 @@ class FaultyFiles(FileSystem):
         self._check("lock")
         return super().lock(path)
 
+    def lock_open_file(self, fd: int) -> bool:
+        self._check("lock_open_file")
+        return super().lock_open_file(fd)
+
+    def same_file(self, fd: int, path: str) -> bool:
+        self._check("same_file")
+        return super().same_file(fd, path)
+
+    def mode(self, path: str) -> int | None:
+        self._check("mode")
+        return super().mode(path)
+
     def unlock(self, fd: int) -> None:
         failing = self._gate("unlock") == "fail"
         super().unlock(fd)  # the descriptor is gone, as with close
@@ -484,4 +496,5 @@ def test_the_loop_tries_enough_faults(durability: str, short: bool) -> None:
     appends = {"allocate", "map"} if durability == "flush" else {"write"}
     assert {name for name, _ in trace} >= {"lock", "unlock", "read", "listdir", "pwrite",
                                           "fsync", "fsync_dir", "create", "open_append",
-                                          "close", "replace", "remove", *appends}
+                                          "close", "replace", "remove", "lock_open_file",
+                                          "same_file", "mode", *appends}

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from ._errors import AioKVError
+from ._files import REAL_FILES
 from ._format import MAGIC, decode_value
 from ._legacy import parse_legacy_json
 from ._recovery import Replay, count_frames, replay
@@ -132,15 +133,17 @@ def _entries(count: int) -> str:
 
 
 def _read(path: str) -> bytes:
+    """The whole file; a usage error for a missing file or one that is not a
+    regular file (never blocks on a FIFO nor reads a device)."""
     try:
-        with open(path, "rb") as file:
-            return file.read()
-    except FileNotFoundError:
-        raise _UsageError(f"{path}: no such file") from None
+        data = REAL_FILES.read(path)
     except IsADirectoryError:
         raise _UsageError(f"{path}: is a directory") from None
     except OSError as exc:
         raise _UsageError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    if data is None:
+        raise _UsageError(f"{path}: no such file")
+    return data
 
 
 def _not_a_log_message(path: str, data: bytes) -> str:
@@ -157,13 +160,7 @@ def _require_store(path: str) -> None:
     Opening would otherwise create a store, or silently convert a legacy
     JSON state file (that is what ``migrate`` is for).
     """
-    try:
-        with open(path, "rb") as file:
-            head = file.read(4096)
-    except FileNotFoundError:
-        raise _UsageError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise _UsageError(f"{path}: is a directory") from None
+    head = _read(path)[:4096]
     if not _looks_like_log(head):
         if head.lstrip().startswith(b"{"):
             raise _UsageError(f"{path} looks like a legacy JSON state file; convert it "

@@ -39,6 +39,7 @@ import math
 import mmap
 import os
 import re
+import stat
 import threading
 import time
 import weakref
@@ -48,7 +49,7 @@ from dataclasses import dataclass
 from . import _format
 from ._commit import Commit
 from ._errors import AioKVError, ClosedError, CorruptionError, ForkedError, LockedError
-from ._files import REAL_FILES, FileSystem, Window
+from ._files import REAL_FILES, FileSystem, Window, not_a_regular_file, real_path
 from ._format import (
     HEADER_SIZE,
     MAGIC,
@@ -305,6 +306,9 @@ class Engine:
         self.recovery = recovery
         self._files = files
         self._clock = clock
+        # The file the store works on: self.path with its links resolved at
+        # open (real_path), and its directory.
+        self._file = self.path
         self._directory = os.path.dirname(self.path)
         self._inline_writes = durability == "flush"
 
@@ -427,11 +431,18 @@ class Engine:
                 _atexit_registered = True
 
     def _open_locked(self) -> None:
-        lock_fd = self._files.lock(self.path + ".lock")
+        # The real file, links resolved anew at every open (see real_path).
+        self._file = real_path(self.path)
+        self._directory = os.path.dirname(self._file)
+        mode = self._files.mode(self._file)
+        if mode is not None and not stat.S_ISREG(mode):
+            # Before the lock file: nothing is created, read or changed.
+            raise not_a_regular_file(self.path, mode)
+        lock_fd = self._files.lock(self._file + ".lock")
         if lock_fd is None:
             raise LockedError(self.path)
         try:
-            self._map_appends = self._inline_writes and self._files.can_map(self.path)
+            self._map_appends = self._inline_writes and self._files.can_map(self._file)
             self._recover()
             self._lock_fd = lock_fd
             self._owner = os.getpid()
@@ -491,8 +502,48 @@ class Engine:
         self._syncer = self._compaction_thread = None
 
     def _recover(self) -> None:
+        """Claim the log, then bring it back: replay, repair, or create it.
+
+        The log is locked before anything is read or changed (see
+        ``_claim_log``); a new log replacing it is locked before it is put in
+        place, and the old one is let go only then.
+        """
+        claimed = self._claim_log()
+        try:
+            self._recover_claimed(claimed)
+        finally:
+            if claimed is not None and self._fd != claimed:
+                self._close_quietly(claimed)  # a new log replaced it, or opening failed
+
+    def _claim_log(self) -> int | None:
+        """Open the existing log and lock it (None if there is none).
+
+        The lock file is named after the path; this flock is on the file
+        itself, so that a second opener through a name the lock file does not
+        cover (a hard link, or after someone deleted the lock file) is
+        refused before it reads or cuts anything: LockedError.
+        """
+        for _ in range(100):
+            try:
+                fd = self._files.open_append(self._file)
+            except FileNotFoundError:
+                return None
+            try:
+                if not self._files.lock_open_file(fd):
+                    raise LockedError(self.path)
+                if self._files.same_file(fd, self._file):
+                    return fd
+            except BaseException:
+                self._files.close(fd)
+                raise
+            # Replaced between our open and our lock (the owner's compaction):
+            # the file there now is the one to claim.
+            self._files.close(fd)
+        raise LockedError(self.path)
+
+    def _recover_claimed(self, claimed: int | None) -> None:
         self._remove_leftover_temps()
-        data = self._files.read(self.path)
+        data = None if claimed is None else self._files.read(self._file)
         if data is None:
             self._create_log({}, {})
             return
@@ -536,15 +587,12 @@ class Engine:
         # Appended frames no SYNCED frame vouches for (the writer was killed
         # before it could write one): fsync them, and vouch for them at once.
         unvouched = vouched and result.end > result.durable_end
-        fd = self._files.open_append(self.path)
-        try:
-            if result.torn_tail:
-                self._files.truncate(fd, result.end)
-            if result.torn_tail or unvouched:
-                self._files.fsync(fd)
-        except BaseException:
-            self._files.close(fd)
-            raise
+        assert claimed is not None
+        fd = claimed
+        if result.torn_tail:
+            self._files.truncate(fd, result.end)
+        if result.torn_tail or unvouched:
+            self._files.fsync(fd)
         self._fd = fd
         self._file_bytes = result.end
         synced = result.end if result.torn_tail or unvouched else result.durable_end
@@ -601,17 +649,17 @@ class Engine:
             except (TypeError, ValueError) as exc:
                 raise CorruptionError(
                     self.path, 0, f"the JSON state file cannot be converted: {exc}") from None
-        backup = self._free_name(self.path + ".bak", data)
+        backup = self._free_name(self._file + ".bak", data)
         if backup is not None:
             self._write_file_atomically(backup, [data])
         self._create_log(entries, {})
         logger.warning("aiokv: converted the JSON state file %s (%d entries) to the log "
                        "format; the original is kept as %s", self.path, len(entries),
-                       backup or self.path + ".bak")
+                       backup or self._file + ".bak")
 
     def _salvage(self, data: bytes, result: Replay) -> None:
         stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(self._clock()))
-        aside = self._free_name(f"{self.path}.corrupt-{stamp}", data)
+        aside = self._free_name(f"{self._file}.corrupt-{stamp}", data)
         if aside is not None:
             self._write_file_atomically(aside, [data])
         damage = list(result.skipped)
@@ -639,40 +687,56 @@ class Engine:
         raise FileExistsError(f"no free name for a copy of {self.path!r} next to {base!r}")
 
     def _remove_leftover_temps(self) -> None:
-        prefix = os.path.basename(self.path) + TEMP_INFIX
+        prefix = os.path.basename(self._file) + TEMP_INFIX
         for name in self._files.listdir(self._directory or "."):
             if name.startswith(prefix):
                 self._files.remove(os.path.join(self._directory, name))
 
     def _temp_path(self) -> str:
-        return f"{self.path}{TEMP_INFIX}{os.getpid()}-{next(self._temp_counter)}"
+        return f"{self._file}{TEMP_INFIX}{os.getpid()}-{next(self._temp_counter)}"
 
-    def _write_file_atomically(self, path: str, chunks: Iterable[bytes]) -> int:
-        """Write a whole file through a temp file, fsync, rename, fsync dir."""
+    def _write_file_atomically(self, path: str, chunks: Iterable[bytes], *,
+                               as_log: bool = False) -> int | None:
+        """Write a whole file through a temp file, fsync, rename, fsync dir.
+
+        With ``as_log``: the new file is the store's log; returns a
+        descriptor open on it for appending, locked (``lock_open_file``)
+        before the rename puts it in place, so there is no moment when the
+        log is in place and unclaimed.
+        """
         temp = self._temp_path()
         fd = self._files.create(temp)
+        log_fd = None
         try:
-            size = 0
             for chunk in chunks:
                 self._write_all(fd, chunk)
-                size += len(chunk)
             self._files.fsync(fd)
+            if as_log:
+                log_fd = self._files.open_append(temp)
+                if not self._files.lock_open_file(log_fd):
+                    raise LockedError(self.path)  # a file only this store knows of
         except BaseException:
+            if log_fd is not None:
+                self._close_quietly(log_fd)
             self._files.close(fd)
             self._files.remove(temp)
             raise
         self._files.close(fd)
-        self._files.replace(temp, path)
-        self._files.fsync_dir(self._directory)
-        return size
+        try:
+            self._files.replace(temp, path)
+            self._files.fsync_dir(self._directory)
+        except BaseException:
+            if log_fd is not None:
+                self._close_quietly(log_fd)
+            raise
+        return log_fd
 
     def _create_log(self, entries: dict[str, Value], expiries: dict[str, float]) -> None:
         """Atomically write a compacted log holding ``entries``; adopt and open it."""
         frames = list(_snapshot_frames(entries, expiries))
         length = HEADER_SIZE + sum(map(len, frames))
         header = encode_header(self._compactions, self._last_compaction or 0.0, length)
-        self._write_file_atomically(self.path, [header, *frames])
-        self._fd = self._files.open_append(self.path)
+        self._fd = self._write_file_atomically(self._file, [header, *frames], as_log=True)
         self._file_bytes = length
         self._vouch_from(length)
         self._entries, self._expiries = entries, expiries
@@ -681,8 +745,7 @@ class Engine:
     def _create_empty_log(self) -> None:
         """Create the log file again after clear(); memory is left as it is."""
         header = encode_header(self._compactions, self._last_compaction or 0.0, HEADER_SIZE)
-        self._write_file_atomically(self.path, [header])
-        self._fd = self._files.open_append(self.path)
+        self._fd = self._write_file_atomically(self._file, [header], as_log=True)
         self._file_bytes = HEADER_SIZE
         self._vouch_from(HEADER_SIZE)
         self.log_missing = False
@@ -1471,7 +1534,7 @@ class Engine:
                 raise self._unusable()
             self._generation += 1
             if self._fd is not None:
-                self._files.remove(self.path)
+                self._files.remove(self._file)
                 self._drop_window()
                 self._reserved_end = 0
                 # From here on the clear has happened: nothing may stop it.
@@ -2021,7 +2084,10 @@ class Engine:
                             # go to it.
                             new_fd = self._files.open_append(temp)
                             try:
-                                self._files.replace(temp, self.path)
+                                # Claimed before it is in place (see _claim_log).
+                                if not self._files.lock_open_file(new_fd):
+                                    raise LockedError(self.path)
+                                self._files.replace(temp, self._file)
                             except BaseException:
                                 self._close_quietly(new_fd)
                                 raise

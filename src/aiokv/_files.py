@@ -11,6 +11,7 @@ import errno
 import fcntl
 import mmap
 import os
+import stat
 from typing import Protocol
 
 MAPPABLE_FILE_SYSTEMS = frozenset({"ext2", "ext3", "ext4", "xfs", "tmpfs"})
@@ -52,16 +53,54 @@ def file_system_type(path: str) -> str | None:
     return kind
 
 
+def not_a_regular_file(path: str, mode: int) -> OSError:
+    """The error for a store path that names something else than a regular file."""
+    if stat.S_ISDIR(mode):
+        return IsADirectoryError(errno.EISDIR, f"{path!r} is a directory, not a store file")
+    kind = ("a character device" if stat.S_ISCHR(mode) else
+            "a block device" if stat.S_ISBLK(mode) else
+            "a FIFO (named pipe)" if stat.S_ISFIFO(mode) else
+            "a socket" if stat.S_ISSOCK(mode) else "not a regular file")
+    return OSError(errno.EINVAL, f"{path!r} is {kind}: an aiokv store is a regular file "
+                   "(or none yet, to be created); nothing was read or changed")
+
+
+def real_path(path: str) -> str:
+    """Where the store at ``path`` really is: every symlink resolved, in the
+    directories and at the end (a dangling link gives its target's path).
+
+    The store works on that file: a compaction replaces it, clear() removes
+    it, a new log is created there, and the lock is named after it, so every
+    link to one log shares one lock and stays a link.
+    """
+    return os.path.realpath(path)
+
+
 class FileSystem:
     """The real file system (POSIX)."""
 
-    def read(self, path: str) -> bytes | None:
-        """The whole file, or None when there is no file at ``path``."""
+    def mode(self, path: str) -> int | None:
+        """``st_mode`` of what ``path`` names (links followed), or None if nothing."""
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            return os.stat(path).st_mode
+        except FileNotFoundError:
+            return None
+
+    def read(self, path: str) -> bytes | None:
+        """The whole file, or None when there is no file at ``path``.
+
+        Anything but a regular file raises (``not_a_regular_file``) without
+        being read: a FIFO would block, a device would read as anything.
+        """
+        try:
+            # O_NONBLOCK: opening a FIFO for reading would wait for a writer.
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
         except FileNotFoundError:
             return None
         try:
+            mode = os.fstat(fd).st_mode
+            if not stat.S_ISREG(mode):
+                raise not_a_regular_file(path, mode)
             # One read of the whole file, then small ones until the end (it
             # may have grown). A second whole-size read would allocate and
             # free a buffer as large as the file, and glibc would then keep
@@ -157,15 +196,41 @@ class FileSystem:
         holds it. ``flock`` locks belong to the open file description, so a
         second open in the same process is refused just like another process.
         """
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
+                     | os.O_NONBLOCK, 0o600)
+        try:
+            mode = os.fstat(fd).st_mode
+            if not stat.S_ISREG(mode):
+                raise not_a_regular_file(path, mode)
+            if not self.lock_open_file(fd):
+                os.close(fd)
+                return None
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def lock_open_file(self, fd: int) -> bool:
+        """Take an exclusive flock on the file open at ``fd``: False if
+        someone else holds one. The store takes one on its log too, so that
+        names it cannot see (a hard link, a lock file deleted meanwhile)
+        still lead to one owner."""
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
-            os.close(fd)
             if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                return None
+                return False
             raise
-        return fd
+        return True
+
+    def same_file(self, fd: int, path: str) -> bool:
+        """Whether ``path`` still names the file open at ``fd``."""
+        try:
+            named = os.stat(path)
+        except FileNotFoundError:
+            return False
+        held = os.fstat(fd)
+        return (named.st_dev, named.st_ino) == (held.st_dev, held.st_ino)
 
     def unlock(self, fd: int) -> None:
         os.close(fd)  # closing the description releases the flock
