@@ -220,8 +220,13 @@ NOW = _Now()
 
 
 def _check_key(key: object) -> str:
+    """``key`` as the exact str a dict would match it by.
+
+    A str subclass (``class Color(str, Enum)``) is stored under its string
+    value, not under ``str(key)``, which a subclass may override ("Color.RED").
+    """
     if isinstance(key, str):
-        return str(key)
+        return str.__str__(key)
     raise TypeError(f"key must be a str, not {type(key).__name__}: {key!r}")
 
 
@@ -1222,6 +1227,7 @@ class Engine:
             key = _check_key(key)
         if isinstance(amount, bool) or not isinstance(amount, int):
             raise TypeError(f"amount must be an int, not {type(amount).__name__}")
+        amount = int(amount)  # an IntEnum would be stored as one, and fail the next incr
         if self._hand_over:
             self._let_compaction_run()
         seconds = _check_ttl(ttl)
