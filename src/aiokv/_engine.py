@@ -382,6 +382,8 @@ class Engine:
         self._commit = Commit()
         self._inflight: Commit | None = None
         self._inflight_frames = 0  # how many frames it is writing
+        # A clear() whose directory fsync is under way: settled once it is done.
+        self._clearing: Commit | None = None
         # The first _cut pending frames are a batch of their own, with
         # _cut_commit (see MIN_CUT); _commit is for the frames after them.
         self._cut = 0
@@ -1326,12 +1328,15 @@ class Engine:
 
     def _last_commit(self) -> Commit | None:
         """The commit whose settling makes every queued write durable
-        ("fsync"; None when nothing is queued or being written). Hold _lock."""
+        ("fsync"; None when nothing is queued or being written), or a clear()
+        whose removal of the file is not yet durable. Hold _lock."""
         if len(self._pending) > self._cut:
             return self._commit
         if self._cut:
             return self._cut_commit
-        return self._inflight
+        if self._inflight is not None:
+            return self._inflight
+        return self._clearing
 
     def _put(self, key: str, stored: Value, expires: float | None) -> tuple[object, float | None]:
         """Change memory only; returns what to restore to undo it. Hold _lock."""
@@ -1549,6 +1554,7 @@ class Engine:
                 self.log_missing = True
             superseded = [commit for commit in (self._cut_commit, self._commit)
                           if commit is not None] if self._undo else []
+            clearing = self._clearing = Commit()
             self._pending = []
             self._undo = []
             self._write_failure = None  # nothing is held any more
@@ -1566,9 +1572,21 @@ class Engine:
             self._tail_dirty = False
             self._unsynced = False
             self._rewrite = None
-        for commit in superseded:
-            commit.settle()  # those writes come before the clear
-        self._files.fsync_dir(self._directory)
+        # The writes queued before the clear are superseded by it: their
+        # writers, and whoever waits on the clear (see _last_commit), are
+        # answered once the removal is durable, not before.
+        error: BaseException | None = None
+        try:
+            self._files.fsync_dir(self._directory)
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            with self._lock:
+                if self._clearing is clearing:
+                    self._clearing = None
+            for commit in (*superseded, clearing):
+                commit.settle(error)
 
     def ensure_log_file(self) -> None:
         """Create the log file if clear() removed it (blocking)."""
