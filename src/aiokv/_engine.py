@@ -366,6 +366,7 @@ class Engine:
         self._tail_dirty = False  # bytes past _file_bytes may be garbage
         self._compactions = 0
         self._last_compaction: float | None = None
+        self._expired_at_open: list[str] = []  # dropped by the replay, to be logged
 
         # "flush": written but not fsynced since this monotonic time.
         self._unsynced = False
@@ -598,11 +599,22 @@ class Engine:
         fd = claimed
         if result.torn_tail:
             self._files.truncate(fd, result.end)
-        if result.torn_tail or unvouched:
+        # The expired keys the replay dropped: their removal goes into the log
+        # as the sweep's does (see _sweep_locked), durable before the store is
+        # used; so many that a new log is cheaper: that.
+        deletes = b"".join(map(encode_delete, self._expired_at_open))
+        self._expired_at_open = []
+        if len(deletes) > COMPACT_SLACK:
+            self._create_log(self._entries, self._expiries)
+            return
+        end = result.end + len(deletes)
+        if deletes:
+            self._files.write_synced(fd, deletes)
+        elif result.torn_tail or unvouched:
             self._files.fsync(fd)
         self._fd = fd
-        self._file_bytes = result.end
-        synced = result.end if result.torn_tail or unvouched else result.durable_end
+        self._file_bytes = end
+        synced = end if result.torn_tail or unvouched or deletes else result.durable_end
         self._vouch_from(synced, vouched, result.durable_end)
         self._seal()
 
@@ -612,6 +624,7 @@ class Engine:
         self._compactions = result.header.compactions
         self._last_compaction = result.header.compacted_at or None
         dropped = self._take_entries(result.entries, result.expiries)
+        self._expired_at_open = dropped
         if result.end == result.header.compacted_length and not dropped:
             # Nothing was appended since the compaction wrote this file, and
             # nothing expired since: the file is exactly the live bytes.
@@ -619,10 +632,11 @@ class Engine:
         else:
             self._live_bytes = self._estimate_live_bytes()
 
-    def _take_entries(self, entries: dict[str, Value], expiries: dict[str, float]) -> int:
+    def _take_entries(self, entries: dict[str, Value],
+                      expiries: dict[str, float]) -> list[str]:
         """Hold these entries, minus the expired ones; index the expiry times.
 
-        Returns how many expired entries were dropped.
+        Returns the keys of the expired entries dropped.
         """
         expired = []
         if expiries:
@@ -634,7 +648,7 @@ class Engine:
         self._entries, self._expiries = entries, expiries
         self._expiry_heap = [(when, key) for key, when in expiries.items()]
         heapq.heapify(self._expiry_heap)
-        return len(expired)
+        return expired
 
     def _estimate_live_bytes(self) -> int:
         """Size of a compacted file, from a sample of at most ~1,000 entries."""
@@ -1631,9 +1645,10 @@ class Engine:
                 return False
             if self._compaction_wanted:
                 self._start_compaction_locked()
-            timeout: float | None
+            timeout: float | None = None
             try:
-                timeout = self._sweep_locked()
+                if self._state is _OPEN:  # a closing store writes nothing more of its own
+                    timeout = self._sweep_locked()
             except Exception as exc:
                 self._report_background_failure("the expiry sweep", exc)
                 timeout = SWEEP_INTERVAL
@@ -1704,21 +1719,36 @@ class Engine:
                 commit.settle(error)
 
     def _sweep_locked(self) -> float | None:
-        """Drop expired entries from memory; seconds until the next sweep.
+        """Remove expired entries; seconds until the next sweep.
 
-        Expiry times are in the log, so nothing is written: replay and
-        compaction drop these keys too. Hold _lock; at most SWEEP_BATCH
-        entries go per call, so the lock is never held for long.
+        An expiry the store has acted on stays acted on: each removal is
+        logged (a DELETE record, at the store's level), so a clock set back
+        afterwards brings the key back neither in the running store nor
+        after a reopen (replay, open and compaction agree: see _recover).
+        Hold _lock; at most SWEEP_BATCH entries go per call, so the lock is
+        never held for long. While held records cannot be written, nothing
+        is swept: expired keys stay in memory, invisible to reads.
         """
         heap = self._expiry_heap
         if not heap:
             return None
+        if self._write_failure is not None:
+            return SWEEP_INTERVAL  # nothing can be logged: the keys stay, invisible
         now = self._clock()
         removed = 0
         while heap and heap[0][0] <= now and removed < SWEEP_BATCH:
             when, key = heapq.heappop(heap)
             if self._expiries.get(key) == when:
-                self._remove(key)
+                frame = encode_delete(key)
+                if self._inline_writes:
+                    try:
+                        self._append(frame)
+                    except BaseException:
+                        heapq.heappush(heap, (when, key))  # swept again next time
+                        raise
+                    self._remove(key)
+                else:
+                    self._queue(frame, key, self._remove(key))
                 removed += 1
         if len(heap) > 2 * len(self._expiries) + 1000:  # mostly stale: rebuild
             self._expiry_heap = heap = [(when, key) for key, when in self._expiries.items()]
