@@ -57,9 +57,10 @@ def test_sigkill_at_random_instants_loses_no_acknowledged_write(
 # -- the checks are not vacuous -------------------------------------------------
 
 
-def _child(run: int, writes: list[tuple[str, str]], acked: range) -> ChildRun:
+def _child(run: int, writes: list[tuple[str, str]], acked: range,
+           durability: str = "flush") -> ChildRun:
     """A child that issued ``writes`` (op, key) in order and acknowledged ``acked``."""
-    child = ChildRun(mode="writing", delay=0.0, run=run)
+    child = ChildRun(mode="writing", delay=0.0, run=run, durability=durability)
     child.intents = [(seq, op, key) for seq, (op, key) in enumerate(writes)]
     child.acked = set(acked)
     return child
@@ -123,6 +124,96 @@ def test_the_checks_treat_a_clear_as_a_delete_of_every_key() -> None:
     for after in ({**before, two: expected_value(two, 7, 0)}, {}):
         assert check_per_key(before, unacked, after) == []
         assert check_prefix(before, unacked, after) == []
+
+
+def test_at_buffered_the_checks_accept_the_loss_of_any_suffix_of_the_writes() -> None:
+    one, two = key_name(10), key_name(11)
+    before = {one: expected_value(one, 6, 0)}
+    child = _child(7, [("set", one), ("set", two), ("del", one)], acked=range(3),
+                   durability="buffered")
+    for after in (before,
+                  {one: expected_value(one, 7, 0)},
+                  {one: expected_value(one, 7, 0), two: expected_value(two, 7, 1)},
+                  {two: expected_value(two, 7, 1)}):
+        assert check_per_key(before, child, after) == []
+        assert check_prefix(before, child, after) == []
+    # At "flush" the same loss is a lost acknowledged write.
+    flushed = _child(7, [("set", one), ("set", two), ("del", one)], acked=range(3))
+    assert "lost its acknowledged write #2" in check_per_key(before, flushed, before)[0]
+
+
+def test_at_buffered_the_checks_catch_a_state_that_never_existed() -> None:
+    """Issue 18: y=1 then x=1 were written; the store reopened with x=1 but y=0."""
+    y, x = key_name(12), key_name(13)
+    before = {y: expected_value(y, 6, 0), x: expected_value(x, 6, 1)}
+    child = _child(7, [("set", y), ("set", x)], acked=range(2), durability="buffered")
+    after = {y: before[y], x: expected_value(x, 7, 1)}
+    # Each key alone may have lost its write, but x's without y's is no prefix.
+    assert check_per_key(before, child, after) == []
+    [problem] = check_prefix(before, child, after)
+    assert problem.startswith("the store is not the state after any prefix of the writes (")
+    assert (f"the nearest, after the 2 first, differs in 1 key: {y!r} holds its value"
+            f" before the run, not write #0") in problem
+
+
+def _events(*steps: tuple[str, object]) -> list[dict[str, object]]:
+    """The child's lines for ``steps``: ("set", key), ("ack", seq), ("flush-start", n)..."""
+    events: list[dict[str, object]] = []
+    seq = 0
+    for kind, argument in steps:
+        if kind in ("set", "del", "clear"):
+            events.append({"e": "intent", "op": kind, "key": argument, "seq": seq,
+                           "present": True})
+            seq += 1
+        elif kind == "ack":
+            events.append({"e": "ack", "seq": argument})
+        else:
+            events.append({"e": kind, "n": argument})
+    return events
+
+
+def _parsed(durability: str, events: list[dict[str, object]]) -> ChildRun:
+    child = ChildRun(mode="writing", delay=0.0, run=7, durability=durability)
+    _torture._parse_events(events, child)
+    assert child.problems == []
+    return child
+
+
+def test_at_buffered_an_acknowledged_flush_keeps_the_writes_acknowledged_before_it() -> None:
+    one, two = key_name(14), key_name(15)
+    events = _events(("set", one), ("ack", 0), ("set", two), ("ack", 1),
+                     ("flush-start", 1), ("set", one), ("ack", 2), ("flush-done", 1),
+                     ("set", two), ("ack", 3), ("flush-start", 2))
+    child = _parsed("buffered", events)
+    assert child.floor == 2
+    assert child.must_survive == {0, 1}
+    for after in ({one: expected_value(one, 7, 0), two: expected_value(two, 7, 1)},
+                  {one: expected_value(one, 7, 2), two: expected_value(two, 7, 1)},
+                  {one: expected_value(one, 7, 2), two: expected_value(two, 7, 3)}):
+        assert check_per_key({}, child, after) == []
+        assert check_prefix({}, child, after) == []
+    lost = {one: expected_value(one, 7, 0)}
+    assert f"{two!r} lost its acknowledged write #1 (set) (before the floor #2" in (
+        check_per_key({}, child, lost)[0])
+    assert "that includes the 2 first" in check_prefix({}, child, lost)[0]
+    # Without its acknowledgement the flush promises nothing: all may be lost.
+    unfinished = _parsed("buffered", events[:7])
+    assert unfinished.floor == 0
+    assert check_per_key({}, unfinished, {}) == check_prefix({}, unfinished, {}) == []
+    assert check_prefix({}, child, {}) != []
+
+
+def test_at_buffered_an_acknowledged_clear_stays_done() -> None:
+    one, two = key_name(16), key_name(17)
+    child = _parsed("buffered", _events(("set", one), ("ack", 0), ("clear", ""), ("ack", 1),
+                                        ("set", two), ("ack", 2)))
+    assert child.floor == 2
+    for after in ({}, {two: expected_value(two, 7, 2)}):
+        assert check_per_key({}, child, after) == []
+        assert check_prefix({}, child, after) == []
+    stale = {one: expected_value(one, 7, 0)}
+    assert "survived the acknowledged clear #1" in check_per_key({}, child, stale)[0]
+    assert "that includes the 2 first" in check_prefix({}, child, stale)[0]
 
 
 # -- the harness itself -----------------------------------------------------------

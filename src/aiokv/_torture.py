@@ -6,20 +6,28 @@ writes from many tasks and prints each write's intent before issuing it and
 its acknowledgement once the ``await`` returned. The parent kills the child
 with SIGKILL at a random instant (while Python starts, while the store opens,
 while it writes, right after a compaction or a clear began), reopens the store
-and checks it against the printed lines:
+and checks it against the printed lines.
 
-* every key holds the value of its last acknowledged write, or of a write to
-  it issued after that one (in flight at the kill); a key whose last
-  acknowledged write was a delete is absent or holds such a later value; a key
-  with no acknowledged write keeps its value from before the child started,
-  or holds one of the child's values for it. A ``clear()`` counts as a
-  delete of every key at its place in the issued order, so after an
-  acknowledged clear a key holds the value of an acknowledged write issued
-  after it, or is absent, or holds a value issued later still;
+Which writes must survive depends on the level. At "flush" and "fsync",
+every acknowledged one. At "buffered" a write is acknowledged before it
+reaches the OS, so a kill may lose any suffix of the writes, acknowledged
+ones included, but not past the floor: an acknowledged ``clear()`` (it
+removes the file before it returns), and every write acknowledged before an
+acknowledged ``flush()`` began. Every rule below holds at every level:
+
+* every key holds the value of its last write that must survive, or of a
+  write to it issued after that one (in flight at the kill, or lost with it
+  at "buffered"); a key whose last such write was a delete is absent or holds
+  such a later value; a key with none keeps its value from before the child
+  started, or holds one of the child's values for it. A ``clear()`` counts as
+  a delete of every key at its place in the issued order, so after an
+  acknowledged clear a key holds the value of a write issued after it, or is
+  absent;
 * no value is torn: each is exactly a value the child wrote to that key;
 * more strongly, the store holds the state after one prefix of the writes
-  (and clears), in the order they were issued, that includes every
-  acknowledged one;
+  (and clears), in the order they were issued, that includes every one that
+  must survive: at "buffered", a state that never existed (a write kept, an
+  earlier one lost) is caught here;
 * reopening never raises (a kill between a clear and the next write leaves
   no log file at all: that opens as an empty store), leaves no temporary file
   behind, and a write made after reopening survives another reopen.
@@ -45,6 +53,9 @@ single ``write(2)`` (atomic on a pipe), so a kill never leaves half a line:
   ``await kv.compact()`` of the compacting task.
 * ``{"e":"compaction-begin"}`` / ``{"e":"compaction-end"}`` from the engine's
   compaction thread, around every compaction, the automatic ones included.
+* ``{"e":"flush-start","n":I}`` / ``{"e":"flush-done","n":I}`` around each
+  ``await kv.flush()`` of the flushing task. The writes acknowledged before
+  a flush starts are durable once it is done.
 
 The value of a set is ``expected_value(key, run, seq)``: a deterministic value
 of one of several types (int, float, str, bytes, nested dict, nested list)
@@ -76,9 +87,11 @@ from pathlib import Path
 from ._engine import Engine
 from ._store import AioKV
 
-DURABILITIES = ("flush", "fsync")
-"""The levels whose acknowledged writes must survive a kill of the process
-("buffered" acknowledges before the write reaches the OS)."""
+DURABILITIES = ("flush", "fsync", "buffered")
+ACKS_SURVIVE_A_KILL = ("flush", "fsync")
+"""The levels whose every acknowledged write must survive a kill of the
+process. "buffered" acknowledges before the write reaches the OS: see
+``ChildRun.floor`` for what it keeps."""
 
 KEY_COUNT = 200
 """The key space: ``key_name(0)`` ... ``key_name(KEY_COUNT - 1)``."""
@@ -91,6 +104,8 @@ COMPACT_EVERY = (0.003, 0.03)
 """Seconds the compacting task sleeps between two compactions (uniform)."""
 CLEAR_EVERY = (0.05, 0.3)
 """Seconds the clearing task sleeps between two clears (uniform)."""
+FLUSH_EVERY = (0.01, 0.08)
+"""Seconds the flushing task sleeps between two flushes (uniform)."""
 RUN_LIMIT = 1 << 24
 """Runs (the RUN argument of the child) are in ``range(RUN_LIMIT)``."""
 SEQ_LIMIT = 1 << 20
@@ -325,6 +340,16 @@ async def _compactor(kv: AioKV, rng: random.Random) -> None:
         emit({"e": "compact-done", "n": number})
 
 
+async def _flusher(kv: AioKV, rng: random.Random) -> None:
+    number = 0
+    while True:
+        await asyncio.sleep(rng.uniform(*FLUSH_EVERY))
+        number += 1
+        emit({"e": "flush-start", "n": number})
+        await kv.flush()
+        emit({"e": "flush-done", "n": number})
+
+
 async def _clearer(kv: AioKV, run: int, rng: random.Random, sequence: _Sequence,
                    no_clear: asyncio.Event) -> None:
     while True:
@@ -366,6 +391,7 @@ async def _child_main(path: str, durability: str, run: int) -> None:
     tasks.append(asyncio.create_task(_compactor(kv, random.Random(rng.random()))))
     tasks.append(asyncio.create_task(_clearer(kv, run, random.Random(rng.random()), sequence,
                                               no_clear)))
+    tasks.append(asyncio.create_task(_flusher(kv, random.Random(rng.random()))))
     # Any task that fails ends the child with its traceback (the parent then
     # sees it exit before the kill); otherwise only SIGKILL ends it.
     done, _ = await asyncio.wait(tasks, timeout=LIFETIME, return_when=asyncio.FIRST_EXCEPTION)
@@ -402,12 +428,19 @@ class ChildRun:
     mode: str
     delay: float
     run: int
+    durability: str
     intents: list[tuple[int, str, str]] = field(default_factory=list)
     """(seq, op, key) in the order the writes were issued; op "set", "del" or
     "clear" (whose key is "")."""
     acked: set[int] = field(default_factory=set)
     absent_deletes: set[int] = field(default_factory=set)
     """Deletes of a key already absent from memory: nothing to write or wait for."""
+    flush_floor: int = 0
+    """The writes before this seq survive at every level: each was issued no
+    later than a write (or clear) acknowledged before an acknowledged
+    ``flush()`` was called."""
+    flushes_started: int = 0
+    flushes_done: int = 0
     began_opening: bool = False
     opened: bool = False
     compactions_begun: int = 0
@@ -428,6 +461,29 @@ class ChildRun:
         return [seq for seq, op, _ in self.intents if op == "clear"]
 
     @property
+    def floor(self) -> int:
+        """The reopened store is the state after the writes 0..P-1, for a P >= floor.
+
+        At "flush" and "fsync", every acknowledged write is before the floor
+        (a delete of an absent key aside: see ``check_prefix``).
+        At "buffered", what is lost may be any suffix of the writes, but not
+        past an acknowledged clear (it removes the file before it returns)
+        or what an acknowledged ``flush()`` made durable (``flush_floor``).
+        """
+        if self.durability in ACKS_SURVIVE_A_KILL:
+            return max(self.acked - self.absent_deletes, default=-1) + 1
+        return max([self.flush_floor, *(seq + 1 for seq in self.clears if seq in self.acked)])
+
+    @property
+    def must_survive(self) -> set[int]:
+        """The seqs of the acknowledged writes and clears the reopened store holds:
+        every one at "flush" and "fsync", those before the floor at "buffered"."""
+        if self.durability in ACKS_SURVIVE_A_KILL:
+            return self.acked
+        floor = self.floor
+        return {seq for seq in self.acked if seq < floor}
+
+    @property
     def killed_while_clearing(self) -> bool:
         return any(seq not in self.acked for seq in self.clears)
 
@@ -437,6 +493,7 @@ class ChildRun:
                 f"{len(self.intents) - len(clears)} writes issued, "
                 f"{len(self.acked - set(clears))} acknowledged, "
                 f"{len(clears)} clears issued, {len(self.acked & set(clears))} acknowledged, "
+                f"{self.flushes_started} flushes issued, {self.flushes_done} acknowledged, "
                 f"{self.compactions_begun} compactions begun, {self.compactions_ended} ended")
 
 
@@ -510,7 +567,7 @@ def _choose_kill(rng: random.Random) -> tuple[str, float]:
 def run_and_kill(path: Path, durability: str, run: int, rng: random.Random) -> ChildRun:
     """Start the child on ``path``, SIGKILL it at a random instant, parse its output."""
     mode, delay = _choose_kill(rng)
-    result = ChildRun(mode=mode, delay=delay, run=run)
+    result = ChildRun(mode=mode, delay=delay, run=run, durability=durability)
     stderr_path = path.with_name(f"child-{run}.stderr")
     with open(stderr_path, "wb") as stderr:
         process = subprocess.Popen(
@@ -551,6 +608,10 @@ def _parse_events(events: list[dict[str, object]], result: ChildRun) -> None:
     """Fill ``result`` from the child's lines; note any break of the protocol."""
     counters = {"compaction-begin": "compactions_begun", "compaction-end": "compactions_ended",
                 "compact-start": "explicit_started", "compact-done": "explicit_done"}
+    # 1 + the last seq acknowledged so far. Not by a delete of an absent key:
+    # that is acknowledged at once, while the writes before it may be in flight.
+    acked_through = 0
+    flush_floors: dict[object, int] = {}  # flush number: acked_through as it began
     for event in events:
         kind = event["e"]
         if kind == "intent":
@@ -565,7 +626,18 @@ def _parse_events(events: list[dict[str, object]], result: ChildRun) -> None:
             if op == "del" and event.get("present") is False:
                 result.absent_deletes.add(seq)
         elif kind == "ack" and isinstance(event["seq"], int):
-            result.acked.add(event["seq"])
+            seq = event["seq"]
+            result.acked.add(seq)
+            if seq not in result.absent_deletes:
+                acked_through = max(acked_through, seq + 1)
+        elif kind == "flush-start":
+            result.flushes_started += 1
+            flush_floors[event.get("n")] = acked_through
+        elif kind == "flush-done":
+            result.flushes_done += 1
+            if event.get("n") not in flush_floors:
+                result.problems.append(f"the child finished a flush it never began: {event}")
+            result.flush_floor = max(result.flush_floor, flush_floors.get(event.get("n"), 0))
         elif kind == "opening":
             result.began_opening = True
         elif kind == "open":
@@ -592,11 +664,14 @@ def _show(value: object) -> str:
 
 def check_per_key(before: dict[str, object], child: ChildRun,
                   after: dict[str, object]) -> list[str]:
-    """Each key: its last acknowledged write, or one issued later; nothing torn.
+    """Each key: its last write that must survive, or one issued later; nothing torn.
 
-    A clear is a write (a delete) to every key.
+    A clear is a write (a delete) to every key. The writes that must survive
+    depend on the level (``ChildRun.must_survive``): at "buffered" only those
+    before an acknowledged clear or flush.
     """
     problems: list[str] = []
+    must_survive = child.must_survive
     writes: dict[str, list[tuple[int, str]]] = {}
     clears: list[tuple[int, str]] = []
     for seq, op, key in child.intents:
@@ -610,8 +685,8 @@ def check_per_key(before: dict[str, object], child: ChildRun,
             problems.append(f"{key!r} holds a torn or foreign value: {_show(got)}")
             continue
         ops = sorted(writes.get(key, []) + clears) if clears else writes.get(key, [])
-        acked = [i for i, (seq, _) in enumerate(ops) if seq in child.acked]
-        last = acked[-1] if acked else -1
+        kept = [i for i, (seq, _) in enumerate(ops) if seq in must_survive]
+        last = kept[-1] if kept else -1
         allowed = [] if last >= 0 else [before.get(key, _ABSENT)]
         allowed += [_written(key, child.run, seq, op) for seq, op in ops[max(last, 0):]]
         if any(got is want or same_value(got, want) for want in allowed):
@@ -625,31 +700,37 @@ def check_per_key(before: dict[str, object], child: ChildRun,
                 continue
             why = (" (a delete of a key already absent from memory)"
                    if seq in child.absent_deletes else "")
+            if child.durability not in ACKS_SURVIVE_A_KILL:
+                why += f" (before the floor #{child.floor} an acknowledged flush or clear set)"
             problems.append(
                 f"{key!r} lost its acknowledged write #{seq} ({op}){why}: it holds "
                 f"{_show(got)}, not {_show(_written(key, child.run, seq, op))}"
                 f" nor one of the {len(ops) - last - 1} writes issued after it")
         else:
             problems.append(f"{key!r} holds {_show(got)}: neither its value before the run,"
-                            f" {_show(before.get(key, _ABSENT))}, nor one of its"
-                            f" {len(ops)} unacknowledged writes")
+                            f" {_show(before.get(key, _ABSENT))}, nor one of the"
+                            f" {len(ops)} writes (and clears) issued to it")
     return problems
 
 
 def check_prefix(before: dict[str, object], child: ChildRun,
                  after: dict[str, object]) -> list[str]:
-    """The store holds the state after writes 0..P-1, for a P past every ack.
+    """The store holds the state after writes 0..P-1, for a P >= ``child.floor``:
+    past every acknowledged write at "flush" and "fsync", past the last
+    acknowledged clear or flush at "buffered".
 
     A delete of a key already absent from memory is acknowledged without
     waiting for the writes issued before it, so its ack says nothing about
     them (``check_per_key`` still holds the key absent from then on).
     """
-    ordered = child.acked - child.absent_deletes
-    must_include = max(ordered, default=-1) + 1  # intents are numbered from 0
+    floor = child.floor
     tokens = {key: repr(value) for key, value in after.items()}
     state = {key: repr(value) for key, value in before.items()}
     differ = {key for key in state.keys() | tokens.keys() if state.get(key) != tokens.get(key)}
     prefixes: list[int] = [0] if not differ else []
+    # The prefix at or past the floor where the fewest keys differ (the last
+    # of those), to say how the store differs from it.
+    closest = (len(differ), 0) if floor == 0 else (len(tokens) + len(state) + 1, -1)
     for seq, op, key in child.intents:
         if op == "clear":
             state = {}
@@ -665,10 +746,53 @@ def check_prefix(before: dict[str, object], child: ChildRun,
                 differ.add(key)
         if not differ:
             prefixes.append(seq + 1)
-    if any(p >= must_include for p in prefixes):
+        elif seq + 1 >= floor and len(differ) <= closest[0]:
+            closest = (len(differ), seq + 1)
+    if any(p >= floor for p in prefixes):
         return []
-    return [f"the store is not the state after any prefix of the writes that includes "
-            f"the {must_include} first (the prefixes that match: {prefixes[-5:]})"]
+    problem = "the store is not the state after any prefix of the writes"
+    if floor:
+        problem += f" that includes the {floor} first"
+    problem += f" (the prefixes that match: {prefixes[-5:]})"
+    if closest[1] >= 0:
+        nearest = _differences(before, child, after, closest[1])
+        problem += f"; the nearest, after the {closest[1]} first, {nearest}"
+    return [problem]
+
+
+def _differences(before: dict[str, object], child: ChildRun, after: dict[str, object],
+                 prefix: int) -> str:
+    """How ``after`` differs from the state after the ``prefix`` first writes, key by key."""
+    source: dict[str, str] = dict.fromkeys(before, "its value before the run")
+    for seq, op, key in child.intents:
+        if seq >= prefix:
+            break
+        if op == "clear":
+            source = {}
+        elif op == "del":
+            source.pop(key, None)
+        else:
+            source[key] = f"write #{seq}"
+    differ = []
+    for key in sorted(source.keys() | after.keys()):
+        want = source.get(key, "<absent>")
+        got = _origin(before, child, key, after.get(key, _ABSENT))
+        if got != want:
+            differ.append(f"{key!r} holds {got}, not {want}")
+    keys = "1 key" if len(differ) == 1 else f"{len(differ)} keys"
+    return f"differs in {keys}: " + "; ".join(differ[:4])
+
+
+def _origin(before: dict[str, object], child: ChildRun, key: str, value: object) -> str:
+    """Which write ``value`` comes from, in the words of ``_differences``."""
+    if value is _ABSENT:
+        return "<absent>"
+    found = identify(value)
+    if found is not None and found[:2] == (key, child.run) and is_intact(key, value):
+        return f"write #{found[2]}"
+    if key in before and same_value(value, before[key]):
+        return "its value before the run"
+    return _show(value)
 
 
 @dataclass
@@ -732,7 +856,8 @@ class TortureResult:
     trials: int = 0
     kills: int = 0
     writes_checked: int = 0
-    """Acknowledged writes whose survival was checked."""
+    """Acknowledged writes (and clears) whose survival was checked: at
+    "buffered", those before an acknowledged clear or flush."""
     compactions_interrupted: int = 0
     """Kills that landed while a compaction ran (automatic or explicit)."""
     killed_while_starting: int = 0
@@ -754,7 +879,7 @@ class TortureResult:
     def count(self, child: ChildRun, reopened: _Reopened | None) -> None:
         self.trials += 1
         self.kills += 1
-        self.writes_checked += len(child.acked)
+        self.writes_checked += len(child.must_survive)
         self.compactions_interrupted += child.killed_while_compacting
         self.killed_while_starting += not child.began_opening
         self.killed_while_opening += child.began_opening and not child.opened
