@@ -5,8 +5,8 @@ child process (``python -m aiokv._torture child PATH DURABILITY RUN``) that
 writes from many tasks and prints each write's intent before issuing it and
 its acknowledgement once the ``await`` returned. The parent kills the child
 with SIGKILL at a random instant (while Python starts, while the store opens,
-while it writes, right after a compaction or a clear began), reopens the store
-and checks it against the printed lines.
+while it writes, right after a compaction began or ended, right after a clear
+began), reopens the store and checks it against the printed lines.
 
 Which writes must survive depends on the level. At "flush" and "fsync",
 every acknowledged one. At "buffered" a write is acknowledged before it
@@ -414,6 +414,7 @@ KILL_MODES = {
     "opening": 3,  # 0-4 ms after it began opening (replay, torn-tail cut)
     "writing": 17,  # 5-150 ms after its first acknowledged write
     "compacting": 6,  # 0-4 ms after a compaction began, once writes flow
+    "compacted": 6,  # 0-4 ms after a compaction ended, once writes flow
     "clearing": 4,  # 0-4 ms after the first clear was announced
 }
 
@@ -508,6 +509,7 @@ class _Reader(threading.Thread):
         self.opening = threading.Event()
         self.acked = threading.Event()
         self.compacting = threading.Event()
+        self.compacted = threading.Event()
         self.clearing = threading.Event()
 
     def run(self) -> None:
@@ -528,10 +530,12 @@ class _Reader(threading.Thread):
                 self.acked.set()
             elif kind == "compaction-begin" and self.acked.is_set():
                 self.compacting.set()
+            elif kind == "compaction-end" and self.acked.is_set():
+                self.compacted.set()
             elif kind == "intent" and event.get("op") == "clear":
                 self.clearing.set()
         # The child is gone: no point can be reached any more, stop the waits.
-        for point in (self.opening, self.acked, self.compacting, self.clearing):
+        for point in (self.opening, self.acked, self.compacting, self.compacted, self.clearing):
             point.set()
 
 
@@ -578,7 +582,8 @@ def run_and_kill(path: Path, durability: str, run: int, rng: random.Random) -> C
     reader.start()
     try:
         point = {"opening": reader.opening, "writing": reader.acked,
-                 "compacting": reader.compacting, "clearing": reader.clearing}.get(mode)
+                 "compacting": reader.compacting, "compacted": reader.compacted,
+                 "clearing": reader.clearing}.get(mode)
         if point is not None and not point.wait(WAIT_LIMIT) and process.poll() is None:
             result.problems.append(f"the child was not {mode} after {WAIT_LIMIT:.0f} s")
         time.sleep(delay)
