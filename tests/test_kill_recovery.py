@@ -26,7 +26,10 @@ from aiokv._torture import (
     check_per_key,
     check_prefix,
     expected_value,
+    identify,
+    is_intact,
     key_name,
+    key_number,
     run_and_kill,
     same_contents,
     torture,
@@ -245,6 +248,23 @@ def test_a_relative_directory_holds_the_stores(
     assert result.trials == result.kills == 3
     assert not result.violations
     assert result.writes_checked > 0
+
+
+def test_every_value_names_its_key_run_and_seq_across_the_whole_key_space() -> None:
+    kinds = set()
+    for number in (0, 7, 127, 128, 255, 256, 1007, 1499, _torture.KEY_LIMIT - 1):
+        key = key_name(number)
+        assert key_number(key) == number
+        for run in (0, 1, _torture.RUN_LIMIT - 1):
+            for seq in (*range(40), _torture.SEQ_LIMIT - 1):
+                value = expected_value(key, run, seq)
+                assert identify(value) == (key, run, seq)
+                assert is_intact(key, value)
+                assert not is_intact(key_name(number ^ 1), value)
+                kinds.add(type(value))
+    assert kinds == {int, float, str, bytes, dict, list}
+    assert key_number(key_name(_torture.KEY_LIMIT)) is None
+    assert key_number("k0012") is None  # one name per key
 
 
 def test_contents_compare_key_by_key_in_any_order_with_exact_types() -> None:

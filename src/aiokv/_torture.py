@@ -93,6 +93,8 @@ ACKS_SURVIVE_A_KILL = ("flush", "fsync")
 process. "buffered" acknowledges before the write reaches the OS: see
 ``ChildRun.floor`` for what it keeps."""
 
+KEY_LIMIT = 1 << 11
+"""Key numbers are below this: values embed them in 11 bits."""
 KEY_COUNT = 200
 """The key space: ``key_name(0)`` ... ``key_name(KEY_COUNT - 1)``."""
 HOT_KEYS = 4
@@ -106,15 +108,15 @@ CLEAR_EVERY = (0.05, 0.3)
 """Seconds the clearing task sleeps between two clears (uniform)."""
 FLUSH_EVERY = (0.01, 0.08)
 """Seconds the flushing task sleeps between two flushes (uniform)."""
-RUN_LIMIT = 1 << 24
+RUN_LIMIT = 1 << 20
 """Runs (the RUN argument of the child) are in ``range(RUN_LIMIT)``."""
 SEQ_LIMIT = 1 << 20
 """A run issues fewer writes than this (it is killed long before)."""
 LIFETIME = 120.0
 """Seconds after which an unkilled child exits on its own (parent gone)."""
 
-_KEY = re.compile(r"k(\d{3})(?:-ключ)?")
-_TAG = re.compile(r"<(k\d{3}(?:-ключ)?)\|(\d+)\|(\d+)>")
+_KEY = re.compile(r"k(\d{3,4})(?:-ключ)?")
+_TAG = re.compile(r"<(k\d{3,4}(?:-ключ)?)\|(\d+)\|(\d+)>")
 
 _ABSENT = object()
 
@@ -132,9 +134,10 @@ def key_name(number: int) -> str:
 
 def key_number(key: str) -> int | None:
     match = _KEY.fullmatch(key)
-    if match is None or key_name(int(match.group(1))) != key:
+    if match is None:
         return None
-    return int(match.group(1))
+    number = int(match.group(1))
+    return number if number < KEY_LIMIT and key_name(number) == key else None
 
 
 def _shape(run: int, seq: int) -> tuple[int, int]:
@@ -168,9 +171,11 @@ def expected_value(key: str, run: int, seq: int) -> object:
         raise ValueError(f"run {run} or seq {seq} out of range")
     kind, size = _shape(run, seq)
     if kind == 0:
-        return (number << 56) | (run << 32) | seq
+        # The low byte of the key number on top, so that half the keys reach
+        # the 64th bit (beyond a signed int64); its 3 high bits below it.
+        return (number & 0xFF) << 56 | (number >> 8) << 53 | run << 32 | seq
     if kind == 1:  # exact: fewer than 53 significant bits
-        return float((run * SEQ_LIMIT + seq) * 256 + number) + 0.5
+        return float((run * SEQ_LIMIT + seq) * KEY_LIMIT + number) + 0.5
     if kind in (2, 3):
         return _text(key, run, seq, size)
     if kind == 4:
@@ -221,16 +226,17 @@ def identify(value: object) -> Identity | None:
 
 def _identify_number(value: object) -> Identity | None:
     if type(value) is int:
-        number, run, seq = value >> 56, (value >> 32) & (RUN_LIMIT - 1), value & 0xFFFFFFFF
+        number = value >> 56 | (value >> 53 & 7) << 8
+        run, seq = (value >> 32) & (RUN_LIMIT - 1), value & 0xFFFFFFFF
     elif type(value) is float:
         whole = int(value - 0.5)
         if whole + 0.5 != value or whole < 0:
             return None
-        rest, number = divmod(whole, 256)
+        rest, number = divmod(whole, KEY_LIMIT)
         run, seq = divmod(rest, SEQ_LIMIT)
     else:
         return None
-    return (key_name(number), run, seq) if 0 <= number < KEY_COUNT else None
+    return (key_name(number), run, seq) if 0 <= number < KEY_LIMIT else None
 
 
 def same_value(a: object, b: object) -> bool:
