@@ -2,8 +2,10 @@
 
 ``torture()`` (and ``aiokv torture DIR``) runs trials. Each trial starts a
 child process (``python -m aiokv._torture child PATH DURABILITY RUN``) that
-writes from many tasks and prints each write's intent before issuing it and
-its acknowledgement once the ``await`` returned. The parent kills the child
+writes from many tasks (while others compact, flush and clear the store; at
+"buffered" it first fills the store with more keys than a compaction takes
+in one batch: ``WORKLOADS``) and prints each write's intent before issuing it
+and its acknowledgement once the ``await`` returned. The parent kills the child
 with SIGKILL at a random instant (while Python starts, while the store opens,
 while it writes, right after a compaction began or ended, right after a clear
 began), reopens the store and checks it against the printed lines.
@@ -95,8 +97,30 @@ process. "buffered" acknowledges before the write reaches the OS: see
 
 KEY_LIMIT = 1 << 11
 """Key numbers are below this: values embed them in 11 bits."""
-KEY_COUNT = 200
-"""The key space: ``key_name(0)`` ... ``key_name(KEY_COUNT - 1)``."""
+
+
+@dataclass(frozen=True)
+class Workload:
+    """What the child does at one level, besides what it does at every level."""
+
+    keys: int
+    """The key space: ``key_name(0)`` ... ``key_name(keys - 1)``."""
+    fill: bool
+    """Write each key the store lacks, one after the other, once open and
+    after each clear; only then start writing at random. With more keys than
+    a compaction's walk takes per batch (SNAPSHOT_BATCH), writes then land
+    on keys the walk has passed and on keys it has yet to take."""
+
+
+WORKLOADS = {
+    "flush": Workload(keys=200, fill=False),
+    "fsync": Workload(keys=200, fill=False),
+    # At "buffered" a compaction's snapshot is where a lost write could
+    # surface as a state that never existed (issue 18): walk several batches.
+    # A set is not waited for there, so filling takes milliseconds, not the
+    # hundreds of fsyncs it would at "fsync".
+    "buffered": Workload(keys=1500, fill=True),
+}
 HOT_KEYS = 4
 """Half the writes go to these few keys, so writes to one key overlap."""
 WRITERS = 20
@@ -304,20 +328,32 @@ class _Sequence:
         return seq
 
 
-async def _writer(kv: AioKV, run: int, rng: random.Random, sequence: _Sequence,
-                  no_clear: asyncio.Event) -> None:
+@dataclass
+class _Child:
+    """What the child's tasks share."""
+
+    kv: AioKV
+    run: int
+    workload: Workload
+    sequence: _Sequence = field(default_factory=_Sequence)
+    may_write: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set while the writers may issue writes: not while a clear (or a fill) runs."""
+
+
+async def _writer(child: _Child, rng: random.Random) -> None:
+    kv, run, sequence, may_write = child.kv, child.run, child.sequence, child.may_write
     while True:
         # No write is issued while a clear runs: the clear happens at its place.
-        await no_clear.wait()
+        await may_write.wait()
         hot = rng.random() < 0.5
-        key = key_name(rng.randrange(HOT_KEYS if hot else KEY_COUNT))
+        key = key_name(rng.randrange(HOT_KEYS if hot else child.workload.keys))
         if rng.random() < DELETE_RATE[0 if hot else 1]:
             # Whether the key is there (in memory) as the delete is issued: a
             # delete of an absent key is acknowledged without writing anything.
             # kv.get may yield once after reading (every YIELD_EVERY calls):
             # if a clear began meanwhile, ``present`` is stale, so start over.
             present = await kv.get(key, _ABSENT) is not _ABSENT
-            if not no_clear.is_set():
+            if not may_write.is_set():
                 continue
             seq = sequence.take()
             emit({"e": "intent", "op": "del", "key": key, "seq": seq, "present": present})
@@ -356,27 +392,47 @@ async def _flusher(kv: AioKV, rng: random.Random) -> None:
         emit({"e": "flush-done", "n": number})
 
 
-async def _clearer(kv: AioKV, run: int, rng: random.Random, sequence: _Sequence,
-                   no_clear: asyncio.Event) -> None:
+async def _set_alone(child: _Child, key: str) -> None:
+    seq = child.sequence.take()
+    emit({"e": "intent", "op": "set", "key": key, "seq": seq})
+    await child.kv.set(key, expected_value(key, child.run, seq))
+    emit({"e": "ack", "seq": seq})
+
+
+async def _fill(child: _Child) -> None:
+    """Set each key of the key space the store lacks, one after the other."""
+    for number in range(child.workload.keys):
+        key = key_name(number)
+        if await child.kv.get(key, _ABSENT) is _ABSENT:
+            await _set_alone(child, key)
+
+
+async def _clearer(child: _Child, rng: random.Random) -> None:
+    """Clear now and then while the writers wait; fill first (``Workload.fill``)."""
+    fill = child.workload.fill
+    if fill:
+        try:
+            await _fill(child)
+        finally:
+            child.may_write.set()
     while True:
         await asyncio.sleep(rng.uniform(*CLEAR_EVERY))
-        no_clear.clear()  # the writers wait from their next write on
+        child.may_write.clear()  # the writers wait from their next write on
         try:
-            seq = sequence.take()
+            seq = child.sequence.take()
             emit({"e": "intent", "op": "clear", "key": "", "seq": seq})
-            if not await kv.clear():
+            if not await child.kv.clear():
                 raise RuntimeError("clear() failed (see the log above)")
             emit({"e": "ack", "seq": seq})
             # The first write after a clear creates the log file again in a
             # thread, after its intent. Made by many writers at once, those
             # writes could reach the store out of order: make it alone.
-            key = key_name(rng.randrange(KEY_COUNT))
-            seq = sequence.take()
-            emit({"e": "intent", "op": "set", "key": key, "seq": seq})
-            await kv.set(key, expected_value(key, run, seq))
-            emit({"e": "ack", "seq": seq})
+            if fill:
+                await _fill(child)
+            else:
+                await _set_alone(child, key_name(rng.randrange(child.workload.keys)))
         finally:
-            no_clear.set()
+            child.may_write.set()
 
 
 async def _child_main(path: str, durability: str, run: int) -> None:
@@ -388,15 +444,13 @@ async def _child_main(path: str, durability: str, run: int) -> None:
     stats = await kv.stats()
     emit({"e": "open", "keys": stats.keys, "file_bytes": stats.file_bytes,
           "compactions": stats.compactions})
-    sequence = _Sequence()
-    no_clear = asyncio.Event()
-    no_clear.set()
-    tasks = [asyncio.create_task(_writer(kv, run, random.Random(rng.random()), sequence,
-                                         no_clear))
+    child = _Child(kv, run, WORKLOADS[durability])
+    if not child.workload.fill:
+        child.may_write.set()
+    tasks = [asyncio.create_task(_writer(child, random.Random(rng.random())))
              for _ in range(WRITERS)]
     tasks.append(asyncio.create_task(_compactor(kv, random.Random(rng.random()))))
-    tasks.append(asyncio.create_task(_clearer(kv, run, random.Random(rng.random()), sequence,
-                                              no_clear)))
+    tasks.append(asyncio.create_task(_clearer(child, random.Random(rng.random()))))
     tasks.append(asyncio.create_task(_flusher(kv, random.Random(rng.random()))))
     # Any task that fails ends the child with its traceback (the parent then
     # sees it exit before the kill); otherwise only SIGKILL ends it.
