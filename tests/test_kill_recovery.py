@@ -1,13 +1,14 @@
 """Kill test: SIGKILL a writing process at random instants, then reopen.
 
 The harness is ``aiokv._torture`` (also the ``aiokv torture`` command); its
-docstring lists what each trial checks: every acknowledged write survives, no
-value is torn, the store is the state after a prefix of the writes that
-includes every acknowledged one, reopening works and leaves no temporary
-file, and a write after reopening survives another reopen.
+docstring lists what each trial checks: every acknowledged write survives (at
+"buffered", those before an acknowledged clear or flush), no value is torn,
+the store is the state after a prefix of the writes that includes every write
+that must survive, reopening works and leaves no temporary file, and a write
+after reopening survives another reopen.
 
 Set ``AIOKV_KILL_SEED`` to replay a run's random choices and
-``AIOKV_KILL_TRIALS`` to change the number of trials per level.
+``AIOKV_KILL_TRIALS`` to change the number of trials of every level.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import pytest
 
 from aiokv import _torture
 from aiokv._torture import (
+    DURABILITIES,
     ChildRun,
     check_per_key,
     check_prefix,
@@ -35,23 +37,28 @@ from aiokv._torture import (
     torture,
 )
 
-TRIALS = int(os.environ.get("AIOKV_KILL_TRIALS", "120"))
+TRIALS = {"flush": 120, "fsync": 120,
+          # A trial fills 1500 keys and reopens a larger log: fewer trials
+          # take as long as each of the others.
+          "buffered": 70}
+if "AIOKV_KILL_TRIALS" in os.environ:
+    TRIALS = dict.fromkeys(TRIALS, int(os.environ["AIOKV_KILL_TRIALS"]))
 SEED = int(os.environ.get("AIOKV_KILL_SEED", str(random.SystemRandom().randrange(1 << 32))))
 TIME_LIMIT = 600.0
 """Seconds; TRIALS ends the run long before on any machine that passes."""
 
 
-@pytest.mark.parametrize("durability", ["flush", "fsync"])
-def test_sigkill_at_random_instants_loses_no_acknowledged_write(
+@pytest.mark.parametrize("durability", DURABILITIES)
+def test_sigkill_at_random_instants_keeps_what_the_level_promises(
     durability: str, tmp_path: Path
 ) -> None:
     violations: list[str] = []
     result = torture(tmp_path, TIME_LIMIT, durability, SEED, violations.append,
-                     trials=TRIALS)
+                     trials=TRIALS[durability])
     assert not result.violations, (f"AIOKV_KILL_SEED={SEED}\n"
                                    + "\n\n".join(result.violations[:5]))
     assert violations == result.violations  # each was reported as it was found
-    assert result.trials == result.kills == TRIALS
+    assert result.trials == result.kills == TRIALS[durability]
     assert result.writes_checked > 0
     assert not list(tmp_path.iterdir()), "the stores of a clean run are deleted"
     print(f"\n{durability}: seed {SEED}: {result}")
