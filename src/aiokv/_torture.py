@@ -264,8 +264,20 @@ def _identify_number(value: object) -> Identity | None:
 
 
 def same_value(a: object, b: object) -> bool:
-    """Equal with the same types all the way down (1 is not 1.0 nor True)."""
-    return type(a) is type(b) and repr(a) == repr(b)
+    """Equal with the same types all the way down (1 is not 1.0 nor True),
+    dict keys in the same order; floats by their repr (-0.0 is not 0.0)."""
+    kind = type(a)
+    if kind is not type(b):
+        return False
+    if kind in (str, bytes, int, bool, type(None)):
+        return a == b
+    if isinstance(a, dict) and isinstance(b, dict):
+        return len(a) == len(b) and all(
+            same_value(key_a, key_b) and same_value(value_a, value_b)
+            for (key_a, value_a), (key_b, value_b) in zip(a.items(), b.items(), strict=True))
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(map(same_value, a, b))
+    return repr(a) == repr(b)  # float, and anything unexpected
 
 
 def same_contents(a: dict[str, object], b: dict[str, object]) -> bool:
@@ -722,6 +734,24 @@ def _written(key: str, run: int, seq: int, op: str) -> object:
     return expected_value(key, run, seq) if op == "set" else _ABSENT
 
 
+def _same(a: object, b: object) -> bool:
+    return a is b or (a is not _ABSENT and b is not _ABSENT and same_value(a, b))
+
+
+def _written_by_one_of(got: object, key: str, run: int, ops: list[tuple[int, str]]) -> bool:
+    """``got`` is what one of ``ops`` left: absent after a delete or clear, or
+    the value of a set. ``got`` is intact (``is_intact``) if ``key`` is a
+    child's key, so it says which write it comes from: no need to build the
+    value of every write to a hot key to compare it.
+    """
+    if got is _ABSENT:
+        return any(op != "set" for _, op in ops)
+    found = identify(got)
+    if found is None or found[:2] != (key, run):
+        return False
+    return (found[2], "set") in ops
+
+
 def _show(value: object) -> str:
     text = "<absent>" if value is _ABSENT else repr(value)
     return text if len(text) <= 120 else text[:117] + "..."
@@ -752,9 +782,9 @@ def check_per_key(before: dict[str, object], child: ChildRun,
         ops = sorted(writes.get(key, []) + clears) if clears else writes.get(key, [])
         kept = [i for i, (seq, _) in enumerate(ops) if seq in must_survive]
         last = kept[-1] if kept else -1
-        allowed = [] if last >= 0 else [before.get(key, _ABSENT)]
-        allowed += [_written(key, child.run, seq, op) for seq, op in ops[max(last, 0):]]
-        if any(got is want or same_value(got, want) for want in allowed):
+        if last < 0 and _same(got, before.get(key, _ABSENT)):
+            continue
+        if _written_by_one_of(got, key, child.run, ops[max(last, 0):]):
             continue
         if last >= 0:
             seq, op = ops[last]
@@ -789,8 +819,8 @@ def check_prefix(before: dict[str, object], child: ChildRun,
     them (``check_per_key`` still holds the key absent from then on).
     """
     floor = child.floor
-    tokens = {key: repr(value) for key, value in after.items()}
-    state = {key: repr(value) for key, value in before.items()}
+    tokens = {key: _token(key, value, child.run) for key, value in after.items()}
+    state = {key: _token(key, value, child.run) for key, value in before.items()}
     differ = {key for key in state.keys() | tokens.keys() if state.get(key) != tokens.get(key)}
     prefixes: list[int] = [0] if not differ else []
     # The prefix at or past the floor where the fewest keys differ (the last
@@ -804,7 +834,7 @@ def check_prefix(before: dict[str, object], child: ChildRun,
             if op == "del":
                 state.pop(key, None)
             else:
-                state[key] = repr(expected_value(key, child.run, seq))
+                state[key] = seq
             if state.get(key) == tokens.get(key):
                 differ.discard(key)
             else:
@@ -823,6 +853,15 @@ def check_prefix(before: dict[str, object], child: ChildRun,
         nearest = _differences(before, child, after, closest[1])
         problem += f"; the nearest, after the {closest[1]} first, {nearest}"
     return [problem]
+
+
+def _token(key: str, value: object, run: int) -> int | str:
+    """What ``check_prefix`` compares: the seq of the write of ``run`` that
+    ``value`` is exactly, else its repr."""
+    found = identify(value)
+    if found is not None and found[:2] == (key, run) and is_intact(key, value):
+        return found[2]
+    return repr(value)
 
 
 def _differences(before: dict[str, object], child: ChildRun, after: dict[str, object],
