@@ -442,10 +442,13 @@ exit codes (as fsck's):
 
 _TORTURE_EPILOG = """\
 each trial starts a process that writes to a store from many tasks (and
-compacts it), kills it with SIGKILL at a random instant (while it starts,
-opens, writes or compacts), reopens the store and checks that every
-acknowledged write survived, that no value is torn, that the store is the
-state after a prefix of the writes, and that it reopens cleanly.
+compacts, flushes and clears it), kills it with SIGKILL at a random instant
+(while it starts, opens, writes or compacts, or right after a compaction),
+reopens the store and checks that every acknowledged write survived, that no
+value is torn, that the store is the state after a prefix of the writes, and
+that it reopens cleanly. At buffered, acknowledged writes may be lost, but
+only as a suffix of the writes, never past an acknowledged clear or a flush
+that returned.
 
 The stores are made in a new subdirectory of DIR, on the disk you want to
 test; those with a violation are kept there (state.kv.as-killed is the log
