@@ -137,6 +137,22 @@ def test_the_checks_treat_a_clear_as_a_delete_of_every_key() -> None:
         assert check_prefix(before, unacked, after) == []
 
 
+def test_an_acknowledged_delete_of_an_absent_key_keeps_the_writes_before_it() -> None:
+    """At "fsync" it waits for them: the key may be absent because of one."""
+    one, two = key_name(18), key_name(19)
+    events = _events(("set", one), ("del", one), ("del", two), ("ack", 2))
+    events[2]["present"] = False
+    stale = {one: expected_value(one, 7, 0)}
+    for durability in ("flush", "fsync"):
+        child = _parsed(durability, events)
+        assert child.absent_deletes == {2}
+        assert child.floor == 3
+        assert check_per_key({}, child, {}) == check_prefix({}, child, {}) == []
+        # Neither write to ``one`` was acknowledged, but both precede one that was.
+        assert check_per_key({}, child, stale) == []
+        assert "that includes the 3 first" in check_prefix({}, child, stale)[0]
+
+
 def test_at_buffered_the_checks_accept_the_loss_of_any_suffix_of_the_writes() -> None:
     one, two = key_name(10), key_name(11)
     before = {one: expected_value(one, 6, 0)}

@@ -507,7 +507,7 @@ class ChildRun:
     "clear" (whose key is "")."""
     acked: set[int] = field(default_factory=set)
     absent_deletes: set[int] = field(default_factory=set)
-    """Deletes of a key already absent from memory: nothing to write or wait for."""
+    """Deletes of a key already absent from memory: nothing to write."""
     flush_floor: int = 0
     """The writes before this seq survive at every level: each was issued no
     later than a write (or clear) acknowledged before an acknowledged
@@ -537,14 +537,13 @@ class ChildRun:
     def floor(self) -> int:
         """The reopened store is the state after the writes 0..P-1, for a P >= floor.
 
-        At "flush" and "fsync", every acknowledged write is before the floor
-        (a delete of an absent key aside: see ``check_prefix``).
+        At "flush" and "fsync", every acknowledged write is before the floor.
         At "buffered", what is lost may be any suffix of the writes, but not
         past an acknowledged clear (it removes the file before it returns)
         or what an acknowledged ``flush()`` made durable (``flush_floor``).
         """
         if self.durability in ACKS_SURVIVE_A_KILL:
-            return max(self.acked - self.absent_deletes, default=-1) + 1
+            return max(self.acked, default=-1) + 1
         return max([self.flush_floor, *(seq + 1 for seq in self.clears if seq in self.acked)])
 
     @property
@@ -685,9 +684,7 @@ def _parse_events(events: list[dict[str, object]], result: ChildRun) -> None:
     """Fill ``result`` from the child's lines; note any break of the protocol."""
     counters = {"compaction-begin": "compactions_begun", "compaction-end": "compactions_ended",
                 "compact-start": "explicit_started", "compact-done": "explicit_done"}
-    # 1 + the last seq acknowledged so far. Not by a delete of an absent key:
-    # that is acknowledged at once, while the writes before it may be in flight.
-    acked_through = 0
+    acked_through = 0  # 1 + the last seq acknowledged so far
     flush_floors: dict[object, int] = {}  # flush number: acked_through as it began
     for event in events:
         kind = event["e"]
@@ -705,8 +702,7 @@ def _parse_events(events: list[dict[str, object]], result: ChildRun) -> None:
         elif kind == "ack" and isinstance(event["seq"], int):
             seq = event["seq"]
             result.acked.add(seq)
-            if seq not in result.absent_deletes:
-                acked_through = max(acked_through, seq + 1)
+            acked_through = max(acked_through, seq + 1)
         elif kind == "flush-start":
             result.flushes_started += 1
             flush_floors[event.get("n")] = acked_through
@@ -814,9 +810,10 @@ def check_prefix(before: dict[str, object], child: ChildRun,
     past every acknowledged write at "flush" and "fsync", past the last
     acknowledged clear or flush at "buffered".
 
-    A delete of a key already absent from memory is acknowledged without
-    waiting for the writes issued before it, so its ack says nothing about
-    them (``check_per_key`` still holds the key absent from then on).
+    A delete of a key already absent from memory counts like any write: it
+    writes nothing, but at "fsync" it returns only once the writes queued
+    before it are durable (the key may be absent because of one of them),
+    and at the other levels those writes were handed over as they were issued.
     """
     floor = child.floor
     tokens = {key: _token(key, value, child.run) for key, value in after.items()}
