@@ -220,7 +220,7 @@ def test_at_buffered_an_acknowledged_flush_keeps_the_writes_acknowledged_before_
         assert check_per_key({}, child, after) == []
         assert check_prefix({}, child, after) == []
     lost = {one: expected_value(one, 7, 0)}
-    assert f"{two!r} lost its acknowledged write #1 (set) (before the floor #2" in (
+    assert f"{two!r} lost its acknowledged write #1 (set) (before #2, the floor" in (
         check_per_key({}, child, lost)[0])
     assert "that includes the 2 first" in check_prefix({}, child, lost)[0]
     # Without its acknowledgement the flush promises nothing: all may be lost.

@@ -355,7 +355,8 @@ class _Child:
 async def _writer(child: _Child, rng: random.Random) -> None:
     kv, run, sequence, may_write = child.kv, child.run, child.sequence, child.may_write
     while True:
-        # No write is issued while a clear runs: the clear happens at its place.
+        # No write is issued while a clear runs (nor while the store is
+        # filled): the clear happens at its place.
         await may_write.wait()
         hot = rng.random() < 0.5
         key = key_name(rng.randrange(HOT_KEYS if hot else child.workload.keys))
@@ -792,7 +793,7 @@ def check_per_key(before: dict[str, object], child: ChildRun,
             why = (" (a delete of a key already absent from memory)"
                    if seq in child.absent_deletes else "")
             if child.durability not in ACKS_SURVIVE_A_KILL:
-                why += f" (before the floor #{child.floor} an acknowledged flush or clear set)"
+                why += f" (before #{child.floor}, the floor an acknowledged flush or clear set)"
             problems.append(
                 f"{key!r} lost its acknowledged write #{seq} ({op}){why}: it holds "
                 f"{_show(got)}, not {_show(_written(key, child.run, seq, op))}"
@@ -852,13 +853,18 @@ def check_prefix(before: dict[str, object], child: ChildRun,
     return [problem]
 
 
-def _token(key: str, value: object, run: int) -> int | str:
-    """What ``check_prefix`` compares: the seq of the write of ``run`` that
-    ``value`` is exactly, else its repr."""
+def _write_of(key: str, value: object, run: int) -> int | None:
+    """The seq of the write of ``run`` to ``key`` that ``value`` is exactly, if any."""
     found = identify(value)
     if found is not None and found[:2] == (key, run) and is_intact(key, value):
         return found[2]
-    return repr(value)
+    return None
+
+
+def _token(key: str, value: object, run: int) -> int | str:
+    """What ``check_prefix`` compares: the seq of the write ``value`` is, else its repr."""
+    seq = _write_of(key, value, run)
+    return repr(value) if seq is None else seq
 
 
 def _differences(before: dict[str, object], child: ChildRun, after: dict[str, object],
@@ -888,9 +894,9 @@ def _origin(before: dict[str, object], child: ChildRun, key: str, value: object)
     """Which write ``value`` comes from, in the words of ``_differences``."""
     if value is _ABSENT:
         return "<absent>"
-    found = identify(value)
-    if found is not None and found[:2] == (key, child.run) and is_intact(key, value):
-        return f"write #{found[2]}"
+    seq = _write_of(key, value, child.run)
+    if seq is not None:
+        return f"write #{seq}"
     if key in before and same_value(value, before[key]):
         return "its value before the run"
     return _show(value)
