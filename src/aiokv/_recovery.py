@@ -30,7 +30,9 @@ that validates is applied, and the damaged ranges are listed.
 from __future__ import annotations
 
 import io
+import math
 import zlib
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import cast
 
@@ -59,6 +61,8 @@ from ._format import (
 )
 
 _NUMBER_TYPES = (int, float)
+_NUMBER_SET = frozenset(_NUMBER_TYPES)
+_CONTAINER_TYPES = frozenset({list, dict})
 
 
 READ_SIZE = 256 * 1024
@@ -140,18 +144,61 @@ class Invalid:
 INCOMPLETE = Incomplete()
 
 
+def _is_expiry_time(value: object) -> bool:
+    """A finite int or float: what an expiry in a record must be (a bool is neither).
+
+    Anything else would break ``ttl()`` (inf, NaN) or hide its key (NaN).
+    """
+    return type(value) in _NUMBER_TYPES and math.isfinite(cast(float, value))
+
+
 def _is_expiry(value: object) -> bool:
-    return value is None or (type(value) in _NUMBER_TYPES)
+    """An expiry time, or nil for none."""
+    return value is None or _is_expiry_time(value)
+
+
+def _are_expiry_times(values: Collection[object]) -> bool:
+    """``_is_expiry_time`` of every value, in C: a compacted file holds many."""
+    return not values or (
+        set(map(type, values)) <= _NUMBER_SET
+        and all(map(math.isfinite, cast("Collection[float]", values)))
+    )
+
+
+def _are_encoded_containers(values: Collection[object]) -> bool:
+    """Whether each value is what the writer stores for a list or dict.
+
+    That is a bin whose msgpack, decoded as every read of it decodes it
+    (``decode_value``), gives a list or a map: a bin that does not decode
+    would make each read of its key raise.
+    """
+    if not set(map(type, values)) <= {bytes}:
+        return False
+    try:
+        decoded = [msgpack.unpackb(value, strict_map_key=False) for value in values]
+    except Exception:  # whatever the decoder refuses (cut short, bad UTF-8, ...)
+        return False
+    return set(map(type, decoded)) <= _CONTAINER_TYPES
+
+
+def _is_encoded_container(value: object) -> bool:
+    return _are_encoded_containers((value,))
 
 
 def _check_record(
-    kind: int, a: object, b: object, c: object
+    kind: object, a: object, b: object, c: object
 ) -> str | None:
-    """Return why a decoded record is malformed, or None if it is well formed."""
+    """Return why a decoded record is malformed, or None if it is well formed.
+
+    Decided by type and value only: the replay's fast path leaves every
+    record it cannot vouch for more cheaply to this function.
+    """
+    if type(kind) is not int:  # True and 1.0 equal SET, yet are no kind
+        return f"unknown record kind {kind!r}"
     if kind == SET:
         ok = type(a) is str and type(b) in SCALAR_TYPES and _is_expiry(c)
     elif kind == SET_ENCODED:
-        ok = type(a) is str and type(b) is bytes and _is_expiry(c)
+        ok = type(a) is str and _is_encoded_container(b) and _is_expiry(c)
     elif kind == DELETE:
         ok = type(a) is str and b is None and c is None
     elif kind == EXPIRE:
@@ -165,8 +212,8 @@ def _check_record(
             and set(map(type, a)) <= {str}
             and set(map(type, a.values())) <= SCALAR_TYPES
             and set(map(type, b)) <= {str}
-            and set(map(type, b.values())) <= {bytes}
-            and set(map(type, c.values())) <= {int, float}
+            and _are_encoded_containers(b.values())
+            and _are_expiry_times(c.values())
             and c.keys() <= (a.keys() | b.keys())
         )
     elif kind == SYNCED:
@@ -189,7 +236,7 @@ def _check_record(
 def _are_expiries_of(expiries: dict[object, object], keys: tuple[object, ...]) -> bool:
     """Whether a BULK frame's expiry map is well formed for its keys."""
     return not expiries or (
-        set(map(type, expiries.values())) <= {int, float} and expiries.keys() <= set(keys)
+        _are_expiry_times(expiries.values()) and expiries.keys() <= set(keys)
     )
 
 
