@@ -346,7 +346,8 @@ def _cmd_repair(args: argparse.Namespace) -> int:
         damage.append(before.corruption)
     if damage:
         dropped = sum(item.end - item.offset for item in damage)
-        print(f"{path}: skipped {len(damage)} damaged range(s), {dropped} bytes")
+        print(f"{path}: skipped {len(damage)} damaged range(s), {dropped} bytes, "
+              f"the first at byte {damage[0].offset}")
         if new_copies:
             print(f"  the damaged original is kept as {new_copies[0]}")
         else:
