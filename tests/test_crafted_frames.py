@@ -343,7 +343,7 @@ def test_the_fast_path_and_the_walk_agree_on_mutations_of_a_real_log(tmp_path: P
     assert len(spans) > 30
     assert decode_header(log).compacted_length > HEADER_SIZE  # damage there is corruption
     rng = random.Random(1810)
-    verdicts = {"clean": 0, "damage": 0}
+    outcomes = {"clean": 0, "damage": 0}
     for _ in range(3000):
         mutated = bytearray(log)
         start, end = rng.choice(spans)
@@ -356,9 +356,9 @@ def test_the_fast_path_and_the_walk_agree_on_mutations_of_a_real_log(tmp_path: P
         mutated[end - 4:end] = zlib.crc32(mutated[start:end - 4], SEED).to_bytes(4, "little")
         walked = assert_both_paths_agree(bytes(mutated))
         damaged = walked.corruption is not None or walked.torn_tail
-        verdicts["damage" if damaged else "clean"] += 1
+        outcomes["damage" if damaged else "clean"] += 1
     # Both outcomes are common, so both branches of the comparison ran.
-    assert min(verdicts.values()) > 200, verdicts
+    assert min(outcomes.values()) > 200, outcomes
 
 
 # -- (b) well formed, or damage at its own offset ------------------------------
