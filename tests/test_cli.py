@@ -418,7 +418,7 @@ def test_torture_help() -> None:
 
 @pytest.mark.parametrize("args", [(), ("--seconds", "5"), ("{dir}", "--seconds", "0"),
                                   ("{dir}", "--seconds", "soon"), ("{dir}", "--seed", "x"),
-                                  ("{dir}", "--durability", "buffered"), ("{file}",),
+                                  ("{dir}", "--durability", "always"), ("{file}",),
                                   ("{missing}",)])
 def test_torture_bad_usage_exits_2(tmp_path: Path, args: tuple[str, ...]) -> None:
     (tmp_path / "a-file").write_text("not a directory")
