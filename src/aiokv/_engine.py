@@ -1265,6 +1265,33 @@ class Engine:
                 raise ValueError(f"key {key!r}: {value} is out of the 64-bit range")
             return value, self._write_put(key, value, expires)
 
+    def add(self, key: str, value: object,
+            ttl: float | None = None) -> tuple[bool, Commit | None]:
+        """Store ``value`` only if ``key`` is absent or expired (Redis's SET NX).
+
+        Returns whether it stored, and the Commit to wait on: for a store,
+        its own write's; for a refusal at "fsync", the commit that makes the
+        writes queued so far durable, since the key may be present only
+        through one of them. If that commit fails, the write is undone and
+        the refusal was wrong: the caller asks again (see the shells).
+        ``ttl`` applies only when this call stores.
+        """
+        if type(key) is not str:
+            key = _check_key(key)
+        stored: Value = value if type(value) in _AS_IS else _prepare(key, value)  # type: ignore[assignment]
+        seconds = _check_ttl(ttl)
+        if self._hand_over:
+            self._let_compaction_run()
+        if self._state is not _OPEN:  # unlocked first: see forsake_after_fork
+            raise self._unusable()
+        with self._lock:
+            if self._state is not _OPEN:
+                raise self._unusable()
+            if self._live_value(key) is not _MISSING:
+                return False, self._last_commit() if self.durability == "fsync" else None
+            expires = None if seconds is None else self._clock() + seconds
+            return True, self._write_put(key, stored, expires)
+
     def expire(self, key: str, ttl: float | None) -> tuple[bool, Commit | None]:
         """Set (or with None/0 remove) the expiry of a live key.
 

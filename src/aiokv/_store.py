@@ -158,6 +158,31 @@ class AioKV(Shell):
         await self._acknowledge(commit)
         return value
 
+    async def add(self, key: str, value: object = NOW, ttl: float | None = None) -> bool:
+        """Store ``value`` only if ``key`` is absent or expired; whether it did.
+
+        Atomic (Redis's ``SET NX``): of any number of concurrent adds of one
+        key, exactly one returns True. Without a value, the Unix time as an
+        int. ``ttl`` applies only when this call stores. At "fsync" a False
+        is returned only once the write that made the key present is
+        durable: should that write fail, the add is tried again.
+        """
+        engine = self._engine
+        if value is NOW:
+            value = engine.timestamp()
+        while True:
+            if not engine.is_open or engine.log_missing:
+                await self._ready_to_write()
+            added, commit = engine.add(key, value, ttl)
+            if commit is None or added:
+                await self._acknowledge(commit)
+                return added
+            try:
+                await commit.wait_async()
+            except OSError:
+                continue  # the write that held the key was undone: ask again
+            return False
+
     async def keys(self, pattern: str = "*") -> list[str]:
         """Live keys matching a glob pattern (``fnmatch.fnmatchcase`` rules)."""
         engine = self._engine

@@ -91,6 +91,25 @@ class KV(Shell):
             commit.wait()
         return value
 
+    def add(self, key: str, value: object = NOW, ttl: float | None = None) -> bool:
+        """Store ``value`` only if ``key`` is absent or expired; whether it did
+        (atomic, like ``AioKV.add``)."""
+        while True:
+            engine = self._ready()
+            if value is NOW:
+                value = engine.timestamp()
+            added, commit = engine.add(key, value, ttl)
+            if commit is None:
+                return added
+            if added:
+                commit.wait()
+                return True
+            try:
+                commit.wait()
+            except OSError:
+                continue  # the write that held the key was undone: ask again
+            return False
+
     def keys(self, pattern: str = "*") -> list[str]:
         return self._ready().keys(pattern)
 
