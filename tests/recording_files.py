@@ -117,6 +117,10 @@ class RecordingFiles(FileSystem):
         self._note("mode")
         return super().mode(path)
 
+    def link(self, source: str, target: str) -> bool:
+        self._note("link")
+        return super().link(source, target)
+
     def unlock(self, fd: int) -> None:
         self._note("unlock")
         super().unlock(fd)

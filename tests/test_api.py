@@ -173,7 +173,9 @@ async def test_a_reopened_compacted_store_counts_its_whole_file_as_live(
     async with AioKV(store_path, clock=lambda: now[0]) as kv:
         stats = await kv.stats()
         assert stats.keys == 3000
-        assert stats.file_bytes == size
+        # The open logged the removal (a delete record, and the SYNCED frame
+        # vouching for it): a clock set back must not bring the key back.
+        assert size < stats.file_bytes < size + 100
         assert stats.live_bytes < size - 500
 
 

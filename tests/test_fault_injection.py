@@ -177,6 +177,10 @@ class FaultyFiles(FileSystem):
         self._check("replace")
         super().replace(source, target)
 
+    def link(self, source: str, target: str) -> bool:
+        self._check("link")
+        return super().link(source, target)
+
     def remove(self, path: str) -> None:
         self._check("remove")
         super().remove(path)
@@ -497,4 +501,4 @@ def test_the_loop_tries_enough_faults(durability: str, short: bool) -> None:
     assert {name for name, _ in trace} >= {"lock", "unlock", "read", "listdir", "pwrite",
                                           "fsync", "fsync_dir", "create", "open_append",
                                           "close", "replace", "remove", "lock_open_file",
-                                          "same_file", "mode", *appends}
+                                          "same_file", "mode", "link", *appends}

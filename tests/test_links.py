@@ -168,6 +168,25 @@ def test_a_second_open_of_one_log_by_any_name_gets_locked_error_and_changes_noth
     assert contents(real) == written
 
 
+def test_a_cleared_store_whose_lock_file_was_deleted_never_replaces_another_openers_log(
+        tmp_path: Path) -> None:
+    """After clear() there is no log to lock. If the lock file is deleted
+    then, a second opener gets in and creates the log; the owner's next write
+    must not replace that file (which would lose the other's writes): the
+    owner gets LockedError, and the other's log stays."""
+    real = tmp_path / "real.kv"
+    owner = KV(real).open()
+    write_some(owner, "old", 10)
+    assert owner.clear()
+    (tmp_path / "real.kv.lock").unlink()
+    with KV(real) as other:
+        written = write_some(other, "theirs", 50)
+    with pytest.raises(LockedError):
+        owner.set("mine", 1)
+    owner.close()
+    assert contents(real) == written
+
+
 def test_a_second_opener_never_gets_in_while_the_owner_compacts_over_and_over(
         tmp_path: Path) -> None:
     """The owner's compaction replaces the log: an opener that opened the old

@@ -101,7 +101,7 @@ class Inode:
 
 
 # A pending name change: ("create", name, "") / ("replace", source, target) /
-# ("remove", name, "").
+# ("link", source, target) / ("remove", name, "").
 NameOp = tuple[str, str, str]
 Names = dict[str, int]
 """A directory's state: name -> inode number."""
@@ -116,6 +116,9 @@ def _apply_name_op(names: Names, op: NameOp, created: dict[str, int]) -> None:
     elif kind == "replace":
         if first in names:
             names[second] = names.pop(first)
+    elif kind == "link":
+        if first in names:
+            names[second] = names[first]
     elif kind == "remove":
         names.pop(first, None)
     else:
@@ -353,6 +356,16 @@ class PowerLossFiles(FileSystem):
             self.names[new] = self.names.pop(old)
             self.pending.append(("replace", old, new))
             self._after("replace")
+
+    def link(self, source: str, target: str) -> bool:
+        with self._lock:
+            linked = super().link(source, target)
+            assert linked, "the test's file system has hard links"
+            old, new = self._name(source), self._name(target)
+            self.names[new] = self.names[old]
+            self.pending.append(("link", old, new))
+            self._after("link")
+            return linked
 
     def remove(self, path: str) -> None:
         with self._lock:

@@ -553,7 +553,7 @@ class Engine:
         self._remove_leftover_temps()
         data = None if claimed is None else self._files.read(self._file)
         if data is None:
-            self._create_log({}, {})
+            self._create_log({}, {}, new=True)
             return
         if not data.startswith(MAGIC[: min(len(data), len(MAGIC))]) and data.count(0) != len(data):
             legacy = parse_legacy_json(data)
@@ -717,13 +717,17 @@ class Engine:
         return f"{self._file}{TEMP_INFIX}{os.getpid()}-{next(self._temp_counter)}"
 
     def _write_file_atomically(self, path: str, chunks: Iterable[bytes], *,
-                               as_log: bool = False) -> int | None:
+                               as_log: bool = False, new: bool = False) -> int | None:
         """Write a whole file through a temp file, fsync, rename, fsync dir.
 
         With ``as_log``: the new file is the store's log; returns a
         descriptor open on it for appending, locked (``lock_open_file``)
         before the rename puts it in place, so there is no moment when the
-        log is in place and unclaimed.
+        log is in place and unclaimed. With ``new``: there is no file at
+        ``path`` to replace, and if one appeared meanwhile (another opener,
+        let in because the lock file was deleted), it is left alone and
+        LockedError raised: the temp file is linked, not renamed, into place
+        (renamed where the file system has no hard links).
         """
         temp = self._temp_path()
         fd = self._files.create(temp)
@@ -744,20 +748,64 @@ class Engine:
             raise
         self._files.close(fd)
         try:
-            self._files.replace(temp, path)
-            self._files.fsync_dir(self._directory)
+            if new:
+                self._put_in_place_if_absent(temp, path)
+            else:
+                self._files.replace(temp, path)
         except BaseException:
             if log_fd is not None:
                 self._close_quietly(log_fd)
             raise
+        try:
+            self._files.fsync_dir(self._directory)
+        except BaseException:
+            if log_fd is not None:
+                self._close_quietly(log_fd)
+            if new:
+                self._take_back(path)
+            raise
         return log_fd
 
-    def _create_log(self, entries: dict[str, Value], expiries: dict[str, float]) -> None:
-        """Atomically write a compacted log holding ``entries``; adopt and open it."""
+    def _put_in_place_if_absent(self, temp: str, path: str) -> None:
+        """Rename ``temp`` to ``path`` unless a file is there: then LockedError."""
+        try:
+            linked = self._files.link(temp, path)
+        except BaseException as exc:
+            self._files.remove(temp)
+            if isinstance(exc, FileExistsError):
+                raise LockedError(self.path) from None
+            raise
+        if not linked:
+            self._files.replace(temp, path)
+            return
+        try:
+            self._files.remove(temp)
+        except BaseException:
+            self._take_back(path)
+            raise
+
+    def _take_back(self, path: str) -> None:
+        """A new file was put at ``path`` but creating it failed after: remove
+        it again, so that the next attempt finds no file there (and does not
+        take its own for another opener's). A temp name left behind is
+        removed at the next open."""
+        try:
+            self._files.remove(path)
+        except OSError as exc:
+            logger.warning("aiokv: could not remove %s after failing to create it: %s",
+                           path, exc)
+
+    def _create_log(self, entries: dict[str, Value], expiries: dict[str, float], *,
+                    new: bool = False) -> None:
+        """Atomically write a compacted log holding ``entries``; adopt and open it.
+
+        ``new``: no file is there to replace (see _write_file_atomically).
+        """
         frames = list(_snapshot_frames(entries, expiries))
         length = HEADER_SIZE + sum(map(len, frames))
         header = encode_header(self._compactions, self._last_compaction or 0.0, length)
-        self._fd = self._write_file_atomically(self._file, [header, *frames], as_log=True)
+        self._fd = self._write_file_atomically(self._file, [header, *frames], as_log=True,
+                                               new=new)
         self._file_bytes = length
         self._vouch_from(length)
         self._entries, self._expiries = entries, expiries
@@ -766,7 +814,7 @@ class Engine:
     def _create_empty_log(self) -> None:
         """Create the log file again after clear(); memory is left as it is."""
         header = encode_header(self._compactions, self._last_compaction or 0.0, HEADER_SIZE)
-        self._fd = self._write_file_atomically(self._file, [header], as_log=True)
+        self._fd = self._write_file_atomically(self._file, [header], as_log=True, new=True)
         self._file_bytes = HEADER_SIZE
         self._vouch_from(HEADER_SIZE)
         self.log_missing = False

@@ -176,6 +176,21 @@ class FileSystem:
     def replace(self, source: str, target: str) -> None:
         os.replace(source, target)
 
+    def link(self, source: str, target: str) -> bool:
+        """Give the file at ``source`` the name ``target`` too, only if no
+        file has that name: FileExistsError if one has. False, with nothing
+        done, where the file system has no hard links."""
+        try:
+            os.link(source, target)
+        except FileExistsError:
+            raise
+        except OSError as exc:
+            if exc.errno in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK,
+                             errno.ENOSYS):
+                return False
+            raise
+        return True
+
     def remove(self, path: str) -> None:
         os.remove(path)
 
