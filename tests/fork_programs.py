@@ -114,15 +114,20 @@ def wait_for(pid: int) -> int:
 # -- the programs -----------------------------------------------------------------
 
 
+def owner_goes_on(store: Store, child: int) -> Report:
+    """Once its child has ended, the owner writes AFTER more keys and closes."""
+    status = wait_for(child)
+    write_keys(store, "a", AFTER)
+    store.call("close")
+    return {"child_status": status}
+
+
 def child_only_exits(store: Store) -> Report:
     """The child of a plain fork exits at once; the owner goes on writing."""
     pid = os.fork()
     if pid == 0:
         child_exit({})
-    status = wait_for(pid)
-    write_keys(store, "a", AFTER)
-    store.call("close")
-    return {"child_status": status}
+    return owner_goes_on(store, pid)
 
 
 def child_tries_everything(store: Store) -> Report:
@@ -136,10 +141,7 @@ def child_tries_everything(store: Store) -> Report:
             store.store = None  # type: ignore[assignment]
             gc.collect()
         child_exit({"operations": seen, "warnings": [str(w.message) for w in caught]})
-    status = wait_for(pid)
-    write_keys(store, "a", AFTER)
-    store.call("close")
-    return {"child_status": status}
+    return owner_goes_on(store, pid)
 
 
 def owner_exits_first(store: Store) -> Report:
@@ -174,10 +176,7 @@ def child_opens_its_own(store: Store) -> Report:
         except LockedError:
             child_exit({"own": "LockedError"})
         child_exit({"own": "opened"})
-    status = wait_for(pid)
-    write_keys(store, "a", AFTER)
-    store.call("close")
-    return {"child_status": status}
+    return owner_goes_on(store, pid)
 
 
 def _pool_worker(argument: int) -> str:
@@ -244,10 +243,7 @@ def fork_without_handlers(store: Store) -> Report:
         with contextlib.suppress(Exception):
             store.call("close")
         child_exit({})
-    status = wait_for(pid)
-    write_keys(store, "a", AFTER)
-    store.call("close")
-    return {"child_status": status}
+    return owner_goes_on(store, pid)
 
 
 def fork_during_compaction(store: Store) -> Report:

@@ -16,11 +16,11 @@ import functools
 import math
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
+from calls import returns_within
 
 from aiokv import KV
 from aiokv._engine import MAX_INTERVAL
@@ -28,26 +28,6 @@ from aiokv._engine import MAX_INTERVAL
 LEVELS = ["fsync", "flush", "buffered"]
 WAIT = 10.0
 """Seconds a call may take before the test calls it hung."""
-
-
-def returns_within(seconds: float, function: Callable[[], Any]) -> Any:
-    """Run ``function`` in a thread; fail the test if it has not returned in time."""
-    result: list[Any] = []
-    errors: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            result.append(function())
-        except BaseException as exc:
-            errors.append(exc)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    thread.join(seconds)
-    assert not thread.is_alive(), f"{function} did not return within {seconds} s"
-    if errors:
-        raise errors[0]
-    return result[0] if result else None
 
 
 class FailingClock:

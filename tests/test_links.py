@@ -26,6 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from calls import returns_within
 
 from aiokv import KV, LockedError
 from aiokv._cli import main as cli_main
@@ -254,30 +255,6 @@ NOT_FILES: dict[str, Callable[[Path], None]] = {
     "FIFO": _fifo, "directory": _directory, "socket": _socket, "character device": _device}
 
 
-def returns_within(seconds: float, function: Callable[[], object],
-                   unblock: Path | None = None) -> object:
-    """``function()``'s result or exception; fails if it blocks. ``unblock``:
-    a FIFO to open for writing first, so that a reader stuck in open() goes
-    on (a regression must fail the test, not hang the interpreter's exit)."""
-    result: list[object] = []
-
-    def run() -> None:
-        try:
-            result.append(function())
-        except BaseException as exc:
-            result.append(exc)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    thread.join(seconds)
-    if thread.is_alive() and unblock is not None and stat.S_ISFIFO(os.lstat(unblock).st_mode):
-        os.close(os.open(unblock, os.O_WRONLY | os.O_NONBLOCK))
-        thread.join(seconds)
-        pytest.fail(f"{function} blocked on the FIFO {unblock}")
-    assert not thread.is_alive(), f"{function} blocked for {seconds} s"
-    return result[0]
-
-
 @pytest.mark.parametrize("kind", list(NOT_FILES))
 def test_a_path_that_is_not_a_regular_file_is_refused_and_left_as_it_is(
         tmp_path: Path, kind: str) -> None:
@@ -287,8 +264,9 @@ def test_a_path_that_is_not_a_regular_file_is_refused_and_left_as_it_is(
     for target in (path, tmp_path / "link.kv"):
         if target != path:
             target.symlink_to(path.name)
-        error = returns_within(WAIT, KV(target).open, unblock=path)
-        assert isinstance(error, OSError), error
+        with pytest.raises(OSError) as raised:
+            returns_within(WAIT, KV(target).open, unblock=path)
+        error = raised.value
         assert str(target) in str(error)
         assert kind.rsplit(maxsplit=1)[-1].lower() in str(error).lower()
     after = os.lstat(path)

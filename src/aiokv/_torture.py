@@ -82,7 +82,7 @@ import tempfile
 import threading
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -385,24 +385,25 @@ async def _writer(child: _Child, rng: random.Random) -> None:
             await asyncio.sleep(0)
 
 
-async def _compactor(kv: AioKV, rng: random.Random) -> None:
+async def _now_and_then(call: Callable[[], Awaitable[None]], name: str,
+                        every: tuple[float, float], rng: random.Random) -> None:
+    """Await ``call()`` every ``every`` seconds (uniform), announced as
+    ``{name}-start`` / ``{name}-done`` events numbered from 1."""
     number = 0
     while True:
-        await asyncio.sleep(rng.uniform(*COMPACT_EVERY))
+        await asyncio.sleep(rng.uniform(*every))
         number += 1
-        emit({"e": "compact-start", "n": number})
-        await kv.compact()
-        emit({"e": "compact-done", "n": number})
+        emit({"e": f"{name}-start", "n": number})
+        await call()
+        emit({"e": f"{name}-done", "n": number})
+
+
+async def _compactor(kv: AioKV, rng: random.Random) -> None:
+    await _now_and_then(kv.compact, "compact", COMPACT_EVERY, rng)
 
 
 async def _flusher(kv: AioKV, rng: random.Random) -> None:
-    number = 0
-    while True:
-        await asyncio.sleep(rng.uniform(*FLUSH_EVERY))
-        number += 1
-        emit({"e": "flush-start", "n": number})
-        await kv.flush()
-        emit({"e": "flush-done", "n": number})
+    await _now_and_then(kv.flush, "flush", FLUSH_EVERY, rng)
 
 
 async def _set_alone(child: _Child, key: str) -> None:
