@@ -31,15 +31,17 @@ WAIT = 10.0
 
 
 class FailingClock:
-    """``time.time``, except that the writer thread's next reading raises ``error``."""
+    """``time.time``, except that the next reading by a thread whose name
+    starts with ``thread`` (the writer thread's, by default) raises ``error``."""
 
-    def __init__(self) -> None:
+    def __init__(self, thread: str = "aiokv-sync") -> None:
+        self.thread = thread
         self.error: BaseException | None = None
         self.raised = threading.Event()
 
     def __call__(self) -> float:
         error = self.error
-        if error is not None and threading.current_thread().name.startswith("aiokv-sync"):
+        if error is not None and threading.current_thread().name.startswith(self.thread):
             self.error = None
             self.raised.set()
             raise error
@@ -121,6 +123,23 @@ def test_compact_raises_when_no_thread_can_start_and_the_store_goes_on(
     thread_start_fails.clear()
     returns_within(WAIT, kv.compact)
     assert kv.stats().compactions == 1
+    kv.close()
+    with KV(tmp_path / "state.kv") as again:
+        assert again.get("after") == 1 and len(again.get_all()) == 101
+
+
+@pytest.mark.parametrize("durability", LEVELS)
+def test_a_clock_that_raises_in_a_compaction_fails_that_compaction_only(
+        tmp_path: Path, durability: str) -> None:
+    clock = FailingClock(thread="aiokv-compact")
+    kv = KV(tmp_path / "state.kv", durability=durability, clock=clock).open()
+    for i in range(100):
+        kv.set(f"k{i}", i, ttl=3600)  # a key with an expiry: the walk reads the clock
+    clock.error = ValueError("the clock broke")
+    with pytest.raises(ValueError, match="the clock broke"):
+        returns_within(WAIT, kv.compact)
+    kv.set("after", 1)
+    returns_within(WAIT, kv.compact)
     kv.close()
     with KV(tmp_path / "state.kv") as again:
         assert again.get("after") == 1 and len(again.get_all()) == 101
