@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from servers import Servers
 
 STALL_LIMIT = 0.5
 """Seconds a callback may hold the loop; generous, as CI machines are shared."""
@@ -58,3 +59,13 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
 def store_path(tmp_path: Any) -> Iterator[str]:
     """A path for a new store inside a fresh temporary directory."""
     yield str(tmp_path / "state.kv")
+
+
+@pytest.fixture(scope="session")
+def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
+    """Real servers (see tests/servers.py), stopped by PID at the end; tests
+    share them, each in a namespace of its own (``servers.namespace_on``)."""
+    started = Servers(tmp_path_factory)
+    yield started
+    for server in started.running.values():
+        server.stop()

@@ -29,8 +29,8 @@ if TYPE_CHECKING:
 
 def test_the_public_names_are_exactly_these() -> None:
     assert sorted(aiokv.__all__) == sorted([
-        "AioKV", "AioKVError", "ClosedError", "CorruptionError", "ForkedError", "KV",
-        "LockedError", "Stats",
+        "AioKV", "AioKVError", "AsyncStore", "ClosedError", "CorruptionError", "ForkedError",
+        "KV", "LockedError", "OutcomeUnknownError", "Stats", "Store", "UnavailableError",
         "__version__", "aiocache",
     ])
     assert aiokv.__version__.count(".") == 2
@@ -42,7 +42,7 @@ def test_aiocache_is_the_same_class_as_aiokv() -> None:
 
 def test_the_exceptions_share_one_base_class() -> None:
     for error in (aiokv.CorruptionError, aiokv.LockedError, aiokv.ClosedError,
-                  aiokv.ForkedError):
+                  aiokv.ForkedError, aiokv.UnavailableError, aiokv.OutcomeUnknownError):
         assert issubclass(error, aiokv.AioKVError)
 
 

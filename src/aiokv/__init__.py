@@ -5,7 +5,16 @@ replayed on open, compacted in the background and recovered after a crash.
 """
 
 from ._engine import Stats
-from ._errors import AioKVError, ClosedError, CorruptionError, ForkedError, LockedError
+from ._errors import (
+    AioKVError,
+    ClosedError,
+    CorruptionError,
+    ForkedError,
+    LockedError,
+    OutcomeUnknownError,
+    UnavailableError,
+)
+from ._protocols import AsyncStore, Store
 from ._store import AioKV, aiocache
 from ._sync import KV
 from ._version import __version__
@@ -14,11 +23,15 @@ __all__ = [
     "KV",
     "AioKV",
     "AioKVError",
+    "AsyncStore",
     "ClosedError",
     "CorruptionError",
     "ForkedError",
     "LockedError",
+    "OutcomeUnknownError",
     "Stats",
+    "Store",
+    "UnavailableError",
     "__version__",
     "aiocache",
 ]

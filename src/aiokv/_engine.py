@@ -1305,7 +1305,9 @@ class Engine:
                 value = amount
                 expires = None if seconds is None else self._clock() + seconds
             elif type(current) is not int:
-                raise TypeError(f"key {key!r} holds a {type(current).__name__}, not an int")
+                # A list or dict, as a read would give it, not an Encoded.
+                held = type(decode_value(current)).__name__  # type: ignore[arg-type]
+                raise TypeError(f"key {key!r} holds a {held}, not an int")
             else:
                 value = current + amount
                 expires = self._expiries.get(key)

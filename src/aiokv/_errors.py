@@ -71,3 +71,29 @@ class ClosedError(AioKVError):
     def __init__(self, path: str) -> None:
         self.path = path
         super().__init__(f"store {path!r} is closed")
+
+
+class UnavailableError(AioKVError, ConnectionError):
+    """The server of a store (``from_url`` with a Redis or Valkey URL) could
+    not be reached: the connection was refused, timed out or broke before the
+    command was sent. Nothing happened on the server; the call may be made
+    again. The message names the server (without its password)."""
+
+    def __init__(self, where: str, cause: BaseException) -> None:
+        self.where = where
+        super().__init__(f"cannot reach the server of {where!r}: {cause}")
+
+
+class OutcomeUnknownError(AioKVError, OSError):
+    """A write was sent to the server, but its reply never came (the
+    connection broke or timed out): it may or may not have happened.
+
+    aiokv never sends such a write again by itself, since a repeated
+    ``incr()`` or ``add()`` would count twice or answer wrongly; read the key
+    to find out, or make the write again if doing it twice is harmless."""
+
+    def __init__(self, where: str, command: str, cause: BaseException) -> None:
+        self.where = where
+        self.command = command
+        super().__init__(f"{command} on {where!r} was sent, but no reply came ({cause}): "
+                         "it may or may not have happened")

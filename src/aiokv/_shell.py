@@ -9,6 +9,16 @@ from collections.abc import Callable
 from typing import NoReturn
 
 from ._engine import Engine
+from ._target import SERVER_SCHEMES
+
+
+def refuse_url(path: object) -> None:
+    """A URL given where a path is expected: ValueError naming ``from_url``."""
+    if isinstance(path, str) and "://" in path:
+        scheme = path.split("://", 1)[0].lower()
+        if scheme == "file" or scheme in SERVER_SCHEMES:
+            raise ValueError(f"{path.split('?', 1)[0]!r} is a URL: the constructor takes a "
+                             "path; use from_url() for a URL (file://, redis://...)")
 
 
 class Shell:
@@ -24,6 +34,7 @@ class Shell:
         recovery: str = "strict",
         clock: Callable[[], float] = time.time,
     ) -> None:
+        refuse_url(path)
         self._engine = Engine(
             path,
             durability=durability,

@@ -10,13 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Callable
 from types import TracebackType
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from ._commit import Commit
 from ._engine import NOW, Engine, Stats
+from ._protocols import AsyncStore
+from ._redis_store import RedisAioKV, check_server_options
 from ._shell import Shell
+from ._target import LocalTarget, parse_target
 
 logger = logging.getLogger("aiokv")
 
@@ -45,6 +49,18 @@ class AioKV(Shell):
     """
 
     _until_yield = YIELD_EVERY  # per instance once first decremented
+
+    @classmethod
+    def from_url(cls, target: str | os.PathLike[str], **options: Any) -> AsyncStore:
+        """The store ``target`` names: a path or ``file://`` URL gives an
+        ``AioKV``; ``redis://``, ``rediss://``, ``unix://``,
+        ``redis+cluster://`` and ``redis+sentinel://`` give the same methods
+        on that server (see docs/redis.md). No I/O until the first call."""
+        parsed = parse_target(target)
+        if isinstance(parsed, LocalTarget):
+            return cls(parsed.path, **options)
+        durability = check_server_options(parsed, options)
+        return RedisAioKV(parsed, durability)
 
     @staticmethod
     async def _open(engine: Engine) -> None:

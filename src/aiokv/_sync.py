@@ -9,10 +9,15 @@ the other (not both at once: the lock admits one owner).
 from __future__ import annotations
 
 import logging
+import os
 from types import TracebackType
+from typing import Any
 
 from ._engine import NOW, Engine, Stats
+from ._protocols import Store
+from ._redis_store import RedisKV, check_server_options
 from ._shell import Shell
+from ._target import LocalTarget, parse_target
 
 logger = logging.getLogger("aiokv")
 
@@ -23,6 +28,15 @@ class KV(Shell):
     Same options and semantics as ``AioKV`` (see docs/api.md); creating it
     does no I/O, the first call opens the store.
     """
+
+    @classmethod
+    def from_url(cls, target: str | os.PathLike[str], **options: Any) -> Store:
+        """The store ``target`` names, with blocking calls: see ``AioKV.from_url``."""
+        parsed = parse_target(target)
+        if isinstance(parsed, LocalTarget):
+            return cls(parsed.path, **options)
+        durability = check_server_options(parsed, options)
+        return RedisKV(parsed, durability)
 
     def _ready(self) -> Engine:
         engine = self._engine

