@@ -182,6 +182,14 @@ async def test_incr_of_a_value_that_is_not_an_int_raises_type_error_and_leaves_i
     assert typed(await store.get("k")) == typed(value if value != (1,) else [1])
 
 
+async def test_counters_are_exact_past_2_to_the_53(store: Calls) -> None:
+    # Lua's numbers are doubles: a script returning INCRBY's result lost the
+    # last bits (found by tests/test_backends_agree.py).
+    assert await store.incr("n", 2**53 + 1) == 2**53 + 1
+    assert await store.incr("n", 2**62) == 2**62 + 2**53 + 1
+    assert await store.get("n") == 2**62 + 2**53 + 1
+
+
 async def test_incr_past_the_64_bit_range_raises_value_error_and_leaves_the_value(
         store: Calls) -> None:
     # Counters: -2^63 .. 2^64-1 locally, signed 64-bit on a server (docs/redis.md).

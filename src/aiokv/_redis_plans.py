@@ -108,11 +108,12 @@ end
 if not current and ARGV[2] ~= '0' then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
 end
-return {1, value}
+return {1, redis.call('GET', KEYS[1])}
 """)
 """incr() in one round trip: refuses a value that is not decimal text (the
 reply names it), reports an overflow without changing anything, and sets
-the ttl only when INCRBY created the key."""
+the ttl only when INCRBY created the key. The new value is read back as
+text: Lua's numbers are doubles, exact only up to 2^53."""
 
 PERSIST = Script("expire(key, None)", """
 if redis.call('EXISTS', KEYS[1]) == 1 then
