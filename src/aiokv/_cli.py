@@ -17,13 +17,17 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 
+from ._copy import CopyError, copy_store
 from ._errors import AioKVError
 from ._files import REAL_FILES
 from ._format import MAGIC, decode_value
 from ._legacy import parse_legacy_json
 from ._recovery import Replay, count_frames, replay
+from ._redis_client import SyncExecutor
+from ._redis_plans import Names, items_with_expiry
 from ._store import AioKV
 from ._sync import KV
+from ._target import LocalTarget, ServerTarget, parse_target
 from ._torture import DURABILITIES, TortureResult, torture
 
 BYTES_MARKER = "$bytes"
@@ -40,6 +44,29 @@ _MISSING = object()
 
 class _UsageError(Exception):
     """A condition reported as one ``aiokv: error:`` line, exit code 1."""
+
+
+COPY_LEFT_EXISTING = 4
+"""``copy``'s exit code when keys the destination held were left as they were."""
+
+
+def _on_server(where: str) -> ServerTarget | None:
+    """The server a URL names (the read-only commands accept one), or None for a path."""
+    if "://" not in where:
+        return None
+    target = parse_target(where)
+    if isinstance(target, LocalTarget):
+        return None
+    return target
+
+
+def _server_items(target: ServerTarget) -> list[tuple[str, object, float | None]]:
+    executor = SyncExecutor(target)
+    try:
+        names = Names(target.prefix, cluster=target.kind == "cluster", spread=target.spread)
+        return executor.run(items_with_expiry(names, target.display))
+    finally:
+        executor.close()
 
 
 async def _demo(path: str) -> None:
@@ -200,6 +227,15 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_dump(args: argparse.Namespace) -> int:
+    server = _on_server(args.file)
+    if server is not None:
+        items = sorted(_server_items(server), key=lambda item: item[0])
+        if args.jsonl:
+            for key, value, expires in items:
+                print(_dumps({"key": key, "value": value, "expires": expires}))
+        else:
+            print(_dumps({key: value for key, value, _ in items}, indent=2))
+        return 0
     result = _replay_log(args.file)
     live = _live(result, time.time())
     if args.jsonl:
@@ -212,8 +248,9 @@ def _cmd_dump(args: argparse.Namespace) -> int:
 
 
 def _cmd_get(args: argparse.Namespace) -> int:
-    _require_store(args.file)
-    with KV(args.file) as kv:
+    if _on_server(args.file) is None:
+        _require_store(args.file)
+    with KV.from_url(args.file) as kv:
         value = kv.get(args.key, _MISSING)
     if value is _MISSING:
         raise _UsageError(f"no key {args.key!r} in {args.file}")
@@ -241,8 +278,9 @@ def _cmd_delete(args: argparse.Namespace) -> int:
 
 
 def _cmd_keys(args: argparse.Namespace) -> int:
-    _require_store(args.file)
-    with KV(args.file) as kv:
+    if _on_server(args.file) is None:
+        _require_store(args.file)
+    with KV.from_url(args.file) as kv:
         keys = kv.keys(args.pattern)
     for key in sorted(keys):
         print(key)
@@ -256,6 +294,17 @@ def _format_time(when: float | None) -> str:
 
 
 def _cmd_stats(args: argparse.Namespace) -> int:
+    if _on_server(args.file) is not None:
+        with KV.from_url(args.file) as server:
+            counted = server.stats()
+        on_server: dict[str, object] = {"keys": counted.keys, "ttl_keys": counted.ttl_keys,
+                                        "durability": counted.durability}
+        if args.json:
+            print(json.dumps(on_server))
+        else:
+            for name, value in on_server.items():
+                print(f"{name.replace('_', ' ').replace('ttl', 'TTL')}: {value}")
+        return 0
     _require_store(args.file)
     with KV(args.file) as kv:
         stats = kv.stats()
@@ -278,6 +327,37 @@ def _cmd_stats(args: argparse.Namespace) -> int:
         label = name.replace("_", " ").replace("ttl", "TTL")
         shown = _format_time(stats.last_compaction) if name == "last_compaction" else value
         print(f"{label}: {shown}")
+    return 0
+
+
+def _cmd_copy(args: argparse.Namespace) -> int:
+    started = time.monotonic()
+    shown = [0.0]
+
+    def progress(done: int, total: int) -> None:
+        now = time.monotonic()
+        if not args.quiet and (done == total or now - shown[0] >= 1.0):
+            shown[0] = now
+            rate = done / max(now - started, 1e-9)
+            print(f"aiokv copy: {done:,} of {total:,} entries ({rate:,.0f}/s)",
+                  file=sys.stderr, flush=True)
+
+    try:
+        report = copy_store(args.source, args.destination, overwrite=args.overwrite,
+                            relative_ttl=args.relative_ttl, progress=progress)
+    except CopyError as exc:
+        raise _UsageError(str(exc)) from None
+    if report.mismatched:
+        raise _UsageError(
+            f"{len(report.mismatched)} copied values differ in {args.destination} from "
+            f"{args.source} (e.g. {report.mismatched[:3]}): written over meanwhile?")
+    print(f"copied {_entries(report.copied)} from {args.source} to {args.destination} in "
+          f"{report.seconds:.1f} s; verified"
+          + (f"; {report.expired} expired on the way" if report.expired else ""))
+    if report.existing:
+        print(f"left {_entries(len(report.existing))} the destination held already "
+              f"(e.g. {report.existing[:3]}); --overwrite replaces them", file=sys.stderr)
+        return COPY_LEFT_EXISTING
     return 0
 
 
@@ -511,8 +591,10 @@ def _parser() -> argparse.ArgumentParser:
         sub.set_defaults(handler=handler)
         return sub
 
-    def add_file(sub: argparse.ArgumentParser) -> None:
-        sub.add_argument("file", metavar="FILE", help="the store's log file")
+    def add_file(sub: argparse.ArgumentParser, *, url: bool = False) -> None:
+        sub.add_argument("file", metavar="FILE", help=(
+            "the store's log file, or the URL of a store on a server (redis://...?prefix=)"
+            if url else "the store's log file"))
 
     demo = add(
         "demo", _cmd_demo, "store some state, reopen the store and print it",
@@ -529,7 +611,7 @@ def _parser() -> argparse.ArgumentParser:
         "so it also\nworks on a store open elsewhere; it shows what has reached the file.",
         epilog=_BYTES_NOTE + ".\nMap keys that are bytes become their base64 text.",
     )
-    add_file(dump)
+    add_file(dump, url=True)
     dump.add_argument("--jsonl", action="store_true",
                       help='one JSON object per line instead: {"key": ..., "value": ..., '
                            '"expires": <Unix time or null>}')
@@ -537,7 +619,7 @@ def _parser() -> argparse.ArgumentParser:
     get = add("get", _cmd_get, "print the value of KEY as JSON",
               "Print the value stored under KEY as JSON (exit 1 if there is none).",
               epilog=_BYTES_NOTE + ".")
-    add_file(get)
+    add_file(get, url=True)
     get.add_argument("key", metavar="KEY")
 
     set_ = add(
@@ -559,7 +641,7 @@ def _parser() -> argparse.ArgumentParser:
 
     keys = add("keys", _cmd_keys, "list the live keys",
                "List the live keys matching PATTERN, one a line, sorted.")
-    add_file(keys)
+    add_file(keys, url=True)
     keys.add_argument("pattern", metavar="PATTERN", nargs="?", default="*",
                       help="a glob (fnmatch.fnmatchcase; default: %(default)s)")
 
@@ -568,7 +650,7 @@ def _parser() -> argparse.ArgumentParser:
         "Print keys, live bytes, dead bytes, file bytes, TTL keys, compactions and\n"
         "the time of the last compaction.",
     )
-    add_file(stats)
+    add_file(stats, url=True)
     stats.add_argument("--json", action="store_true", help="print one JSON object instead")
 
     check = add(
@@ -591,6 +673,27 @@ def _parser() -> argparse.ArgumentParser:
     compact = add("compact", _cmd_compact, "rewrite the log with only the live entries",
                   "Compact the store now; prints the file size before and after.")
     add_file(compact)
+
+    copy = add(
+        "copy", _cmd_copy, "copy every entry of one store into another",
+        "Copy every live entry of SOURCE into DESTINATION, each with its expiry time.\n"
+        "Either is a path or a URL (redis://, rediss://, unix://, redis+sentinel://;\n"
+        "see docs/redis.md). A local SOURCE is read under its lock: stop its writer\n"
+        "first. A key DESTINATION holds already is left as it is unless --overwrite.\n"
+        "At the end every copied value is read back and compared.",
+        epilog="Exit codes: 0 copied and verified; 1 error (nothing verified, or a value\n"
+               f"differs); 2 bad usage; {COPY_LEFT_EXISTING} copied, but keys the "
+               "destination held were left as they were.",
+    )
+    copy.add_argument("source", metavar="SOURCE")
+    copy.add_argument("destination", metavar="DESTINATION")
+    copy.add_argument("--overwrite", action="store_true",
+                      help="replace the keys the destination holds already")
+    copy.add_argument("--relative-ttl", action="store_true",
+                      help="on a server, keep each expiry as the time left on this "
+                           "machine's clock, not as the same time on the server's clock "
+                           "(for a server whose clock differs)")
+    copy.add_argument("--quiet", action="store_true", help="no progress lines")
 
     migrate = add(
         "migrate", _cmd_migrate, "convert a legacy JSON state file to a log",

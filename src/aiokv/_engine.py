@@ -1048,6 +1048,16 @@ class Engine:
             raise self._unusable()
         return {key: decode_value(value) for key, value in self._live_items()}
 
+    def items_with_expiry(self) -> list[tuple[str, object, float | None]]:
+        """Every live entry with its expiry time (Unix seconds, or None), as
+        ``aiokv copy`` moves them: values are fresh copies."""
+        if self._state is not _OPEN:
+            raise self._unusable()
+        with self._lock:
+            expiries = dict(self._expiries)
+        return [(key, decode_value(value), expiries.get(key))
+                for key, value in self._live_items()]
+
     def keys(self, pattern: str = "*") -> list[str]:
         """Live keys matching a glob (fnmatch.fnmatchcase: case-sensitive,
         ``*`` also matches ``:`` and ``/``)."""

@@ -24,6 +24,7 @@ import fnmatch
 import hashlib
 import math
 import re
+import time
 from collections.abc import Generator, Iterable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -425,3 +426,65 @@ def flush(names: Names) -> Plan[bool]:
                 route=names.flush_marker),
         Command(("WAITAOF", 1, 0, 0), route=names.flush_marker)))
     return not isinstance(waited, Exception)
+
+
+# -- moving a store (aiokv copy) ---------------------------------------------
+
+
+def items_with_expiry(names: Names, where: str
+                      ) -> Plan[list[tuple[str, object, float | None]]]:
+    """Every entry with its expiry as a Unix time in seconds (or None), the
+    server's clock read with each page (TIME), a page at a time."""
+    found = yield from scan(names)
+    items: list[tuple[str, object, float | None]] = []
+    for page in _pages(found):
+        now_s, now_us = yield Command(("TIME",), route=names.route)
+        now = int(now_s) + int(now_us) / 1e6
+        raws = yield _each(names, "GET", page, write=False, together="MGET")
+        lefts = yield Batch(tuple(Command(("PTTL", full), route=full) for full in page))
+        for full, raw, left in zip(page, raws, lefts, strict=True):
+            if raw is None or isinstance(left, Exception) or left == -2:
+                continue  # gone since the SCAN
+            key = names.short(full)
+            items.append((key, decode(raw, key, where), None if left < 0 else now + left / 1000))
+    return items
+
+
+def put_many(names: Names, items: list[tuple[str, object, float | None]], *,
+             overwrite: bool, absolute: bool) -> Plan[list[str]]:
+    """Store each (key, value, expiry time) in one batch; the keys left as
+    they were because they existed (unless ``overwrite``). An expiry time is
+    kept as that time on the server's clock (PXAT), or with ``absolute``
+    False as the time left on this machine's clock (PX)."""
+    commands = []
+    now = _clock()
+    for key, value, expires in items:
+        full = names.full(_check_key(key))
+        args: tuple[Any, ...] = ("SET", full, encode(key, value))
+        if not overwrite:
+            args += ("NX",)
+        if expires is not None:
+            args += (("PXAT", math.ceil(expires * 1000)) if absolute else
+                     ("PX", max(1, math.ceil((expires - now) * 1000))))
+        commands.append(Command(args, write=True, route=full))
+    replies = yield Batch(tuple(commands))
+    for reply in replies:
+        if isinstance(reply, Exception):
+            raise reply
+    return [key for (key, _, _), reply in zip(items, replies, strict=True) if reply is None]
+
+
+def values_of(names: Names, where: str, keys: list[str]) -> Plan[list[object]]:
+    """The values of these keys (``MISSING_VALUE`` for an absent one)."""
+    fulls = [names.full(key) for key in keys]
+    raws = yield _each(names, "GET", fulls, write=False, together="MGET")
+    return [MISSING_VALUE if raw is None else decode(raw, key, where)
+            for key, raw in zip(keys, raws, strict=True)]
+
+
+MISSING_VALUE = object()
+"""``values_of``'s answer for a key that is not there."""
+
+
+def _clock() -> float:
+    return time.time()
