@@ -53,6 +53,16 @@ def _connection_errors(redis: Any) -> tuple[type[BaseException], ...]:
     return (redis.ConnectionError, redis.TimeoutError, OSError, EOFError)
 
 
+def _give_up_or_retry(target: ServerTarget, command: Command, write: bool, attempt: int,
+                      error: BaseException) -> None:
+    """After a connection broke with a command on it: raise, or return to
+    try once more. A write may have reached the server: never sent again."""
+    if write:
+        raise OutcomeUnknownError(target.display, _label(command), error) from None
+    if attempt >= 2:
+        raise UnavailableError(target.display, error) from None
+
+
 def _label(command: Command) -> str:
     """The command, for a message: the API call of a script, else its name."""
     if command.script is not None:
@@ -118,11 +128,7 @@ class SyncExecutor:
             except errors as exc:
                 connection.disconnect()
                 pool.release(connection)
-                if write:
-                    raise OutcomeUnknownError(self.target.display, _label(commands[0]),
-                                              exc) from None
-                if attempt == 2:
-                    raise UnavailableError(self.target.display, exc) from None
+                _give_up_or_retry(self.target, commands[0], write, attempt, exc)
                 continue
             except BaseException:
                 connection.disconnect()  # a reply may still be on its way
@@ -226,11 +232,7 @@ class AsyncExecutor:
             except errors as exc:
                 await connection.disconnect()
                 await pool.release(connection)
-                if write:
-                    raise OutcomeUnknownError(self.target.display, _label(commands[0]),
-                                              exc) from None
-                if attempt == 2:
-                    raise UnavailableError(self.target.display, exc) from None
+                _give_up_or_retry(self.target, commands[0], write, attempt, exc)
                 continue
             except BaseException:  # cancelled: a reply may still be on its way
                 await connection.disconnect()

@@ -185,12 +185,15 @@ def encode(key: str, value: object) -> bytes:
 
 def decode(raw: bytes, key: str, where: str) -> object:
     """The value ``raw`` holds; CorruptionError if aiokv did not write it."""
-    if _CANONICAL_INT.fullmatch(raw):
-        return int(raw)
-    try:
-        value = msgpack.unpackb(raw, strict_map_key=False)
-    except Exception:
-        value = _NOT_OURS
+    if raw[:1] < b"\x80":  # decimal text, or (if not canonical) not ours
+        if _CANONICAL_INT.fullmatch(raw):
+            return int(raw)
+        value: object = _NOT_OURS
+    else:
+        try:
+            value = msgpack.unpackb(raw, strict_map_key=False)
+        except Exception:
+            value = _NOT_OURS
     if type(value) is int or value is _NOT_OURS:  # an int is written as decimal text
         raise CorruptionError(
             where, 0, f"key {key!r} holds {len(raw)} bytes that are not a value aiokv "
@@ -307,7 +310,7 @@ def scan(names: Names, pattern: str = "*") -> Plan[list[bytes]]:
     rules: SCAN to the end of the cursor on every node that holds keys."""
     if not isinstance(pattern, str):
         raise TypeError(f"pattern must be a str, not {type(pattern).__name__}")
-    match = re.compile(fnmatch.translate(pattern)).match
+    match = None if pattern == "*" else re.compile(fnmatch.translate(pattern)).match
     glob = names.scan_pattern(pattern)
     found: list[bytes] = []
     for node in (yield Nodes(names.route)):
@@ -315,8 +318,8 @@ def scan(names: Names, pattern: str = "*") -> Plan[list[bytes]]:
         while True:
             cursor, page = yield Command(("SCAN", cursor, "MATCH", glob, "COUNT", SCAN_COUNT),
                                          node=node, route=names.route)
-            found.extend(full for full in page
-                         if full != names.flush_marker and match(names.short(full)))
+            found.extend(full for full in page if full != names.flush_marker
+                         and (match is None or match(names.short(full))))
             if int(cursor) == 0:
                 break
     return list(dict.fromkeys(found))  # SCAN may return a key twice
