@@ -21,9 +21,11 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
+import redis.cluster
 
 READY_WITHIN = 20.0
 """Seconds a server may take to start and load its files."""
@@ -58,11 +60,15 @@ def server_binary(kind: str) -> str:
     raise AssertionError("unreachable")
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
+def free_port(below: int = 65536) -> int:
+    """A port nothing listens on now (below ``below``: a cluster node's bus
+    listens 10,000 ports higher)."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.bind(("127.0.0.1", 0))
+            port: int = probe.getsockname()[1]
+        if port < below:
+            return port
 
 
 class Server:
@@ -76,12 +82,15 @@ class Server:
         self.directory = directory
         self.appendfsync = appendfsync
         self.cluster = cluster
-        self.port = port or free_port()
+        self.port = port or free_port(below=55536 if cluster else 65536)
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
+
+    def client(self) -> Any:
+        return redis.Redis.from_url(self.url)
 
     def start(self) -> Server:
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -147,36 +156,97 @@ class Server:
             process.wait()
 
 
+class Cluster:
+    """Three primaries of one kind forming a Redis Cluster on loopback ports
+    (slots split in three, no replicas), formed with CLUSTER ADDSLOTSRANGE
+    and CLUSTER MEET."""
+
+    RANGES = ((0, 5460), (5461, 10922), (10923, 16383))
+
+    def __init__(self, kind: str, directory: Path) -> None:
+        self.servers = [Server(kind, directory / f"node{i}", cluster=True) for i in range(3)]
+
+    @property
+    def url(self) -> str:
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{s.port}" for s in self.servers) + "/"
+
+    def client(self) -> Any:
+        return redis.cluster.RedisCluster(host="127.0.0.1", port=self.servers[0].port)
+
+    def start(self) -> Cluster:
+        try:
+            for server in self.servers:
+                server.start()
+        except BaseException:
+            self.stop()
+            raise
+        clients: list[Any] = [redis.Redis(port=server.port) for server in self.servers]
+        try:
+            for client, (low, high) in zip(clients, self.RANGES, strict=True):
+                client.execute_command("CLUSTER", "ADDSLOTSRANGE", low, high)
+            for client in clients[1:]:
+                client.execute_command("CLUSTER", "MEET", "127.0.0.1", self.servers[0].port)
+            deadline = time.monotonic() + READY_WITHIN
+            while not all(b"cluster_state:ok" in client.execute_command("CLUSTER", "INFO")
+                          and len(client.execute_command("CLUSTER", "SLOTS")) == 3
+                          for client in clients):
+                if time.monotonic() > deadline:
+                    raise TimeoutError("the cluster did not form")
+                time.sleep(0.05)
+        finally:
+            for client in clients:
+                client.close()
+        return self
+
+    def stop(self) -> None:
+        for server in self.servers:
+            server.stop()
+
+
 class Servers:
-    """The session's servers, one of each kind, started when first asked for."""
+    """The session's servers (one of each kind, and one cluster), started
+    when first asked for."""
 
     def __init__(self, factory: pytest.TempPathFactory) -> None:
         self.factory = factory
-        self.running: dict[str, Server] = {}
+        self.running: dict[str, Server | Cluster] = {}
 
     def get(self, kind: str) -> Server:
         if kind not in self.running:
             self.running[kind] = Server(kind, self.factory.mktemp(kind)).start()
-        return self.running[kind]
+        server = self.running[kind]
+        assert isinstance(server, Server)
+        return server
+
+    def cluster(self) -> Cluster:
+        """A cluster of Redis (Valkey where Redis is missing, outside CI)."""
+        if "cluster" not in self.running:
+            kind = "redis" if shutil.which("redis-server") else "valkey"
+            self.running["cluster"] = Cluster(kind, self.factory.mktemp("cluster")).start()
+        cluster = self.running["cluster"]
+        assert isinstance(cluster, Cluster)
+        return cluster
 
 
 @contextlib.contextmanager
-def namespace_on(server: Server) -> Iterator[str]:
+def namespace_on(server: Server | Cluster) -> Iterator[str]:
     """A fresh prefix on ``server``; on leaving, checks that nothing outside
     it was touched (a canary key, and the set of keys outside), then removes
-    the namespace."""
+    the namespace. A key stored under the prefix in a hash tag (a cluster's
+    ``{prefix}key``) is inside too."""
     prefix = f"t{secrets.token_hex(4)}:"
-    client = redis.Redis.from_url(server.url)
+    inside = (prefix.encode(), b"{" + prefix.encode() + b"}")
+    client = server.client()
     canary = f"outside-{prefix}".encode()
     client.set(canary, b"untouched")
-    outside = {key for key in client.scan_iter() if not key.startswith(prefix.encode())}
+    outside = {key for key in client.scan_iter() if not key.startswith(inside)}
     try:
         yield prefix
-        after = {key for key in client.scan_iter() if not key.startswith(prefix.encode())}
+        after = {key for key in client.scan_iter() if not key.startswith(inside)}
         assert after == outside, f"keys outside {prefix!r} changed: {after ^ outside}"
         assert client.get(canary) == b"untouched"
     finally:
         client.delete(canary)
-        for key in client.scan_iter(match=f"{prefix}*"):
+        for key in [key for key in client.scan_iter() if key.startswith(inside)]:
             client.delete(key)
         client.close()

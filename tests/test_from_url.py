@@ -171,7 +171,3 @@ def test_a_program_typed_against_the_protocols_passes_mypy_strict(tmp_path: Path
                           check=False)
     assert done.returncode == 0, done.stdout + done.stderr
 
-
-def test_a_cluster_url_is_refused_for_now_saying_so() -> None:
-    with pytest.raises(ValueError, match="Redis Cluster are not supported yet"):
-        AioKV.from_url("redis+cluster://h1:7000,h2:7001/?prefix=a")

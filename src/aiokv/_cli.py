@@ -23,7 +23,7 @@ from ._files import REAL_FILES
 from ._format import MAGIC, decode_value
 from ._legacy import parse_legacy_json
 from ._recovery import Replay, count_frames, replay
-from ._redis_client import SyncExecutor
+from ._redis_client import sync_executor
 from ._redis_plans import Names, items_with_expiry
 from ._store import AioKV
 from ._sync import KV
@@ -61,7 +61,7 @@ def _on_server(where: str) -> ServerTarget | None:
 
 
 def _server_items(target: ServerTarget) -> list[tuple[str, object, float | None]]:
-    executor = SyncExecutor(target)
+    executor = sync_executor(target)
     try:
         names = Names(target.prefix, cluster=target.kind == "cluster", spread=target.spread)
         return executor.run(items_with_expiry(names, target.display))

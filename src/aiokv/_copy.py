@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from . import _redis_plans as plans
 from ._errors import LockedError
-from ._redis_client import SyncExecutor
+from ._redis_client import SyncClusterExecutor, SyncExecutor, sync_executor
 from ._sync import KV
 from ._target import LocalTarget, ServerTarget, Target, parse_target
 
@@ -99,7 +99,7 @@ def _read_all(src: Target, given: str) -> list[Item]:
         except LockedError:
             raise CopyError(f"{given} is open in another process: stop the writer first, "
                             "so that the copy is the whole store") from None
-    executor = SyncExecutor(src)
+    executor = sync_executor(src)
     try:
         return executor.run(plans.items_with_expiry(_names(src), src.display))
     finally:
@@ -116,7 +116,7 @@ class _Destination:
     def __init__(self, target: Target) -> None:
         self.target = target
         self.kv: KV | None = None
-        self.executor: SyncExecutor | None = None
+        self.executor: SyncExecutor | SyncClusterExecutor | None = None
 
     def __enter__(self) -> _Destination:
         if isinstance(self.target, LocalTarget):
@@ -125,7 +125,7 @@ class _Destination:
             except LockedError:
                 raise CopyError(f"{self.target.path} is open in another process") from None
         else:
-            self.executor = SyncExecutor(self.target)
+            self.executor = sync_executor(self.target)
         return self
 
     def __exit__(self, *exc_info: object) -> None:

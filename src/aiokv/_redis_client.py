@@ -276,8 +276,9 @@ class AsyncExecutor:
             await entry[1].aclose()
 
 
-async def _closed_with_the_loop(pool: Any) -> AsyncGenerator[None, None]:
-    """Disconnects ``pool`` when its event loop ends.
+async def _closed_with_the_loop(pool: Any, method: str = "disconnect"
+                                ) -> AsyncGenerator[None, None]:
+    """Disconnects ``pool`` (a client: ``method`` "aclose") when its event loop ends.
 
     Started once in the loop, it waits at its ``yield``. ``asyncio.run()``
     ends by closing every async generator the loop has started
@@ -288,7 +289,7 @@ async def _closed_with_the_loop(pool: Any) -> AsyncGenerator[None, None]:
     try:
         yield
     finally:
-        await pool.disconnect()
+        await getattr(pool, method)()
 
 
 def _sentinel_pool(redis: Any, target: ServerTarget, *, asynchronous: bool) -> Any:
@@ -300,3 +301,245 @@ def _sentinel_pool(redis: Any, target: ServerTarget, *, asynchronous: bool) -> A
                if key not in ("host", "port", "path", "connection_class")}
     sentinel = module.Sentinel(list(target.nodes), **options)
     return sentinel.master_for(target.service, **options).connection_pool
+
+
+# -- a cluster -------------------------------------------------------------
+
+
+def _cluster_options(redis: Any, target: ServerTarget, *,
+                     asynchronous: bool) -> dict[str, Any]:
+    """redis-py's options for the cluster's nodes: the URL's credentials and
+    parameters, RESP2, and no retries (see the module docstring)."""
+    options = {key: value for key, value in redis.connection.parse_url(target.url).items()
+               if key not in ("host", "port", "path", "db", "connection_class")}
+    options.update(PROTOCOL)
+    retry = __import__("redis.asyncio.retry" if asynchronous else "redis.retry",
+                       fromlist=["Retry"]).Retry
+    options["retry"] = retry(redis.backoff.NoBackoff(), 0)
+    if int(redis.__version__.split(".")[0]) < 6:  # since 6, the retry object says it all
+        options["cluster_error_retry_attempts"] = 0
+    return options
+
+
+class SyncClusterExecutor:
+    """Runs plans on a Redis Cluster, blocking.
+
+    redis-py's cluster client routes each command to its node (keyed
+    commands to the node of ``Command.route``, SCAN to ``Command.node``),
+    with its retries off: here a connection that breaks under a write cannot
+    be told from one that never connected, so any broken write raises
+    ``OutcomeUnknownError`` (it may not have happened; it is never resent).
+    """
+
+    def __init__(self, target: ServerTarget) -> None:
+        self.target = target
+        self._redis = redis_module()
+        self._client: Any = None
+
+    def _get_client(self) -> Any:
+        if self._client is None:
+            cluster = __import__("redis.cluster", fromlist=["RedisCluster"])
+            try:
+                self._client = cluster.RedisCluster(
+                    startup_nodes=[cluster.ClusterNode(host, port)
+                                   for host, port in self.target.nodes],
+                    **_cluster_options(self._redis, self.target, asynchronous=False))
+            except (*_connection_errors(self._redis),
+                    self._redis.exceptions.RedisClusterException) as exc:
+                raise UnavailableError(self.target.display, exc) from None
+        return self._client
+
+    def run(self, plan: Generator[Request, Any, T]) -> T:
+        redis = self._redis
+        try:
+            request = next(plan)
+            while True:
+                try:
+                    reply = self._request(request)
+                except redis.ResponseError as exc:
+                    request = plan.throw(exc)
+                    continue
+                request = plan.send(reply)
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+
+    def _request(self, request: Request) -> Any:
+        client = self._get_client()
+        if isinstance(request, Nodes):
+            if request.route is not None:
+                return [client.get_node_from_key(request.route)]
+            return client.get_primaries()
+        commands = request.commands if isinstance(request, Batch) else (request,)
+        write = any(command.write for command in commands)
+        errors = (*_connection_errors(self._redis), self._redis.exceptions.ClusterError)
+        for attempt in (1, 2):
+            try:
+                if isinstance(request, Batch):
+                    pipe = client.pipeline(transaction=False)
+                    for command in commands:
+                        pipe.execute_command(*command.args)
+                    return pipe.execute(raise_on_error=False)
+                return self._send(client, request)
+            except errors as exc:
+                _give_up_or_retry(self.target, commands[0], write, attempt, exc)
+        raise AssertionError("unreachable")
+
+    def _send(self, client: Any, command: Command) -> Any:
+        node = _node_for(client, command)
+        try:
+            reply = client.execute_command(*command.args, target_nodes=node)
+        except self._redis.exceptions.NoScriptError:
+            if command.script is None:
+                raise
+            reply = client.execute_command("EVAL", command.script.source, *command.args[2:],
+                                           target_nodes=node)
+        return _from_node(reply, node)
+
+    def close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            client.close()
+
+
+class AsyncClusterExecutor:
+    """Runs plans on a Redis Cluster with asyncio: a client per event loop,
+    closed as the loop ends (see ``_closed_with_the_loop``); otherwise as
+    ``SyncClusterExecutor``."""
+
+    def __init__(self, target: ServerTarget) -> None:
+        self.target = target
+        self._redis = redis_module()
+        self._clients: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, tuple[Any, AsyncGenerator[None, None]]] = (
+            weakref.WeakKeyDictionary())
+        self._starting: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop,
+                                                  asyncio.Task[Any]] = weakref.WeakKeyDictionary()
+        # redis.asyncio's cluster client raises when a node's connections
+        # are all in use, where the pool of a single server waits: wait here.
+        self._slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop,
+                                               asyncio.Semaphore] = weakref.WeakKeyDictionary()
+
+    async def _get_client(self) -> Any:
+        loop = asyncio.get_running_loop()
+        entry = self._clients.get(loop)
+        if entry is not None:
+            return entry[0]
+        # The first calls of a loop may come together: one of them starts the
+        # client (initialize() waits on the network), the others wait for it.
+        starting = self._starting.get(loop)
+        if starting is None:
+            starting = self._starting[loop] = loop.create_task(self._start_client(loop))
+        try:
+            return await asyncio.shield(starting)
+        finally:
+            if starting.done():
+                self._starting.pop(loop, None)
+
+    async def _start_client(self, loop: asyncio.AbstractEventLoop) -> Any:
+        cluster = __import__("redis.asyncio.cluster", fromlist=["RedisCluster"])
+        client = cluster.RedisCluster(
+            startup_nodes=[cluster.ClusterNode(host, port) for host, port in self.target.nodes],
+            **_cluster_options(self._redis, self.target, asynchronous=True))
+        try:
+            await client.initialize()
+        except (*_connection_errors(self._redis),
+                self._redis.exceptions.RedisClusterException) as exc:
+            await client.aclose()
+            raise UnavailableError(self.target.display, exc) from None
+        closer = _closed_with_the_loop(client, "aclose")
+        await closer.__anext__()
+        self._clients[loop] = (client, closer)
+        return client
+
+    async def run(self, plan: Generator[Request, Any, T]) -> T:
+        redis = self._redis
+        try:
+            request = next(plan)
+            while True:
+                try:
+                    reply = await self._request(request)
+                except redis.ResponseError as exc:
+                    request = plan.throw(exc)
+                    continue
+                request = plan.send(reply)
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+
+    async def _request(self, request: Request) -> Any:
+        client = await self._get_client()
+        if isinstance(request, Nodes):
+            if request.route is not None:
+                return [client.get_node_from_key(request.route)]
+            return client.get_primaries()
+        loop = asyncio.get_running_loop()
+        slots = self._slots.get(loop)
+        if slots is None:
+            slots = self._slots[loop] = asyncio.Semaphore(MAX_CONNECTIONS)
+        commands = request.commands if isinstance(request, Batch) else (request,)
+        write = any(command.write for command in commands)
+        errors = (*_connection_errors(self._redis), self._redis.exceptions.ClusterError)
+        async with slots:
+            for attempt in (1, 2):
+                try:
+                    if isinstance(request, Batch):
+                        pipe = client.pipeline(transaction=False)
+                        for command in commands:
+                            pipe.execute_command(*command.args)
+                        return await pipe.execute(raise_on_error=False)
+                    return await self._send(client, request)
+                except errors as exc:
+                    _give_up_or_retry(self.target, commands[0], write, attempt, exc)
+        raise AssertionError("unreachable")
+
+    async def _send(self, client: Any, command: Command) -> Any:
+        node = _node_for(client, command)
+        try:
+            reply = await client.execute_command(*command.args, target_nodes=node)
+        except self._redis.exceptions.NoScriptError:
+            if command.script is None:
+                raise
+            reply = await client.execute_command("EVAL", command.script.source,
+                                                 *command.args[2:], target_nodes=node)
+        return _from_node(reply, node)
+
+
+    async def close(self) -> None:
+        clients, self._clients = self._clients, weakref.WeakKeyDictionary()
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        entry = clients.get(loop)
+        if entry is not None:
+            await entry[1].aclose()
+
+
+def _node_for(client: Any, command: Command) -> Any:
+    """The one node a command runs on: the one named, the one that owns its
+    key's slot, or any primary for a command without keys (CONFIG, TIME)."""
+    if command.node is not None:
+        return command.node
+    if command.route is not None:
+        return client.get_node_from_key(command.route)
+    return client.get_random_node()
+
+
+def _from_node(reply: Any, node: Any) -> Any:
+    """The reply of the one node, as a single server gives it: redis-py's
+    cluster client answers some commands with a map of node name to reply,
+    and SCAN with a map of node name to cursor beside the keys."""
+    if isinstance(reply, dict) and list(reply) == [node.name]:
+        return reply[node.name]
+    if (isinstance(reply, tuple) and len(reply) == 2 and isinstance(reply[0], dict)
+            and list(reply[0]) == [node.name]):
+        return reply[0][node.name], reply[1]
+    return reply
+
+
+def sync_executor(target: ServerTarget) -> SyncExecutor | SyncClusterExecutor:
+    """The executor for ``target``'s kind of server."""
+    return SyncClusterExecutor(target) if target.kind == "cluster" else SyncExecutor(target)
+
+
+def async_executor(target: ServerTarget) -> AsyncExecutor | AsyncClusterExecutor:
+    return AsyncClusterExecutor(target) if target.kind == "cluster" else AsyncExecutor(target)

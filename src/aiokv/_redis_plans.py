@@ -134,6 +134,7 @@ class Names:
         if cluster and not spread and prefix and not _has_hash_tag(prefix):
             prefix = "{" + prefix + "}"
         self.prefix = prefix.encode()
+        self.cluster = cluster
         self.one_slot = not cluster or not spread
         """Whether every key of the store is on one node, in one slot: then
         MGET and UNLINK may take many keys at once."""
@@ -421,9 +422,14 @@ def flush(names: Names) -> Plan[bool]:
     WAITAOF (Redis 7.2, Valkey 8) waits for its connection's own writes: a
     write of a marker that expires at once goes first on the same connection
     (one batch), and the AOF being fsynced in order, the wait covers every
-    earlier write. Returns False where the server cannot say (no WAITAOF, or
-    no AOF): then it has only received everything.
+    earlier write. Returns False where the server cannot say (no WAITAOF, no
+    AOF, or a cluster): then it has only received everything.
     """
+    if names.cluster:
+        # WAITAOF waits for its connection's writes, on its node only: a
+        # cluster cannot say for all of them at once.
+        yield Command(("PING",))
+        return False
     _, waited = yield Batch((
         Command(("SET", names.flush_marker, b"", "PX", 1), write=True,
                 route=names.flush_marker),

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 from . import _redis_plans as plans
 from ._engine import DURABILITY_LEVELS, NOW, Stats, _check_key
 from ._errors import ClosedError
-from ._redis_client import AsyncExecutor, SyncExecutor
+from ._redis_client import async_executor, sync_executor
 from ._target import ServerTarget
 
 logger = logging.getLogger("aiokv")
@@ -34,9 +34,6 @@ LOCAL_ONLY_OPTIONS = frozenset({"fsync_interval", "flush_interval", "recovery", 
 def check_server_options(target: ServerTarget, options: dict[str, Any]) -> str | None:
     """The durability asked of the server (None: the server's own), or a
     ValueError/TypeError for options that do not apply."""
-    if target.kind == "cluster":
-        raise ValueError(f"{target.display!r}: stores on a Redis Cluster are not supported "
-                         "yet (a single server, or one Sentinel names, is)")
     local = sorted(LOCAL_ONLY_OPTIONS & options.keys())
     if local:
         raise ValueError(f"{', '.join(local)}: options of a local store; {target.display!r} "
@@ -96,7 +93,7 @@ class RedisAioKV(_ServerStore):
 
     def __init__(self, target: ServerTarget, durability: str | None = None) -> None:
         super().__init__(target, durability)
-        self._executor = AsyncExecutor(target)
+        self._executor = async_executor(target)
         self._opened = False
 
     async def _run(self, plan: Generator[plans.Request, Any, T]) -> T:
@@ -206,7 +203,7 @@ class RedisKV(_ServerStore):
 
     def __init__(self, target: ServerTarget, durability: str | None = None) -> None:
         super().__init__(target, durability)
-        self._executor = SyncExecutor(target)
+        self._executor = sync_executor(target)
         self._opened = False
 
     def _run(self, plan: Generator[plans.Request, Any, T]) -> T:
