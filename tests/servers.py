@@ -156,6 +156,53 @@ class Server:
             process.wait()
 
 
+class Sentinel:
+    """A Sentinel process of one kind watching ``master`` as service ``svc``."""
+
+    def __init__(self, master: Server, directory: Path) -> None:
+        self.master = master
+        self.directory = directory
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis+sentinel://127.0.0.1:{self.port}/svc"
+
+    def start(self) -> Sentinel:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        config = self.directory / "sentinel.conf"
+        config.write_text(f"port {self.port}\nbind 127.0.0.1\nprotected-mode no\n"
+                          f"sentinel monitor svc 127.0.0.1 {self.master.port} 1\n"
+                          "sentinel down-after-milliseconds svc 2000\n")
+        self.process = subprocess.Popen(
+            [self.master.binary, str(config), "--sentinel", "--logfile",
+             str(self.directory / "sentinel.log")],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + READY_WITHIN
+        client: Any = redis.Redis(port=self.port)
+        try:
+            while True:
+                if self.process.poll() is not None:
+                    raise RuntimeError("the sentinel exited")
+                try:
+                    if client.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", "svc"):
+                        return self
+                except redis.ConnectionError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise TimeoutError("the sentinel did not start")
+                time.sleep(0.02)
+        finally:
+            client.close()
+
+    def stop(self) -> None:
+        process, self.process = self.process, None
+        if process is not None and process.poll() is None:
+            process.terminate()
+            process.wait(timeout=30)
+
+
 class Cluster:
     """Three primaries of one kind forming a Redis Cluster on loopback ports
     (slots split in three, no replicas), formed with CLUSTER ADDSLOTSRANGE

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from servers import KINDS, Server, free_port
+from servers import KINDS, Sentinel, Server, free_port
 
 from aiokv import KV, AioKV, OutcomeUnknownError, UnavailableError
 
@@ -141,3 +141,25 @@ def test_every_acknowledged_write_survives_a_sigkill_of_the_server(server: Serve
         held = kv.get_all()
     missing = {key: value for key, value in acknowledged.items() if held.get(key) != value}
     assert not missing, f"{len(missing)} acknowledged writes lost, e.g. {list(missing)[:5]}"
+
+
+def test_a_store_found_through_sentinel_works_through_both_shells(
+        server: Server, tmp_path: Path) -> None:
+    sentinel = Sentinel(server, tmp_path / "sentinel").start()
+    try:
+        url = f"{sentinel.url}?prefix=s:"
+        with KV.from_url(url) as kv:
+            kv.set("k", [1, 2])
+            assert kv.incr("n", 5, ttl=60) == 5
+            assert sorted(kv.keys()) == ["k", "n"]
+
+        async def main() -> None:
+            async with AioKV.from_url(url) as kv:
+                assert await kv.get("k") == [1, 2]
+                assert await kv.add("k", 0) is False
+                assert await kv.clear()
+                assert await kv.get_all() == {}
+
+        asyncio.run(main())
+    finally:
+        sentinel.stop()

@@ -293,14 +293,49 @@ async def _closed_with_the_loop(pool: Any, method: str = "disconnect"
 
 
 def _sentinel_pool(redis: Any, target: ServerTarget, *, asynchronous: bool) -> Any:
-    """The connection pool of the master that Sentinel names for the service."""
+    """The connection pool of the master that Sentinel names for the service,
+    whose ``disconnect()`` also closes the connections to the sentinels."""
     module = __import__("redis.asyncio.sentinel" if asynchronous else "redis.sentinel",
                         fromlist=["Sentinel"])
     options = {key: value for key, value in
                redis.connection.parse_url(target.url).items()
                if key not in ("host", "port", "path", "connection_class")}
+    options.update(PROTOCOL)
     sentinel = module.Sentinel(list(target.nodes), **options)
-    return sentinel.master_for(target.service, **options).connection_pool
+    pool = sentinel.master_for(target.service, **options).connection_pool
+    return (_AsyncSentinelPool if asynchronous else _SentinelPool)(pool, sentinel)
+
+
+class _SentinelPool:
+    """A master's pool, and the Sentinel client that found the master."""
+
+    def __init__(self, pool: Any, sentinel: Any) -> None:
+        self.pool = pool
+        self.sentinel = sentinel
+
+    def get_connection(self) -> Any:
+        return self.pool.get_connection()
+
+    def release(self, connection: Any) -> None:
+        self.pool.release(connection)
+
+    def disconnect(self) -> None:
+        self.pool.disconnect()
+        for client in self.sentinel.sentinels:
+            client.close()
+
+
+class _AsyncSentinelPool(_SentinelPool):
+    async def get_connection(self) -> Any:
+        return await self.pool.get_connection()
+
+    async def release(self, connection: Any) -> None:  # type: ignore[override]
+        await self.pool.release(connection)
+
+    async def disconnect(self) -> None:  # type: ignore[override]
+        await self.pool.disconnect()
+        for client in self.sentinel.sentinels:
+            await client.aclose()
 
 
 # -- a cluster -------------------------------------------------------------
