@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import weakref
-from collections.abc import AsyncGenerator, Generator
+from collections.abc import AsyncGenerator, Awaitable, Callable, Generator
 from typing import Any, TypeVar
 
 from ._errors import OutcomeUnknownError, UnavailableError
@@ -47,6 +47,40 @@ def redis_module() -> Any:
         raise ImportError("a store on a Redis or Valkey server needs redis-py: "
                           "pip install 'aiokv[redis]'") from None
     return redis
+
+
+def drive(plan: Generator[Request, Any, T], request: Callable[[Request], Any],
+          refusal: type[BaseException]) -> T:
+    """Run ``plan``: each request it yields goes to ``request``, and the reply
+    (or the server's refusal, a ResponseError) back into it."""
+    try:
+        asked = next(plan)
+        while True:
+            try:
+                reply = request(asked)
+            except refusal as exc:
+                asked = plan.throw(exc)
+                continue
+            asked = plan.send(reply)
+    except StopIteration as stop:
+        return stop.value  # type: ignore[no-any-return]
+
+
+async def drive_async(plan: Generator[Request, Any, T],
+                      request: Callable[[Request], Awaitable[Any]],
+                      refusal: type[BaseException]) -> T:
+    """``drive`` with a request that is awaited."""
+    try:
+        asked = next(plan)
+        while True:
+            try:
+                reply = await request(asked)
+            except refusal as exc:
+                asked = plan.throw(exc)
+                continue
+            asked = plan.send(reply)
+    except StopIteration as stop:
+        return stop.value  # type: ignore[no-any-return]
 
 
 def _connection_errors(redis: Any) -> tuple[type[BaseException], ...]:
@@ -91,18 +125,7 @@ class SyncExecutor:
         return self._pool
 
     def run(self, plan: Generator[Request, Any, T]) -> T:
-        redis = self._redis
-        try:
-            request = next(plan)
-            while True:
-                try:
-                    reply = self._request(request)
-                except redis.ResponseError as exc:
-                    request = plan.throw(exc)
-                    continue
-                request = plan.send(reply)
-        except StopIteration as stop:
-            return stop.value  # type: ignore[no-any-return]
+        return drive(plan, self._request, self._redis.ResponseError)
 
     def _request(self, request: Request) -> Any:
         if isinstance(request, Nodes):
@@ -195,18 +218,7 @@ class AsyncExecutor:
         return entry[0]
 
     async def run(self, plan: Generator[Request, Any, T]) -> T:
-        redis = self._redis
-        try:
-            request = next(plan)
-            while True:
-                try:
-                    reply = await self._request(request)
-                except redis.ResponseError as exc:
-                    request = plan.throw(exc)
-                    continue
-                request = plan.send(reply)
-        except StopIteration as stop:
-            return stop.value  # type: ignore[no-any-return]
+        return await drive_async(plan, self._request, self._redis.ResponseError)
 
     async def _request(self, request: Request) -> Any:
         if isinstance(request, Nodes):
@@ -267,13 +279,20 @@ class AsyncExecutor:
         """Close the running loop's connections (those of loops that ended
         were closed as they ended)."""
         pools, self._pools = self._pools, weakref.WeakKeyDictionary()
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            return
-        entry = pools.get(loop)
-        if entry is not None:
-            await entry[1].aclose()
+        await _close_in_the_running_loop(pools)
+
+
+async def _close_in_the_running_loop(
+        entries: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop,
+                                           tuple[Any, AsyncGenerator[None, None]]]) -> None:
+    """Close the running loop's entry of ``entries`` (its closer disconnects it)."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    entry = entries.get(loop)
+    if entry is not None:
+        await entry[1].aclose()
 
 
 async def _closed_with_the_loop(pool: Any, method: str = "disconnect"
@@ -385,18 +404,7 @@ class SyncClusterExecutor:
         return self._client
 
     def run(self, plan: Generator[Request, Any, T]) -> T:
-        redis = self._redis
-        try:
-            request = next(plan)
-            while True:
-                try:
-                    reply = self._request(request)
-                except redis.ResponseError as exc:
-                    request = plan.throw(exc)
-                    continue
-                request = plan.send(reply)
-        except StopIteration as stop:
-            return stop.value  # type: ignore[no-any-return]
+        return drive(plan, self._request, self._redis.ResponseError)
 
     def _request(self, request: Request) -> Any:
         client = self._get_client()
@@ -487,18 +495,7 @@ class AsyncClusterExecutor:
         return client
 
     async def run(self, plan: Generator[Request, Any, T]) -> T:
-        redis = self._redis
-        try:
-            request = next(plan)
-            while True:
-                try:
-                    reply = await self._request(request)
-                except redis.ResponseError as exc:
-                    request = plan.throw(exc)
-                    continue
-                request = plan.send(reply)
-        except StopIteration as stop:
-            return stop.value  # type: ignore[no-any-return]
+        return await drive_async(plan, self._request, self._redis.ResponseError)
 
     async def _request(self, request: Request) -> Any:
         client = await self._get_client()
@@ -537,16 +534,10 @@ class AsyncClusterExecutor:
                                                  *command.args[2:], target_nodes=node)
         return _from_node(reply, node)
 
-
     async def close(self) -> None:
+        """As ``AsyncExecutor.close``."""
         clients, self._clients = self._clients, weakref.WeakKeyDictionary()
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            return
-        entry = clients.get(loop)
-        if entry is not None:
-            await entry[1].aclose()
+        await _close_in_the_running_loop(clients)
 
 
 def _node_for(client: Any, command: Command) -> Any:
