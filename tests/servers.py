@@ -76,8 +76,11 @@ class Server:
     across restarts (AOF on, no RDB snapshots)."""
 
     def __init__(self, kind: str, directory: Path, *, appendfsync: str = "everysec",
-                 cluster: bool = False, port: int | None = None) -> None:
+                 cluster: bool = False, port: int | None = None,
+                 extra: tuple[str, ...] = ()) -> None:
         self.kind = kind
+        self.extra = extra
+        """More arguments: listeners beside the plain port (a Unix socket, TLS)."""
         self.binary = server_binary(kind)
         self.directory = directory
         self.appendfsync = appendfsync
@@ -101,6 +104,7 @@ class Server:
         if self.cluster:
             command += ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
                         "--cluster-node-timeout", "2000"]
+        command += self.extra
         self.process = subprocess.Popen(command, stdin=subprocess.DEVNULL,
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.wait_ready()
