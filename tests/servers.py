@@ -214,8 +214,9 @@ class Cluster:
 
     RANGES = ((0, 5460), (5461, 10922), (10923, 16383))
 
-    def __init__(self, kind: str, directory: Path) -> None:
-        self.servers = [Server(kind, directory / f"node{i}", cluster=True) for i in range(3)]
+    def __init__(self, kind: str, directory: Path, *, appendfsync: str = "everysec") -> None:
+        self.servers = [Server(kind, directory / f"node{i}", cluster=True,
+                               appendfsync=appendfsync) for i in range(3)]
 
     @property
     def url(self) -> str:
