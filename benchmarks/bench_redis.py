@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import shutil
 import statistics
 import sys
@@ -176,20 +177,12 @@ def copy_rate(url: str, sizes: Sizes, directory: str) -> float:
     return sizes.copy_keys / report.seconds
 
 
-def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="1 repetition, smaller copy")
-    parser.add_argument("--repetitions", type=int)
-    args = parser.parse_args(argv)
-    sizes = QUICK if args.quick else FULL
-    if args.repetitions:
-        sizes = Sizes(sizes.calls, sizes.get_all_keys, sizes.copy_keys, args.repetitions)
-    if shutil.which("redis-server") is None:
-        print("bench_redis: no redis-server on PATH", file=sys.stderr)
-        return 1
+def measure(sizes: Sizes) -> dict[str, Any]:
+    """Run every line on a private redis-server; the figures as plain data:
+    {"lines": [{"name", "ours", "raw", "ratio"}], "copy_keys", "copy_rate"}
+    (times in seconds a call, or a get_all)."""
     directory = tempfile.mkdtemp(prefix=".bench-redis-", dir=".")
     server = RedisServer(f"{directory}/redis", "everysec")
-    started = time.perf_counter()
     try:
         server.start()
         url = f"redis://127.0.0.1:{server.port}/0"
@@ -198,16 +191,40 @@ def main(argv: list[str]) -> int:
     finally:
         server.stop()
         shutil.rmtree(directory, ignore_errors=True)
+    return {"lines": [{"name": line.name, "ours": statistics.median(line.ours),
+                       "raw": statistics.median(line.raw), "ratio": line.ratio()}
+                      for line in lines],
+            "copy_keys": sizes.copy_keys, "copy_rate": rate}
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="1 repetition, smaller copy")
+    parser.add_argument("--repetitions", type=int)
+    parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
+    args = parser.parse_args(argv)
+    sizes = QUICK if args.quick else FULL
+    if args.repetitions:
+        sizes = Sizes(sizes.calls, sizes.get_all_keys, sizes.copy_keys, args.repetitions)
+    if shutil.which("redis-server") is None:
+        print("bench_redis: no redis-server on PATH", file=sys.stderr)
+        return 1
+    started = time.perf_counter()
+    figures = measure(sizes)
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as file:
+            json.dump(figures, file)
     print(f"\nSummary ({time.perf_counter() - started:.1f} s, medians of "
           f"{sizes.repetitions}):")
     print(f"{'line':<34} {'aiokv':>12} {'raw redis-py':>14} {'ratio':>7}  target    verdict")
-    for line in lines:
-        ratio = line.ratio()
-        unit = "ms" if "get_all" in line.name else "us"
+    for line in figures["lines"]:
+        ratio = line["ratio"]
+        unit = "ms" if "get_all" in line["name"] else "us"
         scale = 1e3 if unit == "ms" else 1e6
-        print(f"{line.name:<34} {statistics.median(line.ours) * scale:>9.1f} {unit} "
-              f"{statistics.median(line.raw) * scale:>11.1f} {unit} {ratio:>7.2f}  "
+        print(f"{line['name']:<34} {line['ours'] * scale:>9.1f} {unit} "
+              f"{line['raw'] * scale:>11.1f} {unit} {ratio:>7.2f}  "
               f"<= {CALL_TARGET}   {'PASS' if ratio <= CALL_TARGET else 'MISS'}")
+    rate = figures["copy_rate"]
     print(f"{'copy, ' + format(sizes.copy_keys, ',') + ' keys':<34} {rate:>9,.0f}/s"
           f"{'':>15} {'':>7}  >= {COPY_TARGET:,}/s {'PASS' if rate >= COPY_TARGET else 'MISS'}")
     return 0

@@ -31,7 +31,7 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import matplotlib
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -45,7 +45,9 @@ CHILD_SCRIPT = os.path.join(HERE, "systems.py")
 BEGIN = "<!-- compare.py: begin -->"
 END = "<!-- compare.py: end -->"
 REFERENCE = "aiokv-async-flush"
-WORKLOADS = ("W1", "W2", "W3", "W4", "W5", "W6", "W7", "W8", "W9")
+WORKLOADS = ("W1", "W2", "W3", "W4", "W5", "W6", "W7", "W8", "W9", "W10")
+BENCH_REDIS = os.path.join(HERE, "bench_redis.py")
+"""W10's script: aiokv on Redis against raw redis-py (run in a child)."""
 
 
 @dataclass(frozen=True)
@@ -742,9 +744,64 @@ def file_system_type(path: str) -> str:
     return kind
 
 
+@dataclass(frozen=True)
+class OnRedis:
+    """W10's figures (bench_redis.py's JSON), or why it did not run."""
+
+    figures: dict[str, Any] | None
+    skipped: str = ""
+
+
+def run_w10(sizes: Sizes, quick: bool, directory: str) -> OnRedis:
+    """aiokv on a private redis-server against raw redis-py: bench_redis.py."""
+    if shutil.which("redis-server") is None:
+        return OnRedis(None, "no redis-server on PATH")
+    output = os.path.join(directory, "w10.json")
+    command = [sys.executable, BENCH_REDIS, "--repetitions", str(sizes.repetitions),
+               "--json", output, *(["--quick"] if quick else [])]
+    done = subprocess.run(command, cwd=directory, capture_output=True, text=True,
+                          check=False)
+    if done.returncode != 0:
+        return OnRedis(None, f"bench_redis.py failed: {done.stderr.strip()[-300:]}")
+    with open(output, encoding="utf-8") as file:
+        figures: dict[str, Any] = json.load(file)
+    return OnRedis(figures)
+
+
+W10_CALL_TARGET = 1.15
+W10_COPY_TARGET = 40_000
+
+
+def on_redis_table(on_redis: OnRedis) -> list[str]:
+    if on_redis.figures is None:
+        return [f"skipped: {on_redis.skipped}"]
+    rows = []
+    for line in on_redis.figures["lines"]:
+        scale, unit = (1e3, "ms") if "get_all" in line["name"] else (1e6, "µs")
+        rows.append([line["name"], f"{line['ours'] * scale:.1f} {unit}",
+                     f"{line['raw'] * scale:.1f} {unit}", f"{line['ratio']:.2f} x"])
+    rows.append([f"aiokv copy of {on_redis.figures['copy_keys']:,} keys, log -> Redis",
+                 f"{on_redis.figures['copy_rate']:,.0f} keys/s", "", ""])
+    return markdown_table(["call", "aiokv", "raw redis-py", "ratio"], rows)
+
+
+def on_redis_targets(on_redis: OnRedis) -> list[Target]:
+    if on_redis.figures is None:
+        return [Target(f"W10: every call on Redis <= {W10_CALL_TARGET} x raw redis-py",
+                       on_redis.skipped, "-")]
+    worst = max(on_redis.figures["lines"], key=lambda line: line["ratio"])
+    rate = on_redis.figures["copy_rate"]
+    return [Target(f"W10: every call on Redis <= {W10_CALL_TARGET} x raw redis-py",
+                   f"worst: {worst['name']} {worst['ratio']:.2f} x",
+                   verdict(worst["ratio"] <= W10_CALL_TARGET)),
+            Target(f"W10: aiokv copy into Redis >= {W10_COPY_TARGET:,} keys/s",
+                   f"{rate:,.0f} keys/s", verdict(rate >= W10_COPY_TARGET))]
+
+
 def section(results: Results, selection: Selection, sizes: Sizes, *,
             all_systems: Sequence[System], described: dict[str, Durability],
-            argv: Sequence[str], chart_link: str, seconds: float) -> list[str]:
+            argv: Sequence[str], chart_link: str, seconds: float,
+            on_redis: OnRedis | None = None) -> list[str]:
     """The generated Markdown, markers excluded."""
     notes = [f"- {system.name}: {system.notes}" for system in selection.systems if system.notes]
 
@@ -795,8 +852,17 @@ def section(results: Results, selection: Selection, sizes: Sizes, *,
         "", f"### Ratios: how many times faster aiokv async flush is (W5: open of the "
         f"compacted {count_label(sizes.big_keys)} store)", "",
         *ratio_table(results, selection, sizes),
+        *detail("W10", "### W10: aiokv on Redis against raw redis-py", "",
+                *on_redis_table(on_redis or OnRedis(None, "not run")),
+                "", "`benchmarks/bench_redis.py` in a child: a private redis-server "
+                "(AOF, everysec) on loopback; each call made again and again by one task "
+                "(async) or thread (sync), through aiokv's store from `from_url` and "
+                "through a raw redis-py client of the same kind sending the same commands; "
+                "ratio = aiokv's time over raw redis-py's."),
         "", "### Targets (printed, never asserted)", "",
-        *targets_table(targets(results, selection, sizes, described)),
+        *targets_table([*targets(results, selection, sizes, described),
+                        *(on_redis_targets(on_redis or OnRedis(None, "not run"))
+                          if "W10" in selection.workloads else [])]),
         "", f"![aiokv and its peers: set rates, open time and memory]({chart_link})", ""]
     return lines
 
@@ -937,13 +1003,15 @@ def main(argv: Sequence[str]) -> int:
         described = {system.key: describe(system) for system in selection.systems}
         runner = Runner(root, sizes)
         results = Suite(sizes, selection, runner).run()
+        on_redis = run_w10(sizes, args.quick, root) if "W10" in selection.workloads else None
     finally:
         shutil.rmtree(root, ignore_errors=True)
     seconds = time.perf_counter() - started
     chart_link = os.path.relpath(os.path.abspath(args.chart),
                                  os.path.dirname(os.path.abspath(args.page)))
     lines = section(results, selection, sizes, all_systems=all_systems, described=described,
-                    argv=argv, chart_link=chart_link.replace(os.sep, "/"), seconds=seconds)
+                    argv=argv, chart_link=chart_link.replace(os.sep, "/"), seconds=seconds,
+                    on_redis=on_redis)
     print_report(lines)
     write_page(args.page, lines)
     draw_chart(args.chart, results, selection, sizes)

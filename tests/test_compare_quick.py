@@ -72,6 +72,13 @@ def test_quick_run_writes_the_page_and_the_chart(tmp_path: Path) -> None:
         assert row.count(" µs") == 2 * sizes, row  # a set and a get at each size
         assert row.count("x |") == 2, row  # how each grew
     assert "](benchmarks.png)" in section
+    w10 = section.split("### W10: aiokv on Redis against raw redis-py", 1)[1]
+    if have_redis:
+        assert "| sync get_all of 10,000 keys |" in w10 and "keys/s" in w10
+        assert re.search(r"\| W10: every call on Redis <= 1.15 x raw redis-py \| worst: .* \| "
+                         r"(PASS|MISS) \|", section)
+    else:
+        assert "skipped: no redis-server on PATH" in w10
 
     assert chart.read_bytes()[:8] == PNG_SIGNATURE
     # The temporary store directory is removed at the end.
