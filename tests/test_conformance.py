@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import fnmatch
 import inspect
+import itertools
 import math
 import threading
 import time
@@ -21,8 +22,10 @@ from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import hypothesis.strategies as st
 import pytest
-from servers import namespace_on
+from hypothesis import given, settings
+from servers import Server, Servers, namespace_on
 
 from aiokv import KV, AioKV, ClosedError
 
@@ -354,3 +357,51 @@ def test_one_blocking_store_is_safe_from_many_threads(where: str) -> None:
         thread.join()
     assert created.get("hits") == 3200
     created.close()
+
+
+GLOB_ALPHABET = "ab^!-]\\[*?é:"
+
+
+@st.composite
+def glob_patterns(draw: st.DrawFn) -> str:
+    return draw(st.text(alphabet=GLOB_ALPHABET, min_size=1, max_size=6))
+
+
+def test_random_glob_patterns_match_as_fnmatchcase_on_a_server(
+        servers: Servers, tmp_path: Path) -> None:
+    """The issue's measurement: raw Redis globs differed from fnmatchcase on
+    349 of 3,000 random patterns. Here 400 random patterns (every character
+    that is special to either dialect), on keys made of the same characters."""
+    keys = sorted({"".join(chars) for chars in itertools.product("ab^!]\\[é", repeat=2)}
+                  | {"a", "b", "^", "!", "é", "*", "?", "-", ""})
+    keys.remove("")
+    with namespace_on(servers.get("redis")) as prefix, \
+            KV.from_url(f"{servers.get('redis').url}?prefix={prefix}") as kv:
+        for key in keys:
+            kv.set(key, 1)
+
+        @settings(max_examples=400, deadline=None)
+        @given(glob_patterns())
+        def matches_like_fnmatchcase(pattern: str) -> None:
+            expected = sorted(key for key in keys if fnmatch.fnmatchcase(key, pattern))
+            assert sorted(kv.keys(pattern)) == expected
+
+        matches_like_fnmatchcase()
+
+
+def test_durability_asked_of_a_server_is_checked_against_its_configuration(
+        tmp_path: Path) -> None:
+    everysec = Server("redis", tmp_path / "everysec").start()
+    always = Server("redis", tmp_path / "always", appendfsync="always").start()
+    try:
+        with pytest.raises(ValueError, match="appendfsync everysec"):
+            KV.from_url(f"{everysec.url}?prefix=p:", durability="fsync").open()
+        with KV.from_url(f"{everysec.url}?prefix=p:", durability="flush") as kv:
+            assert kv.stats().durability == "server: appendfsync everysec"
+        with KV.from_url(f"{always.url}?prefix=p:", durability="fsync") as kv:
+            kv.set("k", 1)
+            kv.flush()
+            assert kv.stats().durability == "server: appendfsync always"
+    finally:
+        everysec.stop()
+        always.stop()
