@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import gc
 import logging
 import os
 import stat
@@ -11,8 +12,9 @@ import subprocess
 import sys
 import textwrap
 import time
+import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from recording_files import store_on
@@ -30,7 +32,8 @@ if TYPE_CHECKING:
 def test_the_public_names_are_exactly_these() -> None:
     assert sorted(aiokv.__all__) == sorted([
         "AioKV", "AioKVError", "AsyncStore", "ClosedError", "CorruptionError", "ForkedError",
-        "KV", "LockedError", "OutcomeUnknownError", "Stats", "Store", "UnavailableError",
+        "KV", "LockedError", "OutcomeUnknownError", "ReadOnlyError", "Stats", "Store",
+        "UnavailableError",
         "__version__", "aiocache",
     ])
     assert aiokv.__version__.count(".") == 2
@@ -42,7 +45,8 @@ def test_aiocache_is_the_same_class_as_aiokv() -> None:
 
 def test_the_exceptions_share_one_base_class() -> None:
     for error in (aiokv.CorruptionError, aiokv.LockedError, aiokv.ClosedError,
-                  aiokv.ForkedError, aiokv.UnavailableError, aiokv.OutcomeUnknownError):
+                  aiokv.ForkedError, aiokv.UnavailableError, aiokv.OutcomeUnknownError,
+                  aiokv.ReadOnlyError):
         assert issubclass(error, aiokv.AioKVError)
 
 
@@ -100,16 +104,74 @@ async def test_open_and_async_with_and_close_twice(store_path: str) -> None:
         assert await again.get("k") == 1
 
 
-async def test_every_operation_after_close_raises_closed_error(store_path: str) -> None:
+async def test_every_operation_after_close_raises_closed_error_until_open(
+        store_path: str) -> None:
     kv = AioKV(store_path)
     await kv.set("k", 1)
     await kv.close()
     for operation in (kv.get("k"), kv.set("k", 2), kv.delete("k"), kv.get_all(), kv.clear(),
-                      kv.flush(), kv.compact(), kv.stats(), kv.open()):
+                      kv.flush(), kv.compact(), kv.stats()):
         with pytest.raises(aiokv.ClosedError):
             await operation
     async with AioKV(store_path) as again:
         assert await again.get_all() == {"k": 1}
+
+
+async def test_a_closed_store_opens_again_as_an_app_lifespan_would(store_path: str) -> None:
+    kv = AioKV(store_path)
+    for round_ in range(3):  # startup ... shutdown, three times, one instance
+        async with kv:
+            await kv.set(f"round{round_}", round_)
+            assert len(await kv.get_all()) == round_ + 1
+    await kv.open()
+    assert await kv.get_all() == {"round0": 0, "round1": 1, "round2": 2}
+    await kv.close()
+    blocking = aiokv.KV(store_path)
+    for _ in range(2):
+        with blocking:
+            blocking.incr("n")
+    assert blocking.open().get("n") == 2
+    blocking.close()
+
+
+def test_a_store_collected_without_close_releases_its_lock_and_keeps_its_writes(
+        store_path: str) -> None:
+    for shell in (AioKV, aiokv.KV):
+        kv: Any = shell(store_path)
+        if shell is AioKV:
+            asyncio.run(kv.set("k", shell.__name__))
+        else:
+            kv.set("k", shell.__name__)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            del kv
+            gc.collect()
+        assert any("was never closed; it was closed when collected" in str(w.message)
+                   and w.category is ResourceWarning for w in caught)
+        with aiokv.KV(store_path) as again:  # the lock is free: no LockedError
+            assert again.get("k") == shell.__name__
+
+
+def test_locked_error_names_the_process_that_holds_the_store(store_path: str) -> None:
+    program = ("import sys, time\nfrom aiokv import KV\nkv = KV(sys.argv[1]).open()\n"
+               "print('open', flush=True)\ntime.sleep(60)\n")
+    holder = subprocess.Popen([sys.executable, "-c", program, store_path],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "open\n"
+        with pytest.raises(aiokv.LockedError) as raised:
+            aiokv.KV(store_path).open()
+        assert raised.value.holder == holder.pid
+        assert f"is open in process {holder.pid}" in str(raised.value)
+    finally:
+        holder.kill()
+        holder.wait()
+        if holder.stdout is not None:
+            holder.stdout.close()
+    with aiokv.KV(store_path) as first, pytest.raises(aiokv.LockedError,
+                                                       match="another instance in this process"):
+        aiokv.KV(store_path).open()
+        first.get("k")
 
 
 async def test_clear_removes_the_file_and_a_later_set_creates_it_again(
@@ -363,7 +425,8 @@ def test_the_lock_is_released_when_the_owning_process_dies(store_path: str) -> N
         [sys.executable, "-c", textwrap.dedent(f"""
             import asyncio, sys, aiokv
             async def main():
-                await aiokv.AioKV({store_path!r}).set("k", 1)
+                kv = aiokv.AioKV({store_path!r})  # held: one collected would close
+                await kv.set("k", 1)
                 print("locked", flush=True)
                 await asyncio.sleep(60)
             asyncio.run(main())

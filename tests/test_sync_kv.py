@@ -58,7 +58,8 @@ def test_kv_is_exported_and_has_the_public_names_of_aiokv() -> None:
     def public(cls: type) -> set[str]:
         return {name for name in dir(cls) if not name.startswith("_")}
 
-    assert public(KV) == public(AioKV) == {*METHODS, "path", "durability", "from_url"}
+    assert public(KV) == public(AioKV) == {*METHODS, "path", "durability", "from_url",
+                                           "readonly"}
 
 
 @pytest.mark.parametrize("name", METHODS)

@@ -12,6 +12,7 @@ from ._errors import (
     ForkedError,
     LockedError,
     OutcomeUnknownError,
+    ReadOnlyError,
     UnavailableError,
 )
 from ._protocols import AsyncStore, Store
@@ -29,6 +30,7 @@ __all__ = [
     "ForkedError",
     "LockedError",
     "OutcomeUnknownError",
+    "ReadOnlyError",
     "Stats",
     "Store",
     "UnavailableError",

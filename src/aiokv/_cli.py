@@ -22,6 +22,7 @@ from ._errors import AioKVError
 from ._files import REAL_FILES
 from ._format import MAGIC, decode_value
 from ._legacy import parse_legacy_json
+from ._protocols import Store
 from ._recovery import Replay, count_frames, replay
 from ._redis_client import sync_executor
 from ._redis_plans import Names, items_with_expiry
@@ -58,6 +59,15 @@ def _on_server(where: str) -> ServerTarget | None:
     if isinstance(target, LocalTarget):
         return None
     return target
+
+
+def _to_read(where: str) -> Store:
+    """The store at ``where``, to read: a server's, or a local one opened
+    read-only (no lock, nothing cut or written: it may be open elsewhere)."""
+    if _on_server(where) is not None:
+        return KV.from_url(where)
+    _require_store(where)
+    return KV(where, readonly=True)
 
 
 def _server_items(target: ServerTarget) -> list[tuple[str, object, float | None]]:
@@ -248,9 +258,7 @@ def _cmd_dump(args: argparse.Namespace) -> int:
 
 
 def _cmd_get(args: argparse.Namespace) -> int:
-    if _on_server(args.file) is None:
-        _require_store(args.file)
-    with KV.from_url(args.file) as kv:
+    with _to_read(args.file) as kv:
         value = kv.get(args.key, _MISSING)
     if value is _MISSING:
         raise _UsageError(f"no key {args.key!r} in {args.file}")
@@ -278,9 +286,7 @@ def _cmd_delete(args: argparse.Namespace) -> int:
 
 
 def _cmd_keys(args: argparse.Namespace) -> int:
-    if _on_server(args.file) is None:
-        _require_store(args.file)
-    with KV.from_url(args.file) as kv:
+    with _to_read(args.file) as kv:
         keys = kv.keys(args.pattern)
     for key in sorted(keys):
         print(key)
@@ -305,11 +311,9 @@ def _cmd_stats(args: argparse.Namespace) -> int:
             for name, value in on_server.items():
                 print(f"{name.replace('_', ' ').replace('ttl', 'TTL')}: {value}")
         return 0
-    _require_store(args.file)
-    with KV(args.file) as kv:
+    with _to_read(args.file) as kv:
         stats = kv.stats()
-        with open(args.file, "rb") as file:  # recovered by the open, and locked
-            records = count_frames(file.read())
+        records = count_frames(_read(args.file)[:stats.file_bytes])
     fields: dict[str, object] = {
         "keys": stats.keys,
         "live_bytes": stats.live_bytes,

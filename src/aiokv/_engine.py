@@ -48,7 +48,14 @@ from dataclasses import dataclass
 
 from . import _format
 from ._commit import Commit
-from ._errors import AioKVError, ClosedError, CorruptionError, ForkedError, LockedError
+from ._errors import (
+    AioKVError,
+    ClosedError,
+    CorruptionError,
+    ForkedError,
+    LockedError,
+    ReadOnlyError,
+)
 from ._files import REAL_FILES, FileSystem, Window, not_a_regular_file, real_path
 from ._format import (
     HEADER_SIZE,
@@ -285,6 +292,7 @@ class Engine:
         recovery: str = "strict",
         files: FileSystem = REAL_FILES,
         clock: Callable[[], float] = time.time,
+        readonly: bool = False,
     ) -> None:
         if not isinstance(path, (str, os.PathLike)):
             raise TypeError(f"path must be a str or os.PathLike, not {type(path).__name__}")
@@ -304,7 +312,11 @@ class Engine:
             if not 0 < interval <= MAX_INTERVAL:
                 raise ValueError(f"{name} must be a positive number of seconds, at most "
                                  f"{MAX_INTERVAL:.0f} (a day), not {interval!r}")
+        if not isinstance(readonly, bool):
+            raise TypeError(f"readonly must be True or False, not {readonly!r}")
         self.path = os.path.abspath(path)
+        self.readonly = readonly
+        """Opened to read what the file holds: no lock, nothing written or cut."""
         self.durability = durability
         self.fsync_interval = float(fsync_interval)
         self.flush_interval = float(flush_interval)
@@ -446,9 +458,20 @@ class Engine:
         if mode is not None and not stat.S_ISREG(mode):
             # Before the lock file: nothing is created, read or changed.
             raise not_a_regular_file(self.path, mode)
-        lock_fd = self._files.lock(self._file + ".lock")
+        if self.readonly:
+            self._read_only()
+            self._owner = os.getpid()
+            self._state = _OPEN
+            self.is_open = True
+            return
+        try:
+            lock_fd = self._files.lock(self._file + ".lock")
+        except OSError as exc:
+            # Named after the store: a "<path>.lock" a user never made says little.
+            raise type(exc)(exc.errno, f"cannot take the lock of the store ({exc.strerror}; "
+                            "readonly=True reads without it)", self.path) from exc
         if lock_fd is None:
-            raise LockedError(self.path)
+            raise LockedError(self.path, self._files.lock_holder(self._file + ".lock"))
         try:
             self._map_appends = self._inline_writes and self._files.can_map(self._file)
             self._recover()
@@ -478,9 +501,12 @@ class Engine:
             raise
 
     def _unusable(self) -> AioKVError:
-        """The error for a call on a store that is not open."""
+        """The error for a call on a store that is not open (or, opened
+        read-only, for a write)."""
         if self._state is _FORKED:
             return ForkedError(self.path, self._owner)
+        if self._state is _OPEN and self.readonly:
+            return ReadOnlyError(self.path)
         return ClosedError(self.path)
 
     def forsake_after_fork(self) -> None:
@@ -508,6 +534,34 @@ class Engine:
                     pass
         self._fd = self._lock_fd = None
         self._syncer = self._compaction_thread = None
+
+    def _read_only(self) -> None:
+        """Hold what the file holds, touching nothing: no lock (the store may
+        be open elsewhere), no cut, no write, no thread. A torn tail is left
+        out, damage raises (or, with recovery="salvage", is skipped), a JSON
+        state file is read as it is, and no file is an empty store."""
+        data = self._files.read(self._file)
+        entries: dict[str, Value] = new_entries()
+        expiries: dict[str, float] = {}
+        if data and not data.startswith(MAGIC[: min(len(data), len(MAGIC))]) and (
+                data.count(0) != len(data)):
+            legacy = parse_legacy_json(data)
+            if legacy is None:
+                raise CorruptionError(self.path, 0, "neither an aiokv log nor a JSON object")
+            for key, value in legacy.items():
+                entries[key] = _prepare(key, value)
+        elif data:
+            result = replay(data, salvage=self.recovery == "salvage")
+            if result.corruption is not None and self.recovery == "strict":
+                raise CorruptionError(self.path, result.corruption.offset,
+                                      result.corruption.reason)
+            if result.header is not None:
+                self._compactions = result.header.compactions
+                self._last_compaction = result.header.compacted_at or None
+            entries, expiries = result.entries, result.expiries
+            self._file_bytes = result.end
+        self._take_entries(entries, expiries)
+        self._live_bytes = self._estimate_live_bytes()
 
     def _recover(self) -> None:
         """Claim the log, then bring it back: replay, repair, or create it.
@@ -956,7 +1010,7 @@ class Engine:
             _open_engines.discard(self)
 
     def _check_writable(self) -> None:
-        if self._state is not _OPEN:
+        if self._state is not _OPEN or self.readonly:
             raise self._unusable()
 
     def check_openable(self) -> None:
@@ -968,6 +1022,16 @@ class Engine:
         """
         if self._state is _FORKED or self._state is _CLOSING or self._state is _CLOSED:
             raise self._unusable()
+
+    @property
+    def closed(self) -> bool:
+        """Whether close() has run: the engine is spent (a shell makes a new one)."""
+        return self._state is _CLOSED
+
+    def in_own_thread(self) -> bool:
+        """Whether the caller runs on one of the engine's own threads."""
+        current = threading.current_thread()
+        return current is self._syncer or current is self._compaction_thread
 
     @property
     def forked(self) -> bool:
@@ -1183,7 +1247,7 @@ class Engine:
         if self._hand_over:
             self._let_compaction_run()
         size = len(frame)
-        if self._state is not _OPEN:  # unlocked first: see forsake_after_fork
+        if self._state is not _OPEN or self.readonly:  # unlocked: see forsake_after_fork
             raise self._unusable()
         with self._lock:
             if self._state is not _OPEN:
@@ -1264,7 +1328,7 @@ class Engine:
             self._fast_end = 0
 
     def _set_expiring(self, key: str, stored: Value, ttl: float | None) -> Commit | None:
-        if self._state is not _OPEN:  # unlocked first: see forsake_after_fork
+        if self._state is not _OPEN or self.readonly:  # unlocked: see forsake_after_fork
             raise self._unusable()
         with self._lock:
             if self._state is not _OPEN:
@@ -1305,7 +1369,7 @@ class Engine:
         if self._hand_over:
             self._let_compaction_run()
         seconds = _check_ttl(ttl)
-        if self._state is not _OPEN:  # unlocked first: see forsake_after_fork
+        if self._state is not _OPEN or self.readonly:  # unlocked: see forsake_after_fork
             raise self._unusable()
         with self._lock:
             if self._state is not _OPEN:
@@ -1342,7 +1406,7 @@ class Engine:
         seconds = _check_ttl(ttl)
         if self._hand_over:
             self._let_compaction_run()
-        if self._state is not _OPEN:  # unlocked first: see forsake_after_fork
+        if self._state is not _OPEN or self.readonly:  # unlocked: see forsake_after_fork
             raise self._unusable()
         with self._lock:
             if self._state is not _OPEN:
@@ -1360,7 +1424,7 @@ class Engine:
         if type(key) is not str:
             key = _check_key(key)
         seconds = _check_ttl(ttl)
-        if self._state is not _OPEN:  # unlocked first: see forsake_after_fork
+        if self._state is not _OPEN or self.readonly:  # unlocked: see forsake_after_fork
             raise self._unusable()
         with self._lock:
             if self._state is not _OPEN:
@@ -1378,7 +1442,7 @@ class Engine:
             self._let_compaction_run()
         if type(key) is not str:
             key = _check_key(key)
-        if self._state is not _OPEN:  # unlocked first: see forsake_after_fork
+        if self._state is not _OPEN or self.readonly:  # unlocked: see forsake_after_fork
             raise self._unusable()
         with self._lock:
             if self._state is not _OPEN:
@@ -1639,7 +1703,7 @@ class Engine:
         file agree) and the error is raised: a power loss might bring the old
         file back.
         """
-        if self._state is not _OPEN:  # unlocked first: see forsake_after_fork
+        if self._state is not _OPEN or self.readonly:  # unlocked: see forsake_after_fork
             raise self._unusable()
         with self._io, self._lock:
             if self._state is not _OPEN:

@@ -31,12 +31,20 @@ class LockedError(AioKVError):
     """Another AioKV or KV (in this process or another) has the store open.
 
     Raised by the first operation of the second opener; that instance stays
-    unopened and may try again later. The owner is not affected.
+    unopened and may try again later. The owner is not affected. ``holder``
+    is the owner's process id where the lock file says it, else None.
     """
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, holder: int | None = None) -> None:
         self.path = path
-        super().__init__(f"{path!r} is open in another AioKV instance or process")
+        self.holder = holder
+        if holder is None:
+            where = "in another AioKV instance or process"
+        elif holder == os.getpid():
+            where = f"by another instance in this process ({holder})"
+        else:
+            where = f"in process {holder}"
+        super().__init__(f"{path!r} is open {where}")
 
 
 class ForkedError(AioKVError):
@@ -59,6 +67,19 @@ class ForkedError(AioKVError):
             f"store {path!r} was opened in process {owner} before a fork; this process "
             f"({os.getpid()}) cannot use it: open the store after the fork, in the process "
             "that uses it")
+
+
+class ReadOnlyError(AioKVError):
+    """A write was asked of a store opened with ``readonly=True``.
+
+    Nothing is written; the store stays open for reading. Open it without
+    ``readonly`` (where the file may be written and no one else has it open)
+    to write.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        super().__init__(f"store {path!r} was opened read-only: it takes no writes")
 
 
 class ClosedError(AioKVError):

@@ -220,10 +220,27 @@ class FileSystem:
             if not self.lock_open_file(fd):
                 os.close(fd)
                 return None
+            # Who holds it, for the message of the next opener (lock_holder).
+            # A lock file that cannot be written still locks.
+            try:
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            except OSError:
+                pass
         except BaseException:
             os.close(fd)
             raise
         return fd
+
+    def lock_holder(self, path: str) -> int | None:
+        """The process id the lock file at ``path`` names, if it names one."""
+        try:
+            with open(path, "rb") as file:
+                text = file.read(32)
+        except OSError:
+            return None
+        first = text.split(b"\n", 1)[0].strip()
+        return int(first) if first.isdigit() else None
 
     def lock_open_file(self, fd: int) -> bool:
         """Take an exclusive flock on the file open at ``fd``: False if

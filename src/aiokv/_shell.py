@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 import warnings
 from collections.abc import Callable
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from ._engine import Engine
 from ._target import SERVER_SCHEMES
+
+logger = logging.getLogger("aiokv")
 
 
 def refuse_url(path: object) -> None:
@@ -33,26 +36,43 @@ class Shell:
         flush_interval: float = 0.1,
         recovery: str = "strict",
         clock: Callable[[], float] = time.time,
+        readonly: bool = False,
     ) -> None:
         refuse_url(path)
-        self._engine = Engine(
-            path,
-            durability=durability,
-            fsync_interval=fsync_interval,
-            flush_interval=flush_interval,
-            recovery=recovery,
-            clock=clock,
-        )
+        self._options: dict[str, Any] = {
+            "durability": durability, "fsync_interval": fsync_interval,
+            "flush_interval": flush_interval, "recovery": recovery, "clock": clock,
+            "readonly": readonly}
+        self._engine = Engine(path, **self._options)
+
+    def _engine_to_open(self) -> Engine:
+        """The engine, or a fresh one where close() spent it: a closed store
+        may be opened again (an app's lifespan, a test fixture)."""
+        if self._engine.closed:
+            self._engine = Engine(self._engine.path, **self._options)
+        return self._engine
 
     def __repr__(self) -> str:
         engine = self._engine
         return f"{type(self).__name__}({engine.path!r}, durability={engine.durability!r})"
 
     def __del__(self) -> None:
+        """An instance collected while open is closed (flushed, its lock
+        released), so that a new one on the same path can open it; a
+        ResourceWarning says it should have been closed."""
         engine = getattr(self, "_engine", None)
-        if engine is not None and engine.is_open:
+        if engine is None or not engine.is_open or engine.forked:
+            return
+        if engine.in_own_thread():  # collected on the store's own thread: cannot join it
             warnings.warn(f"{self!r} was never closed; it is closed at exit",
                           ResourceWarning, stacklevel=2)
+            return
+        try:
+            engine.close()
+        except Exception:
+            logger.exception("aiokv: closing %r, collected while open, failed", engine.path)
+        warnings.warn(f"{self!r} was never closed; it was closed when collected",
+                      ResourceWarning, stacklevel=2)
 
     def __reduce__(self) -> NoReturn:
         raise TypeError(
@@ -67,3 +87,8 @@ class Shell:
     @property
     def durability(self) -> str:
         return self._engine.durability
+
+    @property
+    def readonly(self) -> bool:
+        """Whether the store was opened read-only (see docs/api.md)."""
+        return self._engine.readonly

@@ -68,9 +68,11 @@ class AioKV(Shell):
         await _in_thread(engine.open)
 
     async def open(self) -> AioKV:
-        """Open the store now (otherwise the first operation does)."""
-        if not self._engine.is_open:
-            await self._open(self._engine)
+        """Open the store now (otherwise the first operation does); after
+        close(), open it again."""
+        engine = self._engine_to_open()
+        if not engine.is_open:
+            await self._open(engine)
         return self
 
     async def __aenter__(self) -> AioKV:

@@ -45,8 +45,11 @@ class KV(Shell):
         return engine
 
     def open(self) -> KV:
-        """Open the store now (otherwise the first call does)."""
-        self._ready()
+        """Open the store now (otherwise the first call does); after close(),
+        open it again."""
+        engine = self._engine_to_open()
+        if not engine.is_open:
+            engine.open()
         return self
 
     def __enter__(self) -> KV:
