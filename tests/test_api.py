@@ -152,6 +152,24 @@ def test_a_store_collected_without_close_releases_its_lock_and_keeps_its_writes(
             assert again.get("k") == shell.__name__
 
 
+def test_a_store_in_a_missing_directory_names_the_store_not_its_lock_file(
+        tmp_path: Path) -> None:
+    path = tmp_path / "missing" / "state.kv"
+    with pytest.raises(FileNotFoundError) as raised:
+        aiokv.KV(path).open()
+    assert raised.value.filename == str(path)
+    assert ".lock" not in str(raised.value)
+    assert "directory of the store does not exist" in str(raised.value)
+    assert not (tmp_path / "missing").exists()
+
+
+def test_a_directory_given_as_the_store_is_named_in_the_error(tmp_path: Path) -> None:
+    with pytest.raises(IsADirectoryError) as raised:
+        aiokv.KV(tmp_path).open()
+    assert raised.value.filename == str(tmp_path)
+    assert str(tmp_path) in str(raised.value)
+
+
 def test_locked_error_names_the_process_that_holds_the_store(store_path: str) -> None:
     program = ("import sys, time\nfrom aiokv import KV\nkv = KV(sys.argv[1]).open()\n"
                "print('open', flush=True)\ntime.sleep(60)\n")

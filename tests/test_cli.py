@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from aiokv import KV, _cli
+import aiokv
+from aiokv import KV, CorruptionError, _cli
 from aiokv._format import HEADER_SIZE
 from aiokv._torture import Report, TortureResult
 
@@ -97,9 +98,14 @@ def test_dump_works_while_the_store_is_open_elsewhere(store: Path) -> None:
     with KV(store) as kv:
         kv.set("a", 1)
         kv.flush()
+        assert store.stat().st_size > kv.stats().file_bytes  # space reserved for appends
         result = run("dump", str(store))
+        checked = run("check", str(store))
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == {"a": 1}
+    # The zeros reserved after the last record are no torn record: one verdict.
+    assert result.stderr == ""
+    assert checked.returncode == 0 and "clean" in checked.stdout
 
 
 # -- get / set / delete / keys ------------------------------------------------
@@ -335,6 +341,59 @@ def test_repair_keeps_the_valid_entries(store: Path) -> None:
         assert kv.get_all() == {key: value for key, value in ITEMS.items() if key != "key2"}
 
 
+def three_thousand_records(path: Path) -> bytes:
+    with KV(path) as kv:
+        for i in range(3000):
+            kv.set(f"k{i}", i)
+    Path(f"{path}.lock").unlink()
+    return path.read_bytes()
+
+
+# Where one flipped byte (or two) leaves a header no longer valid, and
+# how many of the 3,000 records stay intact.
+HEADER_FLIPS = {
+    "compactions counter": ([15], 3000),
+    "magic": ([1], 3000),
+    "header checksum": ([HEADER_SIZE - 1], 3000),
+    "magic and the first record": ([1, HEADER_SIZE + 5], 2999),
+}
+
+
+@pytest.mark.parametrize("flip", list(HEADER_FLIPS))
+def test_repair_keeps_every_intact_record_whatever_the_header_says(
+        store: Path, flip: str) -> None:
+    data = bytearray(three_thousand_records(store))
+    offsets, intact = HEADER_FLIPS[flip]
+    for offset in offsets:
+        data[offset] ^= 0x01
+    store.write_bytes(bytes(data))
+    checked = check_untouched(store)
+    assert checked.returncode == 4, checked
+    assert f"would keep {intact} entries" in checked.stdout
+    result = run("repair", str(store))
+    assert result.returncode == 0, result
+    assert f"kept {intact} entries" in result.stdout
+    assert result.stderr == ""  # said once, by the command, not also by the store's log
+    assert run("check", str(store)).returncode == 0
+    with KV(store) as kv:
+        assert kv.get_all() == {f"k{i}": i for i in range(3000 - intact, 3000)}
+
+
+def test_repair_of_a_file_with_no_intact_record_fails_and_leaves_it(store: Path) -> None:
+    header = bytearray(three_thousand_records(store)[:HEADER_SIZE])
+    header[15] ^= 0x01  # a damaged header, then no valid frame at all
+    junk = bytes(header) + bytes(range(256)) * 40
+    store.write_bytes(junk)
+    checked = check_untouched(store)
+    assert checked.returncode == 4
+    assert "no intact record" in checked.stdout
+    result = run("repair", str(store))
+    assert_one_line_error(result)
+    assert "no intact record was found" in result.stderr
+    assert store.read_bytes() == junk
+    assert sorted(p.name for p in store.parent.iterdir()) == ["state.kv"]
+
+
 def test_compact_shrinks_an_overwritten_log(store: Path) -> None:
     with KV(store) as kv:
         for i in range(300):
@@ -360,6 +419,53 @@ def test_migrate_converts_a_json_file_and_keeps_a_backup(store: Path) -> None:
     again = run("migrate", str(store))
     assert again.returncode == 0
     assert "already" in again.stdout
+
+
+def test_migrate_says_once_what_it_converted(store: Path) -> None:
+    store.write_text(json.dumps({"a": 1}))
+    result = run("migrate", str(store))
+    assert result.returncode == 0, result
+    assert result.stdout.count("converted") == 1 and len(result.stdout.splitlines()) == 1
+    assert result.stderr == ""
+
+
+def test_migrate_of_an_int_beyond_64_bits_names_it_and_offers_a_way_through(
+        store: Path) -> None:
+    original = json.dumps({"a": 1, "big": 2**70, "nested": {"list": [1, -(2**64)]}})
+    store.write_text(original)
+    refused = run("migrate", str(store))
+    assert_one_line_error(refused)
+    assert "'big'" in refused.stderr and "64-bit" in refused.stderr
+    assert "corrupt" not in refused.stderr
+    assert "--ints-as-strings" in refused.stderr
+    assert store.read_text() == original
+    assert sorted(p.name for p in store.parent.iterdir()) == ["state.kv", "state.kv.lock"]
+
+    result = run("migrate", "--ints-as-strings", str(store))
+    assert result.returncode == 0, result
+    assert "2 int(s) beyond 64 bits stored as strings" in result.stdout
+    assert Path(f"{store}.bak").read_text() == original
+    assert json.loads(run("dump", str(store)).stdout) == {
+        "a": 1, "big": str(2**70), "nested": {"list": [1, str(-(2**64))]}}
+
+
+def test_opening_a_json_file_with_an_int_beyond_64_bits_raises_value_error(
+        store: Path) -> None:
+    store.write_text(json.dumps({"big": 2**64}))
+    with pytest.raises(ValueError, match="--ints-as-strings") as raised:
+        KV(store).open()
+    assert not isinstance(raised.value, CorruptionError)
+    with pytest.raises(ValueError, match="'big'"):
+        KV(store, readonly=True).open()
+    assert json.loads(store.read_text()) == {"big": 2**64}
+
+
+def test_migrate_of_an_empty_file_says_it_is_empty(store: Path) -> None:
+    store.write_bytes(b"")
+    result = run("migrate", str(store))
+    assert result.returncode == 0, result
+    assert "is empty" in result.stdout and "already" not in result.stdout
+    assert store.read_bytes() == b""
 
 
 def test_migrate_refuses_junk(store: Path) -> None:
@@ -392,6 +498,25 @@ def test_bad_usage_exits_2(args: tuple[str, ...]) -> None:
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert "usage:" in result.stderr
+
+
+def test_version() -> None:
+    result = run("--version")
+    assert result.returncode == 0
+    assert result.stdout.strip() == f"aiokv {aiokv.__version__}"
+
+
+@pytest.mark.parametrize(("args", "usage"), [
+    (("stats", "f", "--bogus"), "usage: aiokv stats"),
+    (("get", "only-a-file"), "usage: aiokv get"),
+    (("set", "f", "k", "v", "--ttl", "soon"), "usage: aiokv set"),
+    (("repair", "f", "extra"), "usage: aiokv repair"),
+    (("migrate",), "usage: aiokv migrate"),
+])
+def test_a_usage_error_shows_the_subcommands_usage(args: tuple[str, ...], usage: str) -> None:
+    result = run(*args)
+    assert result.returncode == 2
+    assert result.stderr.startswith(usage), result.stderr
 
 
 def test_demo_still_works(tmp_path: Path) -> None:

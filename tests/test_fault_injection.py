@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from aiokv._engine import Engine
-from aiokv._files import FileSystem, Window
+from aiokv._files import FileSystem, Permissions, Window
 
 if TYPE_CHECKING:
     from typing_extensions import Buffer
@@ -208,6 +208,14 @@ class FaultyFiles(FileSystem):
     def mode(self, path: str) -> int | None:
         self._check("mode")
         return super().mode(path)
+
+    def permissions(self, fd: int) -> Permissions:
+        self._check("permissions")
+        return super().permissions(fd)
+
+    def give_permissions(self, fd: int, wanted: Permissions) -> None:
+        self._check("give_permissions")
+        super().give_permissions(fd, wanted)
 
     def unlock(self, fd: int) -> None:
         failing = self._gate("unlock") == "fail"
@@ -501,4 +509,5 @@ def test_the_loop_tries_enough_faults(durability: str, short: bool) -> None:
     assert {name for name, _ in trace} >= {"lock", "unlock", "read", "listdir", "pwrite",
                                           "fsync", "fsync_dir", "create", "open_append",
                                           "close", "replace", "remove", "lock_open_file",
-                                          "same_file", "mode", "link", *appends}
+                                          "same_file", "mode", "link", "permissions",
+                                          "give_permissions", *appends}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import zlib
 
@@ -39,6 +40,8 @@ from aiokv._recovery import (
     Incomplete,
     Invalid,
     count_frames,
+    holds_a_record,
+    is_log,
     new_entries,
     read_frame,
     replay,
@@ -519,6 +522,62 @@ def test_salvage_of_a_torn_tail_only_cuts_the_tail() -> None:
     log = log_of(*SAMPLE_FRAMES)
     result = replay(log[:-3], salvage=True)
     assert result.skipped == [] and result.torn_tail > 0
+
+
+@pytest.mark.parametrize("offsets", [[15], [1], [0, 1, 2, 3], [HEADER_SIZE - 1], [9]],
+                         ids=["compactions", "magic", "all-magic", "checksum", "version"])
+def test_salvage_keeps_every_frame_whatever_the_header_says(offsets: list[int]) -> None:
+    log = bytearray(log_of(*SAMPLE_FRAMES))
+    for offset in offsets:
+        log[offset] ^= 0x01
+    assert is_log(bytes(log))
+    strict = replay(bytes(log))
+    assert strict.corruption is not None and strict.corruption.offset == 0
+    salvaged = replay(bytes(log), salvage=True)
+    assert salvaged.entries == replay(log_of(*SAMPLE_FRAMES)).entries
+    assert [(d.offset, d.end) for d in salvaged.skipped] == [(0, HEADER_SIZE)]
+
+
+def test_a_log_damaged_in_its_header_and_first_frame_is_still_a_log() -> None:
+    log = bytearray(log_of(*SAMPLE_FRAMES))
+    log[1] ^= 0x01
+    log[HEADER_SIZE + 3] ^= 0x01
+    assert is_log(bytes(log))
+    assert holds_a_record(bytes(log))
+    salvaged = replay(bytes(log), salvage=True)
+    assert salvaged.entries == replay(log_of(*SAMPLE_FRAMES[1:])).entries
+    assert [d.offset for d in salvaged.skipped] == [0, HEADER_SIZE]
+
+
+def test_what_is_a_log_and_what_is_not() -> None:
+    assert is_log(b"") and is_log(bytes(17)) and is_log(MAGIC[:3])
+    assert is_log(log_of(*SAMPLE_FRAMES))
+    assert not is_log(b'{"a": 1}')
+    assert not is_log(bytes(range(256)) * 4)
+    assert not holds_a_record(log_of())
+    assert not holds_a_record(log_of(encode_synced(HEADER_SIZE)))
+    assert holds_a_record(log_of(encode_delete("gone")))
+
+
+json_documents = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda children: st.lists(children, max_size=4)
+    | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    max_leaves=30,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.text(max_size=10), json_documents, max_size=6),
+       st.sampled_from([SAMPLE_FRAMES[0], SAMPLE_FRAMES[2], SAMPLE_FRAMES[3]]),
+       st.booleans())
+def test_no_json_state_file_passes_for_a_log(
+        document: dict[str, object], frame: bytes, ascii_only: bool) -> None:
+    text = json.dumps(document, ensure_ascii=ascii_only).encode()
+    assert not is_log(text)
+    # Even one holding the bytes a frame starts with, as text can hold them.
+    text = json.dumps({**document, "x": frame.decode("latin-1")}, ensure_ascii=False).encode()
+    assert not is_log(text)
 
 
 # -- properties ---------------------------------------------------------------

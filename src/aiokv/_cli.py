@@ -10,26 +10,30 @@ import argparse
 import asyncio
 import base64
 import binascii
+import contextlib
 import json
+import logging
 import os
 import random
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from ._copy import CopyError, copy_store
+from ._engine import Engine
 from ._errors import AioKVError
 from ._files import REAL_FILES
-from ._format import MAGIC, decode_value
-from ._legacy import parse_legacy_json
+from ._format import decode_value
+from ._legacy import ints_as_strings, parse_legacy_json
 from ._protocols import Store
-from ._recovery import Replay, count_frames, replay
+from ._recovery import Replay, count_frames, holds_a_record, is_log, replay
 from ._redis_client import sync_executor
 from ._redis_plans import Names, items_with_expiry
 from ._store import AioKV
 from ._sync import KV
 from ._target import LocalTarget, ServerTarget, parse_target
 from ._torture import DURABILITIES, TortureResult, torture
+from ._version import __version__
 
 BYTES_MARKER = "$bytes"
 """JSON stand-in for a bytes value: ``{"$bytes": "<base64>"}``."""
@@ -160,11 +164,6 @@ def _dumps(value: object, indent: int | None = None) -> str:
 # -- reading files without opening the store ---------------------------------
 
 
-def _looks_like_log(head: bytes) -> bool:
-    """The rule the store uses on open: the magic (as far as it goes) or zeros."""
-    return head.startswith(MAGIC[: min(len(head), len(MAGIC))]) or head.count(0) == len(head)
-
-
 def _entries(count: int) -> str:
     return f"{count} entry" if count == 1 else f"{count} entries"
 
@@ -197,9 +196,9 @@ def _require_store(path: str) -> None:
     Opening would otherwise create a store, or silently convert a legacy
     JSON state file (that is what ``migrate`` is for).
     """
-    head = _read(path)[:4096]
-    if not _looks_like_log(head):
-        if head.lstrip().startswith(b"{"):
+    data = _read(path)
+    if not is_log(data):
+        if data.lstrip().startswith(b"{"):
             raise _UsageError(f"{path} looks like a legacy JSON state file; convert it "
                               f"first with `aiokv migrate {path}`")
         raise _UsageError(f"{path} is not an aiokv log")
@@ -207,13 +206,15 @@ def _require_store(path: str) -> None:
 
 def _replay_log(path: str) -> Replay:
     data = _read(path)
-    if not _looks_like_log(data):
+    if not is_log(data):
         raise _UsageError(_not_a_log_message(path, data))
     result = replay(data)
     if result.corruption is not None:
         raise _UsageError(f"{path} is corrupt at byte {result.corruption.offset}: "
                           f"{result.corruption.reason} (see `aiokv check`, `aiokv repair`)")
-    if result.torn_tail:
+    if result.torn_tail and data.count(0, result.end) != result.torn_tail:
+        # Zero bytes after the last record are space a store open at "flush"
+        # reserves (check calls that clean too): no warning for them.
         print(f"aiokv: warning: {path} ends in a torn record ({result.torn_tail} bytes at "
               f"offset {result.end}), ignored", file=sys.stderr)
     return result
@@ -372,7 +373,7 @@ def _cmd_check(args: argparse.Namespace) -> int:  # noqa: PLR0911 (one exit per 
     except _UsageError as exc:
         print(f"aiokv: error: cannot check {exc}", file=sys.stderr)
         return CHECK_FAILED
-    if not _looks_like_log(data):
+    if not is_log(data):
         print(f"aiokv: error: cannot check {_not_a_log_message(path, data)}",
               file=sys.stderr)
         return CHECK_FAILED
@@ -385,8 +386,12 @@ def _cmd_check(args: argparse.Namespace) -> int:  # noqa: PLR0911 (one exit per 
         damage = result.corruption
         salvage = replay(data, salvage=True)
         print(f"{path}: corrupt at byte {damage.offset}: {damage.reason}")
-        print(f"  opening the store fails; `aiokv repair {path}` would keep "
-              f"{_entries(len(salvage.entries))} and copy the damaged file aside")
+        if holds_a_record(data):
+            print(f"  opening the store fails; `aiokv repair {path}` would keep "
+                  f"{_entries(len(salvage.entries))} and copy the damaged file aside")
+        else:
+            print("  opening the store fails, and no intact record is left in it for "
+                  "`aiokv repair` to keep")
         return CHECK_CORRUPT
     entries = len(_live(result, time.time()))
     if result.torn_tail and data.count(0, result.end) == result.torn_tail:
@@ -421,13 +426,18 @@ def _cmd_repair(args: argparse.Namespace) -> int:
     _require_store(path)
     data = _read(path)
     before = replay(data, salvage=True)
-    copies = _corrupt_copies(path)
-    with KV(path, recovery="salvage") as kv:
-        stats = kv.stats()
-    new_copies = sorted(_corrupt_copies(path) - copies)
     damage = list(before.skipped)
     if before.corruption is not None:
         damage.append(before.corruption)
+    if damage and not holds_a_record(data):
+        # A file that held bytes, and not one intact record among them:
+        # rewriting it would keep nothing, so it is left as it is.
+        raise _UsageError(f"no intact record was found in {path} ({len(data)} bytes, damaged "
+                          f"from byte {damage[0].offset}); it is left as it is")
+    copies = _corrupt_copies(path)
+    with _said_here(), KV(path, recovery="salvage") as kv:  # the store would log the salvage too
+        stats = kv.stats()
+    new_copies = sorted(_corrupt_copies(path) - copies)
     if damage:
         dropped = sum(item.end - item.offset for item in damage)
         print(f"{path}: skipped {len(damage)} damaged range(s), {dropped} bytes, "
@@ -459,13 +469,23 @@ def _cmd_compact(args: argparse.Namespace) -> int:
 def _cmd_migrate(args: argparse.Namespace) -> int:
     path = args.file
     data = _read(path)
-    if _looks_like_log(data):
+    if not data:
+        print(f"{path} is empty: nothing to convert (opened, it is an empty store)")
+        return 0
+    if is_log(data):
         print(f"{path} is already an aiokv log; nothing to do")
         return 0
-    if parse_legacy_json(data) is None:
+    legacy = parse_legacy_json(data)
+    if legacy is None:
         raise _UsageError(f"{path} is neither an aiokv log nor a JSON state file")
-    with KV(path) as kv:
-        count = kv.stats().keys
+    engine = Engine(path)
+    engine.legacy_ints_as_strings = args.ints_as_strings
+    with _said_here():  # the store would log the conversion too
+        engine.open()
+        try:
+            count = engine.stats().keys
+        finally:
+            engine.close()
     backup = path + ".bak"
     for attempt in range(1, 1000):  # the store picks the first free name
         try:
@@ -477,9 +497,25 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
         backup = f"{path}.bak.{attempt}"
     else:
         backup = path + ".bak"
-    print(f"converted {path} to the log format ({_entries(count)}); "
+    converted = sum(ints_as_strings(value)[1] for value in legacy.values())
+    strings = (f", {converted} int(s) beyond 64 bits stored as strings"
+               if args.ints_as_strings and converted else "")
+    print(f"converted {path} to the log format ({_entries(count)}{strings}); "
           f"the original is kept as {backup}")
     return 0
+
+
+@contextlib.contextmanager
+def _said_here() -> Iterator[None]:
+    """Leave out the store's own log lines while a command reports the same
+    thing itself (a conversion, a salvage): each is said once."""
+    store_logger = logging.getLogger("aiokv")
+    disabled = store_logger.disabled
+    store_logger.disabled = True
+    try:
+        yield
+    finally:
+        store_logger.disabled = disabled
 
 
 def _print_flushed(line: str) -> None:
@@ -584,6 +620,7 @@ def _parser() -> argparse.ArgumentParser:
         epilog="Errors are reported as one line and exit code 1 (2 for bad usage); "
                "`check` has its own exit codes (see `aiokv check --help`).",
     )
+    parser.add_argument("--version", action="version", version=f"aiokv {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name: str, handler: Callable[[argparse.Namespace], int], summary: str,
@@ -592,7 +629,7 @@ def _parser() -> argparse.ArgumentParser:
             name, help=summary, description=description, epilog=epilog,
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
-        sub.set_defaults(handler=handler)
+        sub.set_defaults(handler=handler, usage_of=sub)
         return sub
 
     def add_file(sub: argparse.ArgumentParser, *, url: bool = False) -> None:
@@ -702,9 +739,14 @@ def _parser() -> argparse.ArgumentParser:
     migrate = add(
         "migrate", _cmd_migrate, "convert a legacy JSON state file to a log",
         "Convert the JSON state file of the original aiokv to the log format; the\n"
-        "original is kept as FILE.bak. A file that is already a log is left alone.",
+        "original is kept as FILE.bak. A file that is already a log is left alone.\n\n"
+        "JSON ints have no limit; the log stores 64 bits (-2**63 to 2**64-1). A file\n"
+        "holding a bigger one is refused, naming its key, unless --ints-as-strings\n"
+        "stores each such int as its decimal string (your program then reads a str).",
     )
     add_file(migrate)
+    migrate.add_argument("--ints-as-strings", action="store_true",
+                         help="store ints beyond 64 bits as their decimal strings")
 
     torture_ = add(
         "torture", _cmd_torture, "kill a writing process at random instants; check recovery",
@@ -724,7 +766,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args, extra = _parser().parse_known_args(argv)
+    if extra:  # said by the subcommand, with its usage (not the top-level one)
+        args.usage_of.error(f"unrecognized arguments: {' '.join(extra)}")
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
         return handler(args)

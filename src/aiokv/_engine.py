@@ -56,10 +56,16 @@ from ._errors import (
     LockedError,
     ReadOnlyError,
 )
-from ._files import REAL_FILES, FileSystem, Window, not_a_regular_file, real_path
+from ._files import (
+    REAL_FILES,
+    FileSystem,
+    Permissions,
+    Window,
+    not_a_regular_file,
+    real_path,
+)
 from ._format import (
     HEADER_SIZE,
-    MAGIC,
     SET,
     SET_ENCODED,
     Encoded,
@@ -77,8 +83,8 @@ from ._format import (
     entry_size,
     value_size,
 )
-from ._legacy import parse_legacy_json
-from ._recovery import Replay, new_entries, replay
+from ._legacy import INTS_AS_STRINGS_HINT, ints_as_strings, parse_legacy_json
+from ._recovery import Replay, is_log, new_entries, replay
 
 logger = logging.getLogger("aiokv")
 
@@ -334,6 +340,12 @@ class Engine:
         because the async shell reads it on every call."""
         self.log_missing = False
         """True after clear() removed the file, until a write creates it again."""
+        # The permissions of the log found at open, for the files that
+        # replace it (None: a new store, created 0600). Set at open.
+        self._permissions: Permissions | None = None
+        self.legacy_ints_as_strings = False
+        """Store a JSON state file's ints beyond 64 bits as strings when
+        converting it (set by ``aiokv migrate --ints-as-strings``)."""
 
         self._io = threading.Lock()
         self._lock = threading.Lock()
@@ -468,6 +480,9 @@ class Engine:
             lock_fd = self._files.lock(self._file + ".lock")
         except OSError as exc:
             # Named after the store: a "<path>.lock" a user never made says little.
+            if isinstance(exc, FileNotFoundError):
+                raise FileNotFoundError(exc.errno, "the directory of the store does not "
+                                        "exist", self.path) from exc
             raise type(exc)(exc.errno, f"cannot take the lock of the store ({exc.strerror}; "
                             "readonly=True reads without it)", self.path) from exc
         if lock_fd is None:
@@ -540,16 +555,14 @@ class Engine:
         be open elsewhere), no cut, no write, no thread. A torn tail is left
         out, damage raises (or, with recovery="salvage", is skipped), a JSON
         state file is read as it is, and no file is an empty store."""
-        data = self._files.read(self._file)
+        data = self._files.read(self._file) or b""
         entries: dict[str, Value] = new_entries()
         expiries: dict[str, float] = {}
-        if data and not data.startswith(MAGIC[: min(len(data), len(MAGIC))]) and (
-                data.count(0) != len(data)):
+        if not is_log(data):
             legacy = parse_legacy_json(data)
             if legacy is None:
                 raise CorruptionError(self.path, 0, "neither an aiokv log nor a JSON object")
-            for key, value in legacy.items():
-                entries[key] = _prepare(key, value)
+            entries = self._legacy_entries(legacy)
         elif data:
             result = replay(data, salvage=self.recovery == "salvage")
             if result.corruption is not None and self.recovery == "strict":
@@ -605,11 +618,15 @@ class Engine:
 
     def _recover_claimed(self, claimed: int | None) -> None:
         self._remove_leftover_temps()
+        if claimed is not None:
+            # Every file written from now on (the log's rewrites, a backup,
+            # a damaged copy) gets these, not the 0600 of a new store.
+            self._permissions = self._files.permissions(claimed)
         data = None if claimed is None else self._files.read(self._file)
         if data is None:
             self._create_log({}, {}, new=True)
             return
-        if not data.startswith(MAGIC[: min(len(data), len(MAGIC))]) and data.count(0) != len(data):
+        if not is_log(data):
             legacy = parse_legacy_json(data)
             if legacy is None:
                 raise CorruptionError(self.path, 0, "neither an aiokv log nor a JSON object")
@@ -716,14 +733,30 @@ class Engine:
             self._expiries) <= 1000 else len(self._expiries) * 24
         return HEADER_SIZE + sampled * count // len(sample) + expiring
 
-    def _migrate_legacy(self, data: bytes, legacy: dict[str, object]) -> None:
+    def _legacy_entries(self, legacy: dict[str, object]) -> dict[str, Value]:
+        """The entries of a JSON state file, as the store holds them.
+
+        JSON has no limit on ints and msgpack stores 64 bits: a bigger one
+        raises ValueError (the file is not corrupt), naming the key and the
+        way through, unless ``legacy_ints_as_strings`` says to store it as
+        its decimal string.
+        """
+        if self.legacy_ints_as_strings:
+            legacy = {key: ints_as_strings(value)[0] for key, value in legacy.items()}
         entries = new_entries()
         for key, value in legacy.items():
             try:
                 entries[key] = _prepare(key, value)
-            except (TypeError, ValueError) as exc:
-                raise CorruptionError(
-                    self.path, 0, f"the JSON state file cannot be converted: {exc}") from None
+            except (TypeError, ValueError, RecursionError) as exc:
+                hint = ""
+                if not self.legacy_ints_as_strings and ints_as_strings(value)[1]:
+                    hint = f"; {INTS_AS_STRINGS_HINT}"
+                raise ValueError(f"{self.path}: the JSON state file cannot be stored as it "
+                                 f"is: {exc}{hint}") from None
+        return entries
+
+    def _migrate_legacy(self, data: bytes, legacy: dict[str, object]) -> None:
+        entries = self._legacy_entries(legacy)
         backup = self._free_name(self._file + ".bak", data)
         if backup is not None:
             self._write_file_atomically(backup, [data])
@@ -787,6 +820,8 @@ class Engine:
         fd = self._files.create(temp)
         log_fd = None
         try:
+            if self._permissions is not None:
+                self._files.give_permissions(fd, self._permissions)
             for chunk in chunks:
                 self._write_all(fd, chunk)
             self._files.fsync(fd)
@@ -2260,6 +2295,8 @@ class Engine:
         swapped = False
         try:
             try:
+                if self._permissions is not None:
+                    self._files.give_permissions(fd, self._permissions)
                 # A placeholder header; the real one is written before the fsync.
                 self._write_at(fd, 0, [encode_header(0, 0.0, HEADER_SIZE)])
                 frames = itertools.chain(_batch_frames(*first) if first[0] else (),

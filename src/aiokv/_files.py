@@ -12,13 +12,21 @@ import fcntl
 import mmap
 import os
 import stat
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 MAPPABLE_FILE_SYSTEMS = frozenset({"ext2", "ext3", "ext4", "xfs", "tmpfs"})
 """File systems where space reserved by posix_fallocate stays allocated: a
 store into a mapping of it never needs a new block, so it cannot fail with
 "no space left" (which, through a mapping, would be a SIGBUS, not an error).
 Copy-on-write file systems (btrfs, zfs) need new blocks for every write."""
+
+
+class Permissions(NamedTuple):
+    """Who may use a file: its permission bits, owner and group."""
+
+    mode: int
+    uid: int
+    gid: int
 
 
 class Window(Protocol):
@@ -56,13 +64,13 @@ def file_system_type(path: str) -> str | None:
 def not_a_regular_file(path: str, mode: int) -> OSError:
     """The error for a store path that names something else than a regular file."""
     if stat.S_ISDIR(mode):
-        return IsADirectoryError(errno.EISDIR, f"{path!r} is a directory, not a store file")
+        return IsADirectoryError(errno.EISDIR, "a directory, not a store file", path)
     kind = ("a character device" if stat.S_ISCHR(mode) else
             "a block device" if stat.S_ISBLK(mode) else
             "a FIFO (named pipe)" if stat.S_ISFIFO(mode) else
-            "a socket" if stat.S_ISSOCK(mode) else "not a regular file")
-    return OSError(errno.EINVAL, f"{path!r} is {kind}: an aiokv store is a regular file "
-                   "(or none yet, to be created); nothing was read or changed")
+            "a socket" if stat.S_ISSOCK(mode) else "something else than a regular file")
+    return OSError(errno.EINVAL, f"{kind}, not a store file (a store is a regular file, "
+                   "or none yet); nothing was read or changed", path)
 
 
 def real_path(path: str) -> str:
@@ -126,6 +134,31 @@ class FileSystem:
     def create(self, path: str) -> int:
         """Create a new file (mode 0600) that must not exist yet."""
         return os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+
+    def permissions(self, fd: int) -> Permissions:
+        """The permission bits, owner and group of the file open at ``fd``."""
+        info = os.fstat(fd)
+        return Permissions(stat.S_IMODE(info.st_mode) & 0o777, info.st_uid, info.st_gid)
+
+    def give_permissions(self, fd: int, wanted: Permissions) -> None:
+        """Make the new file at ``fd`` carry ``wanted``, the permissions of
+        the file it is to replace, as far as this process and the file
+        system allow: the owner only for root, the group only for one of
+        ours, no mode on a file system that has none (vfat)."""
+        have = self.permissions(fd)
+        if (have.uid, have.gid) != (wanted.uid, wanted.gid):
+            for uid in (wanted.uid, -1):  # the owner, or at least the group
+                try:
+                    os.fchown(fd, uid, wanted.gid)
+                    break
+                except PermissionError:
+                    continue
+        if have.mode != wanted.mode:
+            try:
+                os.fchmod(fd, wanted.mode)
+            except OSError as exc:
+                if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP):
+                    raise
 
     # The hot path of every set: the builtin itself, with no Python frame in
     # between. A subclass overrides it with an ordinary method.

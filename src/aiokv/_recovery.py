@@ -42,8 +42,10 @@ from ._format import (
     BULK,
     DELETE,
     EXPIRE,
+    FORMAT_VERSION,
     FRAME_START,
     HEADER_SIZE,
+    MAGIC,
     MAX_FRAME_SIZE,
     MIN_FRAME_SIZE,
     SCALAR_TYPES,
@@ -289,6 +291,19 @@ def find_next_frame(data: bytes | memoryview, start: int) -> int | None:
     return None
 
 
+def holds_a_record(data: bytes) -> bool:
+    """Whether an intact record (a valid frame other than SYNCED) stands
+    anywhere after the header, whatever the damage around it."""
+    position = find_next_frame(data, HEADER_SIZE)
+    while position is not None:
+        frame = read_frame(data, position)
+        assert isinstance(frame, Frame)  # find_next_frame found it valid
+        if frame.kind != SYNCED:
+            return True
+        position = find_next_frame(data, frame.end)
+    return False
+
+
 def count_frames(data: bytes) -> int:
     """How many records (SYNCED frames aside) follow the header of a clean log.
 
@@ -348,6 +363,29 @@ def apply(frame: Frame, entries: dict[str, Value], expiries: dict[str, float]) -
         expiries[key] = expires
 
 
+STAND_IN_HEADER = Header(version=FORMAT_VERSION, compactions=0, compacted_at=0.0,
+                         compacted_length=HEADER_SIZE, vouched=False)
+"""What salvage assumes of a log whose header is damaged: nothing vouched."""
+
+
+def is_log(data: bytes) -> bool:
+    """Whether ``data`` is an aiokv log, however damaged: the rule every
+    opener and every command shares.
+
+    A log starts with the magic (as far as the file goes), or is all zeros
+    (a header cut short while being created), or, its header damaged,
+    still holds a valid frame after it. A JSON state file never passes for
+    one: in UTF-8 text 0xCE (a frame's second byte) is followed by a byte
+    of 0x80 or more, never a frame length's first (at most 0x40), and a
+    frame's checksum makes a chance match in any other text negligible.
+    """
+    if data.startswith(MAGIC[: min(len(data), len(MAGIC))]) or data.count(0) == len(data):
+        return True
+    if len(data) > HEADER_SIZE and isinstance(read_frame(data, HEADER_SIZE), Frame):
+        return True  # the first frame where a log's first one stands: the common case
+    return find_next_frame(data, HEADER_SIZE) is not None
+
+
 def replay(data: bytes, *, salvage: bool = False) -> Replay:
     """Rebuild the entries that the log ``data`` holds.
 
@@ -359,7 +397,14 @@ def replay(data: bytes, *, salvage: bool = False) -> Replay:
     try:
         header = decode_header(data)
     except HeaderError as exc:
-        return Replay(header=None, corruption=Damage(0, len(data), str(exc)))
+        damage = Damage(0, min(len(data), HEADER_SIZE), f"the header is damaged: {exc}")
+        if not salvage:
+            return Replay(header=None, corruption=damage)
+        # Whatever the header says (a flipped byte in its counter or its
+        # magic), the frames after it carry their own checksums: keep each.
+        result = _replay_frame_by_frame(data, STAND_IN_HEADER, salvage=True)
+        result.skipped.insert(0, damage)
+        return result
     fast = _replay_intact(data, header)
     if fast is not None:
         return fast
