@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -519,10 +520,26 @@ def test_a_usage_error_shows_the_subcommands_usage(args: tuple[str, ...], usage:
     assert result.stderr.startswith(usage), result.stderr
 
 
-def test_demo_still_works(tmp_path: Path) -> None:
-    result = run("demo", "--path", str(tmp_path / "demo.kv"))
-    assert result.returncode == 0, result
-    assert "this demo has run 1 time(s)" in result.stdout
+def test_the_demo_stores_reopens_and_shows_a_counter_a_countdown_and_dead_bytes(
+        tmp_path: Path) -> None:
+    path = tmp_path / "demo.kv"
+    first = run("demo", "--path", str(path))
+    assert first.returncode == 0, first
+    assert "this demo has run 1 time(s)" in first.stdout
+    assert "'session' expires in 60 s" in first.stdout
+    countdown = re.findall(r"ttl\('cooldown'\) = (-?\d+)", first.stdout)
+    assert countdown[-1] == "-2" and len(countdown) >= 2
+    assert [int(left) for left in countdown[:-1]] == sorted(
+        (int(left) for left in countdown[:-1]), reverse=True)
+    assert "get() -> None, exists() -> False" in first.stdout
+    assert "Dead bytes are the records" in first.stdout and "640 KiB" in first.stdout
+    second = run("demo", "--path", str(path))
+    assert "this demo has run 2 time(s)" in second.stdout  # incr, kept across runs
+    assert "  session = 'started by run 1'" in second.stdout  # add() kept the first one
+    with KV(path) as kv:
+        assert kv.get("demo:runs") == 2
+        assert 0 < kv.ttl("session") <= 60
+        assert not kv.exists("cooldown")
 
 
 # -- torture ------------------------------------------------------------------------

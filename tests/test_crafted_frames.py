@@ -489,7 +489,13 @@ def open_verdict(path: Path) -> Verdict:
 
 
 def repair_verdict(path: Path) -> Verdict:
+    before = path.read_bytes()
     code, output = run_cli("repair", str(path))
+    if code == 1:  # damage, and no intact record to keep: refused, left as it was
+        found = re.search(r"no intact record was found in .* damaged from byte (\d+)", output)
+        assert found, output
+        assert path.read_bytes() == before
+        return Verdict("corruption", int(found[1]))
     assert code == 0, output
     if found := re.search(r"skipped \d+ damaged range\(s\), \d+ bytes, the first at byte "
                           r"(\d+)", output):

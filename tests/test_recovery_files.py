@@ -203,7 +203,7 @@ async def test_a_json_value_that_msgpack_cannot_hold_refuses_the_conversion(
     original = json.dumps({"huge": 2**70}).encode()
     Path(store_path).write_bytes(original)
     # Not corrupt: a value the log cannot hold, named, with the way through.
-    with pytest.raises(ValueError, match="huge.*--ints-as-strings") as raised:
+    with pytest.raises(ValueError, match=r"huge.*--ints-as-strings") as raised:
         await aiokv.AioKV(store_path).open()
     assert not isinstance(raised.value, aiokv.CorruptionError)
     assert Path(store_path).read_bytes() == original

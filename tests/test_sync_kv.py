@@ -228,13 +228,13 @@ def test_open_returns_the_kv_and_a_first_call_opens_it_too(store_path: str) -> N
     lazy.close()
 
 
-def test_every_kv_operation_after_close_raises_closed_error(store_path: str) -> None:
+def test_every_kv_operation_after_close_but_open_raises_closed_error(store_path: str) -> None:
     kv = KV(store_path)
     kv.set("k", 1, ttl=100)
     kv.close()
     kv.close()  # a second close does nothing
     operations: list[Callable[[], object]] = [
-        kv.open, kv.get_all, kv.clear, kv.keys, kv.flush, kv.compact, kv.stats,
+        kv.get_all, kv.clear, kv.keys, kv.flush, kv.compact, kv.stats,
         lambda: kv.get("k"), lambda: kv.set("k", 2), lambda: kv.set("k", 2, ttl=5),
         lambda: kv.delete("k"), lambda: kv.incr("k"), lambda: kv.exists("k"),
         lambda: kv.ttl("k"), lambda: kv.expire("k", 10),
@@ -246,6 +246,8 @@ def test_every_kv_operation_after_close_raises_closed_error(store_path: str) -> 
     with KV(store_path) as again:
         assert again.get_all() == {"k": 1}
         assert 99 <= again.ttl("k") <= 100
+    with kv.open():  # only open() opens a closed store again
+        assert kv.get_all() == {"k": 1}
 
 
 def test_a_kv_closed_before_it_was_ever_opened_stays_closed(store_path: str) -> None:

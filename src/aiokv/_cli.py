@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 
 from ._copy import CopyError, copy_store
-from ._engine import Engine
+from ._engine import COMPACT_SLACK, Engine
 from ._errors import AioKVError
 from ._files import REAL_FILES
 from ._format import decode_value
@@ -86,27 +86,43 @@ def _server_items(target: ServerTarget) -> list[tuple[str, object, float | None]
 async def _demo(path: str) -> None:
     print(f"aiokv demo: storing state in {path}")
     async with AioKV(path) as kv:
-        runs = await kv.get("demo:runs", default=0)
-        assert isinstance(runs, int)
-        await kv.set("demo:runs", runs + 1)
+        runs = await kv.incr("demo:runs")  # an atomic counter, kept across runs
         await kv.set("last_command", "demo")
         await kv.set("seen:demo")  # no value: the current Unix time
         await kv.set("bot", {"greeting": "hello", "channels": ["#general", "#dev"]})
+        # Created by the first run only; later runs within a minute find it
+        # with less time left.
+        await kv.add("session", f"started by run {runs}", ttl=60)
         for i in range(1000):  # a rate-limit style stream of overwrites
             await kv.set(f"rate:user{i % 10}", time.time())
         await kv.delete("rate:user9")
+        await kv.set("cooldown", "wait", ttl=3)
     print("written and closed; reopening it ...")
     async with AioKV(path) as kv:
         state = await kv.get_all()
+        session_left = await kv.ttl("session")  # whole seconds, rounded up
+        print(f"this demo has run {state['demo:runs']} time(s) on this file (incr)")
+        for key in sorted(state):
+            print(f"  {key} = {state[key]!r}")
+        print(f"'session' expires in {session_left} s (ttl=60; run the demo again "
+              "within a minute to see it lower)")
+        print("'cooldown' was set with ttl=3; counting down:")
+        while (left := await kv.ttl("cooldown")) > 0:  # -2: gone
+            print(f"  ttl('cooldown') = {left} s, get() -> {await kv.get('cooldown')!r}")
+            await asyncio.sleep(1)
+        print(f"  ttl('cooldown') = {left} (expired), get() -> {await kv.get('cooldown')!r}, "
+              f"exists() -> {await kv.exists('cooldown')}")
         stats = await kv.stats()
-    print(f"this demo has run {state['demo:runs']} time(s) on this file")
-    for key in sorted(state):
-        print(f"  {key} = {state[key]!r}")
     print(
         f"{stats.keys} keys, file {stats.file_bytes} bytes "
         f"({stats.live_bytes} live, {stats.dead_bytes} dead), "
         f"{stats.compactions} compaction(s), durability {stats.durability!r}"
     )
+    print(f"Dead bytes are the records that later sets and deletes made obsolete: every "
+          f"change is appended, nothing is rewritten in place. A compaction rewrites the "
+          f"file with the live entries only, by itself in the background once the dead "
+          f"bytes exceed the live ones by {COMPACT_SLACK // 1024} KiB (or now: "
+          f"`aiokv compact {path}`).")
 
 
 # -- JSON conversion ----------------------------------------------------------

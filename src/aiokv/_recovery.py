@@ -398,7 +398,7 @@ def replay(data: bytes, *, salvage: bool = False) -> Replay:
         header = decode_header(data)
     except HeaderError as exc:
         damage = Damage(0, min(len(data), HEADER_SIZE), f"the header is damaged: {exc}")
-        if not salvage:
+        if not salvage or len(data) <= HEADER_SIZE:
             return Replay(header=None, corruption=damage)
         # Whatever the header says (a flipped byte in its counter or its
         # magic), the frames after it carry their own checksums: keep each.
