@@ -10,9 +10,11 @@ Every (system, workload) measurement runs in a fresh child process
 (``systems.py --child``) that prints one JSON object; a child that fails or
 times out shows as "error" in the report and the run goes on. Figures are
 medians over the repetitions; targets are printed with PASS or MISS and never
-asserted. The report replaces the part of ``--page`` between the
-``compare.py`` markers, and the chart is written to ``--chart``.
-``benchmarks/README.md`` describes every workload and system.
+asserted. The report is printed; only when asked does it replace the part of
+``--page`` between the ``compare.py`` markers and draw the chart into
+``--chart`` (``--write-docs``: both into docs/; the chart needs matplotlib,
+``pip install -e '.[chart]'``). ``benchmarks/README.md`` describes every
+workload and system.
 """
 
 from __future__ import annotations
@@ -33,9 +35,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-import matplotlib
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure as MatplotlibFigure
 from systems import Durability, System, catalogue, describe
 
 T = TypeVar("T")
@@ -47,6 +46,9 @@ END = "<!-- compare.py: end -->"
 REFERENCE = "aiokv-async-flush"
 WORKLOADS = ("W1", "W2", "W3", "W4", "W5", "W6", "W7", "W8", "W9", "W10")
 BENCH_REDIS = os.path.join(HERE, "bench_redis.py")
+DOCS_PAGE = os.path.join(os.path.dirname(HERE), "docs", "benchmarks.md")
+DOCS_CHART = os.path.join(os.path.dirname(HERE), "docs", "benchmarks.png")
+"""Where --write-docs puts the report and the chart: nothing else writes there."""
 """W10's script: aiokv on Redis against raw redis-py (run in a child)."""
 
 
@@ -902,8 +904,53 @@ def chart_panels(results: Results, selection: Selection, sizes: Sizes
             (f"W7: resident bytes per key, {big} keys", "w7", False, lambda v: f"{v:,.0f}")]
 
 
-def draw_chart(path: str, results: Results, selection: Selection, sizes: Sizes) -> None:
-    """Four horizontal-bar panels; aiokv bars in one colour, the peers in another."""
+@dataclass(frozen=True)
+class Bar:
+    """One bar of a chart panel."""
+
+    name: str
+    value: float
+    colour: str
+    comparable: bool = True
+    """False on the open and memory panels for a store that loads nothing
+    (or only its keys) at open: its figure measures another thing."""
+
+
+NOT_COMPARABLE = "loads nothing (or only its keys) at open: not comparable"
+"""The legend of the hatched bars of the open and memory panels."""
+
+
+def chart_bars(results: Results, selection: Selection, figure_id: str,
+               described: dict[str, Durability]) -> list[Bar]:
+    """The bars of one panel: aiokv in blue, the peers in grey, the plain
+    dict (memory panel) in green; on the open and memory panels a store
+    that does not load its data at open is marked not comparable."""
+    loading_panel = figure_id.startswith(("w5", "w7"))
+    bars = []
+    for system in selection.systems:
+        key = selection.stand_in(system) if loading_panel else ""
+        value = results.median(key or system.key, figure_id)
+        if value is None or value <= 0:
+            continue
+        loads = system.key not in described or described[system.key].loads_into_memory == "yes"
+        bars.append(Bar(system.name, value,
+                        "tab:blue" if system.family == "aiokv" else "tab:gray",
+                        comparable=loads or not loading_panel))
+    if figure_id == "w7" and (baseline := results.median("dict", "w7")) is not None:
+        bars.append(Bar("plain dict", baseline, "tab:green"))
+    return bars
+
+
+def draw_chart(path: str, results: Results, selection: Selection, sizes: Sizes,
+               described: dict[str, Durability]) -> None:
+    """Four horizontal-bar panels (see ``chart_bars``); bars that are not
+    comparable are hatched, pale, and named with a "*"."""
+    try:
+        import matplotlib  # noqa: PLC0415 (only drawing needs it)
+        from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: PLC0415
+        from matplotlib.figure import Figure as MatplotlibFigure  # noqa: PLC0415
+    except ImportError:
+        sys.exit("drawing the chart needs matplotlib: pip install -e '.[chart]'")
     matplotlib.use("Agg")
     panels = chart_panels(results, selection, sizes)
     rows = len(selection.systems) + 1
@@ -911,28 +958,26 @@ def draw_chart(path: str, results: Results, selection: Selection, sizes: Sizes) 
     FigureCanvasAgg(figure)
     axes = figure.subplots(2, 2)
     for axis, (title, figure_id, log, label) in zip(axes.flat, panels, strict=True):
-        names, values, colours = [], [], []
-        for system in selection.systems:
-            key = selection.stand_in(system) if figure_id.startswith(("w5", "w7")) else ""
-            value = results.median(key or system.key, figure_id)
-            if value is None or value <= 0:
-                continue
-            names.append(system.name)
-            values.append(value)
-            colours.append("tab:blue" if system.family == "aiokv" else "tab:gray")
-        if figure_id == "w7" and (baseline := results.median("dict", "w7")) is not None:
-            names.append("plain dict")
-            values.append(baseline)
-            colours.append("tab:green")
-        positions = list(range(len(names)))
-        bars = axis.barh(positions, values, color=colours)
-        axis.set_yticks(positions, names, fontsize=9)
+        bars = chart_bars(results, selection, figure_id, described)
+        positions = list(range(len(bars)))
+        drawn = axis.barh(positions, [bar.value for bar in bars],
+                          color=[bar.colour for bar in bars])
+        for patch, bar in zip(drawn, bars, strict=True):
+            if not bar.comparable:
+                patch.set_alpha(0.35)
+                patch.set_hatch("//")
+        axis.set_yticks(positions, [bar.name + ("" if bar.comparable else " *")
+                                    for bar in bars], fontsize=9)
         axis.invert_yaxis()
         axis.set_title(title, fontsize=11)
-        if log and values:
+        if log and bars:
             axis.set_xscale("log")
-        axis.bar_label(bars, labels=[label(v) for v in values], fontsize=8, padding=3)
+        axis.bar_label(drawn, labels=[label(bar.value) for bar in bars], fontsize=8,
+                       padding=3)
         axis.margins(x=0.25)
+        if not all(bar.comparable for bar in bars):
+            axis.text(0.99, 0.01, f"* {NOT_COMPARABLE}", transform=axis.transAxes,
+                      ha="right", va="bottom", fontsize=8, style="italic")
     figure.tight_layout()
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
@@ -949,8 +994,11 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--repetitions", type=int, help="repetitions (default 3; quick 1)")
     parser.add_argument("--only", help="comma-separated system keys (see --list)")
     parser.add_argument("--workloads", help="comma-separated workloads, e.g. W1,W5 (default all)")
-    parser.add_argument("--page", default="docs/benchmarks.md", help="Markdown page to update")
-    parser.add_argument("--chart", default="docs/benchmarks.png", help="PNG chart to write")
+    parser.add_argument("--page", help="Markdown page to update (default: none, the report "
+                        "is only printed)")
+    parser.add_argument("--chart", help="PNG chart to draw (default: none; needs matplotlib)")
+    parser.add_argument("--write-docs", action="store_true",
+                        help=f"update {DOCS_PAGE} and draw {DOCS_CHART} (in the repository)")
     parser.add_argument("--list", action="store_true", help="list the system keys and exit")
     return parser.parse_args(argv)
 
@@ -984,8 +1032,16 @@ def print_report(lines: Sequence[str]) -> None:
         print(line)
 
 
+def outputs(args: argparse.Namespace) -> tuple[str | None, str | None]:
+    """The page and the chart to write, if any: only what was asked for."""
+    if args.write_docs:
+        return args.page or DOCS_PAGE, args.chart or DOCS_CHART
+    return args.page, args.chart
+
+
 def main(argv: Sequence[str]) -> int:
     args = parse_args(argv)
+    args.page, args.chart = outputs(args)
     all_systems = catalogue()
     if args.list:
         for system in all_systems:
@@ -1007,16 +1063,27 @@ def main(argv: Sequence[str]) -> int:
     finally:
         shutil.rmtree(root, ignore_errors=True)
     seconds = time.perf_counter() - started
-    chart_link = os.path.relpath(os.path.abspath(args.chart),
-                                 os.path.dirname(os.path.abspath(args.page)))
+    chart_link = "benchmarks.png"
+    if args.chart and args.page:
+        chart_link = os.path.relpath(os.path.abspath(args.chart),
+                                     os.path.dirname(os.path.abspath(args.page)))
+    elif args.chart:
+        chart_link = os.path.abspath(args.chart)
     lines = section(results, selection, sizes, all_systems=all_systems, described=described,
                     argv=argv, chart_link=chart_link.replace(os.sep, "/"), seconds=seconds,
                     on_redis=on_redis)
     print_report(lines)
-    write_page(args.page, lines)
-    draw_chart(args.chart, results, selection, sizes)
-    print(f"\nwrote {args.page} and {args.chart} ({runner.children} children, "
-          f"{seconds:.0f} s)")
+    written = []
+    if args.page:
+        write_page(args.page, lines)
+        written.append(args.page)
+    if args.chart:
+        draw_chart(args.chart, results, selection, sizes, described)
+        written.append(args.chart)
+    print(f"\n{'wrote ' + ' and '.join(written) if written else 'wrote nothing'} "
+          f"({runner.children} children, {seconds:.0f} s)"
+          + ("" if written else "; --write-docs updates the docs, --page/--chart "
+             "write elsewhere"))
     return 0
 
 
