@@ -10,10 +10,8 @@ def hot_path_is_sound(engine: Engine) -> bool:
     with engine._lock:
         if engine._fast_end <= engine._file_bytes:
             return True
-        return (engine._state == "open" and engine._window is not None
-                and engine._unsynced and not engine._detour and not engine._hand_over
-                and engine._rewrite is None and not engine._split and not engine._expiries
-                and not engine._tail_dirty
+        # The condition itself is the engine's: a copy here could drift from it.
+        return (engine._hot_path_open()
                 and engine._fast_end <= engine._window_end
                 and engine._fast_end < engine._next_compaction_check)
 

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 from fake_clock import START, FakeClock
+from scripted_files import ScriptedFiles
 
 from aiokv import KV, AioKV
 from aiokv._engine import Engine
-from aiokv._files import FileSystem
 
 LEVELS = ["fsync", "flush", "buffered"]
 
@@ -120,32 +120,16 @@ def test_add_rejects_bad_input_and_changes_nothing(tmp_path: Path) -> None:
         assert kv.get_all() == {}
 
 
-class FailingOnce(FileSystem):
-    """The first armed batch write waits for ``release`` and then fails."""
-
-    def __init__(self) -> None:
-        self.armed = False
-        self.writing = threading.Event()
-        self.release = threading.Event()
-
-    def write_synced(self, fd: int, data: bytes | memoryview) -> None:
-        if self.armed:
-            self.armed = False
-            self.writing.set()
-            assert self.release.wait(10)
-            raise OSError(errno.EIO, "the disk failed this batch")
-        super().write_synced(fd, data)
-
-
 def test_at_fsync_an_add_refused_by_a_write_that_then_fails_is_tried_again(
         tmp_path: Path) -> None:
     """A key present only through a write not yet durable: the add waits for
     it, and when that write fails (and is undone), the add stores."""
-    files = FailingOnce()
+    files = ScriptedFiles()
     kv = KV(tmp_path / "state.kv", durability="fsync")
     kv._engine = Engine(tmp_path / "state.kv", durability="fsync", files=files)
     kv.open()
-    files.armed = True
+    # The next batch write waits for its release, then fails.
+    gate = files.hold("write_synced")
     outcomes: dict[str, object] = {}
 
     def set_then_fail() -> None:
@@ -156,12 +140,12 @@ def test_at_fsync_an_add_refused_by_a_write_that_then_fails_is_tried_again(
 
     setter = threading.Thread(target=set_then_fail)
     setter.start()
-    assert files.writing.wait(10)
+    gate.wait_reached()
     adder = threading.Thread(target=lambda: outcomes.update(add=kv.add("k", "added")))
     adder.start()
     adder.join(0.2)
     assert adder.is_alive(), "the add answered before the write it depends on was durable"
-    files.release.set()
+    gate.release(OSError(errno.EIO, "the disk failed this batch"))
     setter.join(10)
     adder.join(10)
     assert isinstance(outcomes["set"], OSError)

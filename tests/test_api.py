@@ -17,16 +17,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from recording_files import store_on
+from scripted_files import ScriptedFiles, store_on
 
 import aiokv
 from aiokv import AioKV
-from aiokv._files import FileSystem
+from aiokv._async_kv import YIELD_EVERY
 from aiokv._recovery import replay
-from aiokv._store import YIELD_EVERY
 
 if TYPE_CHECKING:
-    from typing_extensions import Buffer
+    pass
 
 
 def test_the_public_names_are_exactly_these() -> None:
@@ -486,32 +485,13 @@ def test_importing_aiokv_has_no_side_effects(tmp_path: Path) -> None:
     assert result.stdout == "clean\n", result.stderr
 
 
-class _FailingFiles(FileSystem):
-    """Fails every write and remove with EIO once armed."""
-
-    armed = False
-
-    def can_map(self, path: str) -> bool:
-        return False  # every append is a write(2), which fails when armed
-
-    def write(self, fd: int, data: Buffer) -> int:
-        if self.armed:
-            raise OSError(errno.EIO, "injected")
-        return super().write(fd, data)
-
-    def remove(self, path: str) -> None:
-        if self.armed:
-            raise OSError(errno.EIO, "injected")
-        super().remove(path)
-
-
 async def test_delete_and_clear_return_false_and_log_on_an_io_error_as_the_seed_says(
     store_path: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    files = _FailingFiles()
+    files = ScriptedFiles(mapping=False)  # every append is a write(2), which fails
     kv = store_on(files, store_path)
     await kv.set("k", 1)
-    files.armed = True
+    failing = [files.fail(name, OSError(errno.EIO, "injected")) for name in ("write", "remove")]
     with caplog.at_level(logging.ERROR, logger="aiokv"):
         assert await kv.delete("k") is False
         assert await kv.clear() is False
@@ -519,7 +499,8 @@ async def test_delete_and_clear_return_false_and_log_on_an_io_error_as_the_seed_
             await kv.set("k", 2)  # set raises, as get/set/get_all do
     assert "delete('k')" in caplog.text and "clear()" in caplog.text
     assert await kv.get_all() == {"k": 1}  # nothing acknowledged changed
-    files.armed = False
+    for script in failing:
+        files.unscript(script)
     await kv.close()
     async with AioKV(store_path) as again:
         assert await again.get_all() == {"k": 1}

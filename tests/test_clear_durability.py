@@ -20,39 +20,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from scripted_files import Gate as FileGate
+from scripted_files import ScriptedFiles
 
 from aiokv import KV
 from aiokv._engine import Engine
-from aiokv._files import FileSystem
 
 WAIT = 10.0
-
-
-class HeldFiles(FileSystem):
-    """Holds ``fsync_dir`` once armed, until released; may make it fail."""
-
-    def __init__(self) -> None:
-        self.armed = False
-        self.held = threading.Event()
-        self.release = threading.Event()
-        self.error: OSError | None = None
-        self.write_started = threading.Event()
-        self.write_may_end = threading.Event()
-        self.write_may_end.set()
-
-    def fsync_dir(self, directory: str) -> None:
-        if self.armed:
-            self.armed = False
-            self.held.set()
-            assert self.release.wait(WAIT)
-            if self.error is not None:
-                raise self.error
-        super().fsync_dir(directory)
-
-    def write_synced(self, fd: int, data: bytes | memoryview) -> None:
-        self.write_started.set()
-        assert self.write_may_end.wait(WAIT)
-        super().write_synced(fd, data)
 
 
 class Call:
@@ -94,7 +68,7 @@ class Gate:
         self.opened.set()
 
 
-def fsync_store(path: Path, files: HeldFiles) -> tuple[KV, Gate]:
+def fsync_store(path: Path, files: ScriptedFiles) -> tuple[KV, Gate]:
     """A KV at "fsync" on ``files``, with a gate before its writer's batches."""
     kv = KV(path, durability="fsync")
     kv._engine = engine = Engine(path, durability="fsync", files=files)
@@ -112,41 +86,42 @@ def fsync_store(path: Path, files: HeldFiles) -> tuple[KV, Gate]:
 
 
 def clear_with_a_write_queued_behind_a_batch_in_flight(
-        path: Path, files: HeldFiles) -> tuple[KV, Gate, Call, Call, Call, Call]:
+        path: Path, files: ScriptedFiles,
+) -> tuple[KV, Gate, FileGate, Call, Call, Call, Call]:
+    """Returns also the gate holding the clear's directory fsync."""
     kv, gate = fsync_store(path, files)
     kv.set("old", 0)
-    files.write_started.clear()
-    files.write_may_end.clear()
+    batch = files.hold("write_synced")
     in_flight = Call(lambda: kv.set("a", 1))
-    assert files.write_started.wait(WAIT)
+    batch.wait_reached()
     gate.close()  # the writer takes no other batch: the clear comes next
     queued = Call(lambda: kv.set("b", 2))  # behind the batch in flight
     engine = kv._engine
     while engine.stats().pending_writes < 2:  # "a" in flight, "b" queued
         threading.Event().wait(0.001)
-    files.armed = True
+    directory = files.hold("fsync_dir")
     clearing = Call(kv.clear)  # waits for the batch in flight
-    files.write_may_end.set()
+    batch.release()
     assert in_flight.outcome() is None  # written and fsynced before the clear
-    assert files.held.wait(WAIT), "the clear never reached its directory fsync"
+    directory.wait_reached()  # the clear is at its directory fsync
     absent = Call(lambda: kv.delete("old"))  # absent only because of the clear
-    return kv, gate, in_flight, queued, clearing, absent
+    return kv, gate, directory, in_flight, queued, clearing, absent
 
 
 def test_writes_superseded_by_a_clear_return_only_once_the_clear_is_durable(
         tmp_path: Path) -> None:
-    files = HeldFiles()
-    kv, gate, _, queued, clearing, absent = \
-        clear_with_a_write_queued_behind_a_batch_in_flight(tmp_path / "state.kv", files)
+    kv, gate, directory, _, queued, clearing, absent = \
+        clear_with_a_write_queued_behind_a_batch_in_flight(tmp_path / "state.kv",
+                                                           ScriptedFiles())
     try:
         for call in (queued, clearing, absent):
             assert not call.done.wait(0.2), "answered before the clear was durable"
-        files.release.set()
+        directory.release()
         assert queued.outcome() is None
         assert clearing.outcome() is True
         assert absent.outcome() is True
     finally:
-        files.release.set()
+        directory.release()
         gate.open()
     kv.set("after", 3)
     assert kv.get_all() == {"after": 3}
@@ -157,12 +132,11 @@ def test_writes_superseded_by_a_clear_return_only_once_the_clear_is_durable(
 
 def test_when_the_clear_cannot_be_made_durable_the_writes_it_superseded_fail(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    files = HeldFiles()
-    files.error = OSError(errno.EIO, "directory fsync failed")
-    kv, gate, _, queued, clearing, absent = \
-        clear_with_a_write_queued_behind_a_batch_in_flight(tmp_path / "state.kv", files)
+    kv, gate, directory, _, queued, clearing, absent = \
+        clear_with_a_write_queued_behind_a_batch_in_flight(tmp_path / "state.kv",
+                                                           ScriptedFiles())
     try:
-        files.release.set()
+        directory.release(OSError(errno.EIO, "directory fsync failed"))
         with pytest.raises(OSError, match="directory fsync failed"):
             queued.outcome()
         # KV.clear and KV.delete log the error and say False.

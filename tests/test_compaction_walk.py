@@ -12,47 +12,31 @@ from __future__ import annotations
 
 import errno
 import threading
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
 
 import pytest
+from scripted_files import ScriptedFiles
 
 from aiokv import KV
-from aiokv._engine import _MISSING, Engine, durable_batch, pending_deletions
-from aiokv._files import FileSystem
+from aiokv._engine import Engine, durable_batch, pending_deletions
 from aiokv._format import HEADER_SIZE
-
-if TYPE_CHECKING:
-    from typing_extensions import Buffer
+from aiokv._table import MISSING
 
 LEVELS = ("fsync", "flush", "buffered")
 KEYS = 40_000  # about 640 KiB of frames: the first write comes partway through,
 # with k5..k8 walked and k39500..k39800 not yet
 
 
-class WalkGate(FileSystem):
-    """Holds a compaction at its first snapshot write until released."""
+@dataclass
+class WalkGate:
+    """Files that hold a compaction at its first snapshot write until released."""
 
-    def __init__(self) -> None:
-        self.snapshot_writes = 0
-        self.paused = threading.Event()
-        self.release = threading.Event()
-        self.walk_error: OSError | None = None
-        self.append_error: OSError | None = None
+    files: ScriptedFiles = field(default_factory=ScriptedFiles)
+    walk_error: OSError | None = None
+    """Raised by that write once released."""
 
-    def pwrite(self, fd: int, data: bytes | memoryview, offset: int) -> int:
-        if offset >= HEADER_SIZE:
-            self.snapshot_writes += 1
-            if self.snapshot_writes == 1:
-                self.paused.set()
-                assert self.release.wait(30)
-                if self.walk_error is not None:
-                    raise self.walk_error
-        return super().pwrite(fd, data, offset)
-
-    def write(self, fd: int, data: Buffer) -> int:
-        if self.append_error is not None:
-            raise self.append_error
-        return super().write(fd, data)
+    def __post_init__(self) -> None:
+        self.held = self.files.hold("pwrite", when=lambda call: call.args[2] >= HEADER_SIZE)
 
 
 def filled_store(path: str, durability: str) -> tuple[KV, WalkGate, dict[str, object]]:
@@ -62,7 +46,7 @@ def filled_store(path: str, durability: str) -> tuple[KV, WalkGate, dict[str, ob
             filler.set(key, value)
     gate = WalkGate()
     kv = KV(path, durability=durability)
-    kv._engine = Engine(path, files=gate, durability=durability)
+    kv._engine = Engine(path, files=gate.files, durability=durability)
     kv.set("list", [1, {"x": "y"}])
     kv.set("n", 10)
     kv.set("ttl", "soon", ttl=1000)
@@ -78,9 +62,9 @@ class Walk:
         self._gate = gate
         self._thread = threading.Thread(target=self._compact, args=(kv,))
         self._thread.start()
-        assert gate.paused.wait(30), "the compaction never wrote its first chunk"
+        gate.held.wait_reached(30)  # the compaction wrote its first chunk
         engine = kv._engine
-        assert engine._frozen and engine._split
+        assert engine._table.frozen and engine._table.split
 
     def _compact(self, kv: KV) -> None:
         try:
@@ -89,7 +73,7 @@ class Walk:
             self.error = exc
 
     def finish(self) -> BaseException | None:
-        self._gate.release.set()
+        self._gate.held.release(self._gate.walk_error)
         self._thread.join(30)
         assert not self._thread.is_alive()
         return self.error
@@ -159,7 +143,7 @@ def test_writes_of_every_kind_during_a_walk_are_kept_in_memory_and_on_disk(
     assert_store_is(kv, model, EXPIRING)  # reads see the writes while the walk is paused
     assert walk.finish() is None
     engine = kv._engine
-    assert not engine._split and not engine._added and not engine._gone
+    assert not engine._table.split and not engine._table.added and not engine._table.gone
     assert kv.stats().compactions == 1
     assert_store_is(kv, model, EXPIRING)
     kv.set("after", 1)
@@ -176,7 +160,7 @@ def test_a_walk_that_fails_folds_the_writes_back_and_nothing_is_lost(
     kv, gate, model, walk = paused_walk_with_writes(store_path, durability)
     gate.walk_error = OSError(errno.ENOSPC, "No space left on device")
     assert isinstance(walk.finish(), OSError)
-    assert not kv._engine._split
+    assert not kv._engine._table.split
     assert_store_is(kv, model, EXPIRING)
     kv.delete("new1")
     del model["new1"]
@@ -205,7 +189,7 @@ def test_at_fsync_a_batch_that_fails_during_a_walk_is_rolled_back_in_the_snapsho
 ) -> None:
     kv, gate, model = filled_store(store_path, "fsync")
     walk = Walk(kv, gate)
-    gate.append_error = OSError(errno.EIO, "Input/output error")
+    failing = gate.files.fail("write", OSError(errno.EIO, "Input/output error"))
     try:
         assert not kv.delete("k39600")  # the seed's contract: False, and logged
         assert not kv.delete("k6")
@@ -213,7 +197,7 @@ def test_at_fsync_a_batch_that_fails_during_a_walk_is_rolled_back_in_the_snapsho
             with pytest.raises(OSError):
                 kv.set(key, "lost")
     finally:
-        gate.append_error = None
+        gate.files.unscript(failing)
     assert kv.get_all() == model  # every failed write rolled back in memory
     kv.set("k39601", "kept")
     model["k39601"] = "kept"
@@ -232,15 +216,15 @@ def test_a_batch_taken_while_fsync_writes_are_queued_shows_the_values_from_befor
     batch = [
         ("plain", 1.0),
         ("overwritten", "queued value"),
-        ("deleted", _MISSING),  # a tombstone left by a queued delete
+        ("deleted", MISSING),  # a tombstone left by a queued delete
         ("created", "queued value"),  # did not exist before the queued set
         ("twice", "second queued value"),
-        ("tombstone", _MISSING),  # deleted for good
+        ("tombstone", MISSING),  # deleted for good
     ]
     undo: list[tuple[str, object, float | None]] = [
         ("overwritten", "durable", 2e9),
         ("deleted", "durable", None),
-        ("created", _MISSING, None),
+        ("created", MISSING, None),
         ("twice", "durable", None),
         ("twice", "first queued value", 3e9),
     ]
@@ -266,8 +250,8 @@ def test_a_key_deleted_by_a_queued_write_is_still_in_the_snapshot_as_the_log_hol
     # never met it and the new file lost a value the log still held.
     undo: list[tuple[str, object, float | None]] = [
         ("deleted", "durable", 5e9),
-        ("created then deleted", _MISSING, None),
-        ("deleted", _MISSING, None),  # set again, then... (the oldest wins)
+        ("created then deleted", MISSING, None),
+        ("deleted", MISSING, None),  # set again, then... (the oldest wins)
         ("present", "durable", None),
     ]
     entries: dict[str, object] = {"present": "queued value"}

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from recording_files import RecordingFiles, store_on
+from scripted_files import ScriptedFiles, store_on
 
 from aiokv._files import OneCallFileSystem
 from aiokv._recovery import replay
@@ -21,7 +21,7 @@ from aiokv._recovery import replay
 async def test_at_fsync_level_a_write_returns_only_after_its_record_is_fsynced(
     store_path: str,
 ) -> None:
-    files = RecordingFiles()
+    files = ScriptedFiles()
     async with store_on(files, store_path, durability="fsync") as kv:
         for i in range(20):
             files.clear_calls()
@@ -30,35 +30,19 @@ async def test_at_fsync_level_a_write_returns_only_after_its_record_is_fsynced(
             assert "write" in names and "fsync" in names[names.index("write"):], names
 
 
-class SlowFsyncFiles(RecordingFiles):
-    """fsync blocks until released, so that writers pile up behind it."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.entered = threading.Event()
-        self.release = threading.Event()
-        self.release.set()
-
-    def fsync(self, fd: int) -> None:
-        self.entered.set()
-        self.release.wait()
-        super().fsync(fd)
-
-
 async def test_at_fsync_level_concurrent_writers_share_one_fsync(store_path: str) -> None:
-    files = SlowFsyncFiles()
+    files = ScriptedFiles()
     async with store_on(files, store_path, durability="fsync") as kv:
         await kv.set("warm-up", 0)
-        files.release.clear()
-        files.entered.clear()
+        gate = files.hold("fsync")  # the next fsync blocks: writers pile up behind it
         files.clear_calls()
         first = asyncio.create_task(kv.set("first", 0))
-        while not files.entered.is_set():  # the first batch is being fsynced
+        while not gate.reached.is_set():  # the first batch is being fsynced
             await asyncio.sleep(0.001)
         others = [asyncio.create_task(kv.set(f"k{i}", i)) for i in range(200)]
         await asyncio.sleep(0.05)
         assert not any(task.done() for task in [first, *others])
-        files.release.set()
+        gate.release()
         await asyncio.gather(first, *others)
         assert files.names().count("fsync") == 2  # the 200 waiting writers: one fsync
 
@@ -67,7 +51,7 @@ async def test_at_fsync_level_concurrent_writers_share_one_fsync(store_path: str
 async def test_at_flush_level_a_write_is_handed_to_the_os_before_it_returns(
     store_path: str, mapping: bool,
 ) -> None:
-    files = RecordingFiles(mapping=mapping)
+    files = ScriptedFiles(mapping=mapping)
     async with store_on(files, store_path, fsync_interval=30.0) as kv:
         await kv.set("warm-up", 0)
         files.clear_calls()
@@ -82,7 +66,7 @@ async def test_at_flush_level_a_write_is_handed_to_the_os_before_it_returns(
 async def test_at_flush_level_the_file_is_fsynced_within_fsync_interval(
     store_path: str,
 ) -> None:
-    files = RecordingFiles()
+    files = ScriptedFiles()
     async with store_on(files, store_path, fsync_interval=0.2) as kv:
         await kv.set("warm-up", 0)
         await asyncio.sleep(0.3)
@@ -98,7 +82,7 @@ async def test_at_flush_level_the_file_is_fsynced_within_fsync_interval(
 async def test_at_buffered_level_records_reach_the_os_within_flush_interval(
     store_path: str,
 ) -> None:
-    files = RecordingFiles()
+    files = ScriptedFiles()
     async with store_on(files, store_path, durability="buffered", flush_interval=0.05) as kv:
         await kv.set("warm-up", 0)
         await asyncio.sleep(0.2)
@@ -113,7 +97,7 @@ async def test_at_buffered_level_records_reach_the_os_within_flush_interval(
 async def test_flush_returns_once_everything_acknowledged_is_fsynced(
     store_path: str, durability: str
 ) -> None:
-    files = RecordingFiles()
+    files = ScriptedFiles()
     async with store_on(files, store_path, durability=durability, fsync_interval=30.0,
                         flush_interval=30.0) as kv:
         for i in range(10):
@@ -126,7 +110,7 @@ async def test_flush_returns_once_everything_acknowledged_is_fsynced(
 
 @pytest.mark.parametrize("durability", ["fsync", "flush", "buffered"])
 async def test_close_writes_and_fsyncs_everything(store_path: str, durability: str) -> None:
-    files = RecordingFiles()
+    files = ScriptedFiles()
     kv = store_on(files, store_path, durability=durability, fsync_interval=30.0,
                   flush_interval=30.0)
     for i in range(10):
@@ -135,12 +119,12 @@ async def test_close_writes_and_fsyncs_everything(store_path: str, durability: s
     names = files.names()
     last_write = max(i for i, name in enumerate(names) if name == "write")
     assert "fsync" in names[last_write:]
-    async with store_on(RecordingFiles(), store_path) as reopened:
+    async with store_on(ScriptedFiles(), store_path) as reopened:
         assert len(await reopened.get_all()) == 10
 
 
 async def test_reads_never_touch_the_disk(store_path: str) -> None:
-    files = RecordingFiles()
+    files = ScriptedFiles()
     async with store_on(files, store_path) as kv:
         await kv.set("k", {"a": 1})
         await kv.flush()
@@ -158,7 +142,7 @@ async def test_the_event_loop_thread_makes_no_file_call_but_the_default_append(
     store_path: str, durability: str
 ) -> None:
     loop_thread = threading.get_ident()
-    files = RecordingFiles()
+    files = ScriptedFiles()
     kv = store_on(files, store_path, durability=durability, fsync_interval=0.05,
                   flush_interval=0.02)
     for i in range(3000):

@@ -19,9 +19,12 @@ from aiokv._format import (
     MAX_FRAME_SIZE,
     SEED,
     SYNCED,
+    UINT32_END,
+    UINT32_MIN,
     Encoded,
     Value,
     decode_header,
+    decode_value,
     encode_bulk,
     encode_delete,
     encode_expire,
@@ -31,8 +34,10 @@ from aiokv._format import (
     encode_set,
     encode_snapshot,
     encode_synced,
+    encode_uint32_set,
     encode_value,
     is_unfinished_header,
+    value_size,
 )
 from aiokv._recovery import (
     READ_SIZE,
@@ -250,6 +255,21 @@ def test_the_hand_made_float_set_is_byte_for_byte_the_general_encoding(
             encode_float_set(key, value)
         return
     assert encode_float_set(key, value) == expected
+
+
+@given(st.text(max_size=40), st.one_of(st.integers(UINT32_MIN, UINT32_END - 1),
+                                      st.sampled_from([UINT32_MIN, UINT32_END - 1,
+                                                       1_765_000_000])))
+def test_the_hand_made_uint32_set_is_byte_for_byte_the_general_encoding(
+    key: str, value: int,
+) -> None:
+    try:
+        expected = encode_set(key, value)
+    except ValueError:  # a lone surrogate: both refuse it
+        with pytest.raises(ValueError):
+            encode_uint32_set(key, value)
+        return
+    assert encode_uint32_set(key, value) == expected
 
 
 # -- header -------------------------------------------------------------------
@@ -646,3 +666,43 @@ def test_replay_of_any_bytes_returns_a_result(data: bytes) -> None:
 def test_count_frames_counts_the_records_after_the_header() -> None:
     assert count_frames(log_of()) == 0
     assert count_frames(log_of(*SAMPLE_FRAMES)) == len(SAMPLE_FRAMES)
+
+
+@settings(max_examples=500)
+@given(st.one_of(st.integers(-(1 << 63), (1 << 64) - 1),
+                 st.sampled_from([-(1 << 63), -(1 << 31) - 1, -(1 << 31), -32769, -32768, -129,
+                                  -128, -33, -32, -1, 0, 127, 128, 255, 256, 65535, 65536,
+                                  (1 << 32) - 1, 1 << 32, (1 << 64) - 1]),
+                 st.floats(allow_nan=False), st.text(max_size=300), st.binary(max_size=300),
+                 st.booleans(), st.none()))
+def test_the_size_of_a_scalar_is_the_length_msgpack_packs_it_to(value: object) -> None:
+    assert value_size(value) == len(msgpack.packb(value, use_bin_type=True))  # type: ignore[arg-type]
+
+
+FLAT_SCALARS = st.one_of(st.none(), st.booleans(), st.integers(-(1 << 63), (1 << 64) - 1),
+                         st.floats(allow_nan=False), st.text(max_size=20), st.binary(max_size=20))
+
+
+@settings(max_examples=300)
+@given(st.one_of(st.dictionaries(st.text(max_size=10), FLAT_SCALARS, max_size=8),
+                 st.lists(FLAT_SCALARS, max_size=8)))
+def test_a_flat_dict_or_list_is_encoded_as_msgpack_packs_it_and_reads_back_equal(
+        value: object) -> None:
+    try:
+        expected = msgpack.packb(value, use_bin_type=True)
+    except ValueError:  # a lone surrogate: refused either way
+        with pytest.raises(ValueError):
+            encode_value(value)
+        return
+    encoded = encode_value(value)
+    assert encoded == expected
+    assert decode_value(encoded) == value
+
+
+def test_values_that_would_not_read_back_are_still_refused() -> None:
+    with pytest.raises(ValueError, match="does not read back"):
+        encode_value({(1, 2): "a tuple key"})
+    with pytest.raises(ValueError, match="64-bit"):
+        encode_value({"n": 1 << 64})
+    with pytest.raises(ValueError, match="64-bit"):
+        encode_value([1 << 64])

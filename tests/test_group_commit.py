@@ -11,14 +11,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import os
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from recording_files import store_on
+from scripted_files import PROCEED, Call, ScriptedFiles, store_on
 
 from aiokv import KV, AioKV
 from aiokv._commit import Commit
@@ -136,92 +135,74 @@ def test_a_commit_settles_once() -> None:
 # -- through a store whose fsync is held back --------------------------------------
 
 
-class HeldFsync(FileSystem):
-    """Once ``hold`` is set, every fsync waits until ``release`` is (a slow disk)."""
-
-    def __init__(self) -> None:
-        self.hold = False
-        self.release = threading.Event()
-        self.holding = threading.Event()
-
-    def can_map(self, path: str) -> bool:
-        return False
-
-    def fsync(self, fd: int) -> None:
-        if self.hold:
-            self.holding.set()
-            if not self.release.wait(10):
-                raise TimeoutError("the test never released the fsync")
-        super().fsync(fd)
-
-
 async def test_cancelling_a_set_waiting_for_its_fsync_keeps_the_write(tmp_path: Path) -> None:
     path = str(tmp_path / "state.kv")
-    files = HeldFsync()
+    files = ScriptedFiles(mapping=False)
     kv = store_on(files, path, durability="fsync")
     await kv.open()
-    files.hold = True
+    gate = files.hold("fsync", times=None)  # a slow disk, from now on
     try:
         first = asyncio.create_task(kv.set("kept", 1))
         other = asyncio.create_task(kv.set("other", 2))
-        await asyncio.get_running_loop().run_in_executor(None, files.holding.wait, 10)
+        await asyncio.get_running_loop().run_in_executor(None, gate.wait_reached)
         first.cancel()
         with pytest.raises(asyncio.CancelledError):
             await asyncio.wait_for(first, 10)  # before the fsync ended
         assert not other.done()
         assert await kv.get("kept") == 1  # the write stays in memory...
-        files.release.set()
+        gate.release()
         await asyncio.wait_for(other, 10)
     finally:
-        files.release.set()
+        gate.release()
         await kv.close()
     async with AioKV(path) as reopened:  # ...and in the log
         assert await reopened.get_all() == {"kept": 1, "other": 2}
 
 
 async def test_a_timeout_on_a_set_fires_while_its_fsync_is_held(tmp_path: Path) -> None:
-    files = HeldFsync()
+    files = ScriptedFiles(mapping=False)
     kv = store_on(files, str(tmp_path / "state.kv"), durability="fsync")
     await kv.open()
-    files.hold = True
+    gate = files.hold("fsync", times=None)
     try:
         with pytest.raises(TimeoutError):
             await asyncio.wait_for(kv.set("slow", 1), 0.1)
         assert await kv.get("slow") == 1
     finally:
-        files.release.set()
+        gate.release()
         await kv.close()
 
 
 # -- the pipeline: a batch cut while its writers are still queueing ---------------
 
 
-class TimedBatches(FileSystem):
-    """Records how many records each group commit wrote; each takes ``seconds``.
+def timed_batches(seconds: float, fail_batch_of: int | None = None
+                  ) -> tuple[ScriptedFiles, list[int]]:
+    """Files whose fsync takes ``seconds`` (0: no fsync at all), and the
+    number of records each group commit wrote, as they come.
 
     ``fail_batch_of``: a batch of that many records fails with EIO instead.
     """
+    files = ScriptedFiles(mapping=False)
+    batches: list[int] = []
 
-    def __init__(self, seconds: float, fail_batch_of: int | None = None) -> None:
-        self.seconds = seconds
-        self.fail_batch_of = fail_batch_of
-        self.batches: list[int] = []
-
-    def can_map(self, path: str) -> bool:
-        return False
-
-    def fsync(self, fd: int) -> None:
-        if self.seconds:
-            time.sleep(self.seconds)
-            os.fsync(fd)
-
-    def write_synced(self, fd: int, data: bytes | memoryview) -> None:
-        records = count_frames(bytes(HEADER_SIZE) + bytes(data))
+    def count(call: Call) -> object:
+        records = count_frames(bytes(HEADER_SIZE) + bytes(call.args[1]))
         if records:  # not the lone SYNCED frame that close() writes
-            self.batches.append(records)
-        if records == self.fail_batch_of:
+            batches.append(records)
+        if records == fail_batch_of:
             raise OSError(errno.EIO, "Input/output error")
-        super().write_synced(fd, data)
+        return PROCEED
+
+    def slow_fsync(call: Call) -> object:
+        if not seconds:
+            return None  # skipped: far faster than any disk
+        time.sleep(seconds)
+        return PROCEED
+
+    files.script("write_synced", count)
+    files.script("fsync", slow_fsync)
+    return files, batches
 
 
 def queue_in_two_bursts(engine: Engine, pause: float) -> list[Commit]:
@@ -256,14 +237,14 @@ def opened_engine(path: Path, files: FileSystem) -> Iterator[Engine]:
 def test_writers_queueing_for_longer_than_an_fsync_get_a_batch_of_their_own(
     tmp_path: Path,
 ) -> None:
-    files = TimedBatches(seconds=0.005)
+    files, batches = timed_batches(seconds=0.005)
     with opened_engine(tmp_path / "state.kv", files) as engine:
         commits = queue_in_two_bursts(engine, pause=0.05)
         engine.flush()  # returns once both batches are durable
         assert all(commit.done for commit in commits)
     # The 17th set found 17 records queued for longer than a batch takes:
     # they were cut off and committed first, the other 23 by a second fsync.
-    assert files.batches[3:] == [17, 23]
+    assert batches[3:] == [17, 23]
     assert len({id(commit) for commit in commits[:17]}) == 1
     assert len({id(commit) for commit in commits[17:]}) == 1
     assert commits[0] is not commits[17]
@@ -274,16 +255,16 @@ def test_writers_queueing_for_longer_than_an_fsync_get_a_batch_of_their_own(
 def test_an_fsync_too_fast_to_overlap_leaves_the_queued_writers_in_one_batch(
     tmp_path: Path,
 ) -> None:
-    files = TimedBatches(seconds=0.0)  # no fsync at all: far under MIN_OVERLAP
+    files, batches = timed_batches(seconds=0.0)  # no fsync: far under MIN_OVERLAP
     with opened_engine(tmp_path / "state.kv", files) as engine:
         commits = queue_in_two_bursts(engine, pause=0.05)
         engine.flush()
-    assert files.batches[3:] == [40]
+    assert batches[3:] == [40]
     assert len({id(commit) for commit in commits}) == 1
 
 
 def test_when_a_cut_batch_fails_the_writes_queued_after_it_fail_too(tmp_path: Path) -> None:
-    files = TimedBatches(seconds=0.005, fail_batch_of=17)
+    files, batches = timed_batches(seconds=0.005, fail_batch_of=17)
     with opened_engine(tmp_path / "state.kv", files) as engine:
         commits = queue_in_two_bursts(engine, pause=0.05)
         for commit in commits:
@@ -294,7 +275,7 @@ def test_when_a_cut_batch_fails_the_writes_queued_after_it_fail_too(tmp_path: Pa
         after = engine.set("after", 1)
         assert after is not None
         after.wait()
-    assert files.batches[3] == 17
+    assert batches[3] == 17
     with KV(str(tmp_path / "state.kv")) as reopened:
         assert reopened.get_all() == {"warm-up": 0, "after": 1}
 
@@ -304,7 +285,7 @@ def test_a_delete_of_an_absent_key_is_acknowledged_with_the_newest_queued_write(
 ) -> None:
     # Absent may mean "deleted by a write not yet durable": the delete waits
     # for the newest queued write, whether it is in the cut batch or after it.
-    files = TimedBatches(seconds=0.005)
+    files, batches = timed_batches(seconds=0.005)
     with opened_engine(tmp_path / "state.kv", files) as engine:
         with engine._io:
             for i in range(16):
@@ -317,7 +298,7 @@ def test_a_delete_of_an_absent_key_is_acknowledged_with_the_newest_queued_write(
             assert engine.delete("absent") is after
         assert after is not None
         after.wait()
-    assert files.batches[3:] == [17, 1]
+    assert batches[3:] == [17, 1]
 
 
 async def test_many_writers_at_fsync_find_every_acknowledged_write_after_reopening(

@@ -1,4 +1,4 @@
-"""set()'s hot path: a scalar under a str key, copied into the mapped window.
+"""set()'s and incr()'s hot path: a frame copied into the mapped window.
 
 While ``Engine._fast_end`` leaves room, such a set only copies its frame and
 updates the entries. These tests hold it to doing exactly what the general
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from engine_invariants import hot_path_is_sound, hot_path_room
-from recording_files import RecordingFiles
+from scripted_files import ScriptedFiles
 
 from aiokv import _engine
 from aiokv._commit import Commit
@@ -26,8 +26,9 @@ from aiokv._format import Value
 from aiokv._recovery import replay
 
 SCALARS: list[object] = [1.5, "text", b"\x00bytes", True, None, -0.0, float("inf"),
-                         "a longer value " * 10, 2.5]
-"""Every type the hot path takes (ints are range-checked on the general path)."""
+                         "a longer value " * 10, 2.5, 0, -1, 1_765_000_000, (1 << 64) - 1,
+                         -(1 << 63), 200, -40_000]
+"""Every type the hot path takes, ints at the edges of msgpack's forms included."""
 
 
 def sets(engine: Engine) -> None:
@@ -35,15 +36,19 @@ def sets(engine: Engine) -> None:
     for i in range(400):
         engine.set(keys[i % len(keys)], SCALARS[i % len(SCALARS)])
         engine.set(f"new{i}", SCALARS[(i * 7) % len(SCALARS)])
+        engine.set(f"session{i % 7}", SCALARS[(i * 3) % len(SCALARS)], ttl=60)
+        engine.incr(f"hits{i % 5}", ttl=60)
+        engine.set(f"doc{i % 3}", {"user": "bob", "n": i, "ok": True})
         if i % 50 == 0:
-            engine.set("counter", i)  # an int: the general path in between
+            engine.set("counter", [i, (i,)])  # a nested list: the general path
+            engine.set(f"session{i % 7}", i)  # removes that key's expiry
 
 
 def test_the_hot_path_logs_and_counts_exactly_what_the_general_path_does(
     tmp_path: Path,
 ) -> None:
-    mapped = Engine(str(tmp_path / "mapped.kv"), files=RecordingFiles(mapping=True))
-    written = Engine(str(tmp_path / "written.kv"), files=RecordingFiles(mapping=False))
+    mapped = Engine(str(tmp_path / "mapped.kv"), files=ScriptedFiles(mapping=True))
+    written = Engine(str(tmp_path / "written.kv"), files=ScriptedFiles(mapping=False))
     for engine in (mapped, written):
         engine.open()
         sets(engine)
@@ -66,7 +71,7 @@ def test_the_hot_path_opens_with_the_window_and_stays_open_across_other_writes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # No fsync within the test: each one closes the hot path until the next set.
-    engine = Engine(str(tmp_path / "s.kv"), files=RecordingFiles(), fsync_interval=30.0)
+    engine = Engine(str(tmp_path / "s.kv"), files=ScriptedFiles(), fsync_interval=30.0)
     general: list[str] = []  # keys of the sets that left the hot path
     set_framed = engine._set_framed
 
@@ -100,7 +105,7 @@ def test_the_hot_path_opens_with_the_window_and_stays_open_across_other_writes(
 def test_a_set_after_each_fsync_is_fsynced_again_within_fsync_interval(
     tmp_path: Path,
 ) -> None:
-    files = RecordingFiles()
+    files = ScriptedFiles()
     engine = Engine(str(tmp_path / "s.kv"), files=files, fsync_interval=0.05)
     engine.open()
     try:
@@ -171,3 +176,97 @@ def test_sets_while_a_compaction_runs_reach_the_new_file(
         engine.close()
     assert replay(Path(path).read_bytes()).entries == expected
     assert os.path.getsize(path) < 20_000 * 30  # compacted along the way
+
+
+def test_an_int_beyond_64_bits_is_refused_on_the_hot_path_and_nothing_is_written(
+    tmp_path: Path,
+) -> None:
+    engine = Engine(str(tmp_path / "s.kv"), fsync_interval=30.0)
+    engine.open()
+    try:
+        for i in range(3):
+            engine.set("warm-up", float(i))  # the room is granted
+        assert hot_path_room(engine) > 0
+        before = engine.stats()
+        for too_big in (1 << 64, -(1 << 63) - 1):
+            with pytest.raises(ValueError, match=r"key 'n': int out of the 64-bit range"):
+                engine.set("n", too_big)
+        after = engine.stats()
+        assert (after.file_bytes, after.live_bytes) == (before.file_bytes, before.live_bytes)
+        assert engine.get("n") is None
+    finally:
+        engine.close()
+
+
+def test_in_a_store_holding_ttl_keys_a_key_without_one_stays_on_the_hot_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    engine = Engine(str(tmp_path / "s.kv"), files=ScriptedFiles(), fsync_interval=30.0)
+    general: list[str] = []
+    set_framed = engine._set_framed
+
+    def counted(key: str, stored: Value, frame: bytes) -> Commit | None:
+        general.append(key)
+        return set_framed(key, stored, frame)
+
+    monkeypatch.setattr(engine, "_set_framed", counted)
+    engine.open()
+    try:
+        for i in range(100):
+            engine.set(f"session:{i}", "token", ttl=3600)
+        engine.set("warm-up", 1.0)
+        engine.set("warm-up", 2.0)  # the general path grants the room
+        general.clear()
+        for i in range(50):
+            engine.set(f"seen:{i}", float(i))
+            engine.set(f"count:{i}", i)
+        assert general == []
+        assert hot_path_is_sound(engine)
+        engine.set("session:7", "plain")  # has an expiry: the general path removes it
+        assert general == ["session:7"]
+        assert engine.ttl("session:7") == -1 and engine.ttl("session:8") > 3000
+        assert engine.stats().ttl_keys == 99
+    finally:
+        engine.close()
+    reopened = Engine(str(tmp_path / "s.kv"))
+    reopened.open()
+    try:
+        assert reopened.get("seen:49") == 49.0 and reopened.get("count:49") == 49
+        assert reopened.ttl("session:7") == -1 and reopened.stats().ttl_keys == 99
+    finally:
+        reopened.close()
+
+
+def test_sets_with_a_ttl_and_incrs_take_the_hot_path_while_it_is_open(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    engine = Engine(str(tmp_path / "s.kv"), files=ScriptedFiles(), fsync_interval=30.0)
+    general: list[str] = []
+    write_put = engine._write_put
+
+    def counted(key: str, stored: Value, expires: float | None,
+                frame: bytes | None = None) -> Commit | None:
+        general.append(key)
+        return write_put(key, stored, expires, frame)
+
+    monkeypatch.setattr(engine, "_write_put", counted)
+    engine.open()
+    try:
+        engine.set("warm-up", 1, ttl=60)  # the general path grants the room
+        general.clear()
+        for i in range(200):
+            engine.set(f"cooldown:{i % 20}", i, ttl=3)
+            assert engine.incr(f"rate:{i % 10}", ttl=60)[0] == i // 10 + 1
+        assert general == []
+        assert hot_path_is_sound(engine)
+        assert engine.ttl("cooldown:0") == 3 and 0 < engine.ttl("rate:0") <= 60
+        assert engine.stats().ttl_keys == 31
+    finally:
+        engine.close()
+    reopened = Engine(str(tmp_path / "s.kv"))
+    reopened.open()
+    try:
+        assert reopened.get("cooldown:19") == 199 and reopened.get("rate:9") == 20
+        assert reopened.ttl("cooldown:19") == 3
+    finally:
+        reopened.close()

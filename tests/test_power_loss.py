@@ -65,6 +65,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from aiokv import _engine as engine_module
+from aiokv import _log_files as log_files_module
 from aiokv._engine import Engine
 from aiokv._files import FileSystem, Window
 from aiokv._format import HEADER_SIZE
@@ -865,6 +866,7 @@ def record_walk(level: str) -> Recording:
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(engine_module, "SNAPSHOT_BATCH", 1)
         patch.setattr(engine_module, "WRITE_CHUNK", 1)
+        patch.setattr(log_files_module, "WRITE_CHUNK", 1)
         return record(level, WALK_WORKLOAD)
 
 

@@ -9,22 +9,11 @@ import threading
 import time
 
 import pytest
-from recording_files import RecordingFiles, store_on
+from scripted_files import PROCEED, Call, ScriptedFiles, in_thread, store_on
 
 from aiokv import KV
 from aiokv._engine import Engine
 from aiokv._files import FileSystem
-
-
-class GatedFsyncFiles(RecordingFiles):
-    def __init__(self) -> None:
-        super().__init__()
-        self.gate = threading.Event()
-        self.gate.set()
-
-    def fsync(self, fd: int) -> None:
-        self.gate.wait()
-        super().fsync(fd)
 
 
 async def test_a_delete_of_a_key_whose_delete_is_not_yet_fsynced_waits_for_that_fsync(
@@ -33,16 +22,16 @@ async def test_a_delete_of_a_key_whose_delete_is_not_yet_fsynced_waits_for_that_
     # Found by the kill test: at "fsync", a second delete of a key returned
     # at once because the key was already gone from memory, although the
     # first delete was not durable yet; a kill then brought the key back.
-    files = GatedFsyncFiles()
+    files = ScriptedFiles()
     async with store_on(files, store_path, durability="fsync") as kv:
         await kv.set("k", "v")
-        files.gate.clear()
+        gate = files.hold("fsync", times=None)
         first = asyncio.create_task(kv.delete("k"))
         await asyncio.sleep(0.02)
         second = asyncio.create_task(kv.delete("k"))
         await asyncio.sleep(0.05)
         assert not first.done() and not second.done()
-        files.gate.set()
+        gate.release()
         assert await first is True and await second is True
 
 
@@ -105,19 +94,19 @@ def test_an_expire_during_a_compaction_keeps_the_key_across_a_reopen(store_path:
         reopened.close()
 
 
-class _ShortHeaderWrite(FileSystem):
-    """pwrite at offset 0 writes only part of its data (without an error)."""
-
-    def pwrite(self, fd: int, data: bytes | memoryview, offset: int) -> int:
-        if offset == 0 and len(data) > 8:
-            data = memoryview(data)[:8]
-        return super().pwrite(fd, data, offset)
-
-
 def test_a_short_write_of_the_compaction_header_is_completed(store_path: str) -> None:
     # Found by the fault-injection work: the header's pwrite result was
     # ignored, so a short write left a header that failed its checksum.
-    engine = Engine(store_path, files=_ShortHeaderWrite())
+    files = ScriptedFiles()
+
+    def short_header_write(call: Call) -> object:
+        fd, data, offset = call.args
+        if offset == 0 and len(data) > 8:  # only part of it, without an error
+            return FileSystem.pwrite(files, fd, memoryview(data)[:8], offset)
+        return PROCEED
+
+    files.script("pwrite", short_header_write)
+    engine = Engine(store_path, files=files)
     engine.open()
     engine.set("k", "v")
     engine.compact()
@@ -131,32 +120,21 @@ def test_a_short_write_of_the_compaction_header_is_completed(store_path: str) ->
         reopened.close()
 
 
-class _FailingBackgroundFsync(FileSystem):
-    """The first fsync made by the engine's writer thread fails with EIO."""
-
-    def __init__(self) -> None:
-        self.failed = threading.Event()
-
-    def fsync(self, fd: int) -> None:
-        if threading.current_thread().name.startswith("aiokv-sync") and not self.failed.is_set():
-            self.failed.set()
-            raise OSError(errno.EIO, "injected")
-        super().fsync(fd)
-
-
 def test_a_failed_background_fsync_is_logged_and_the_store_rewritten_from_memory(
     store_path: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     # After a failed fsync the kernel may have dropped the dirty pages, so the
     # engine rewrites the whole store from memory (a compaction) rather than
     # trusting a retried fsync.
-    files = _FailingBackgroundFsync()
+    files = ScriptedFiles()
+    failed = files.fail("fsync", OSError(errno.EIO, "injected"), times=1,
+                        when=in_thread("aiokv-sync"))
     engine = Engine(store_path, files=files, fsync_interval=0.05)
     with caplog.at_level(logging.ERROR, logger="aiokv"):
         engine.open()
         for i in range(100):
             engine.set(f"k{i}", i)
-        assert files.failed.wait(5)
+        assert failed.happened.wait(5)
         deadline = time.monotonic() + 5
         while engine.stats().compactions == 0 and time.monotonic() < deadline:
             time.sleep(0.01)

@@ -134,11 +134,11 @@ from hypothesis.stateful import (
     precondition,
     rule,
 )
+from scripted_files import ScriptedFiles, in_thread
 
 from aiokv import AioKV, _engine
 from aiokv._commit import Commit
 from aiokv._engine import Engine
-from aiokv._files import FileSystem
 from aiokv._format import DELETE, SYNCED, decode_header
 from aiokv._recovery import Frame, read_frame
 
@@ -867,28 +867,6 @@ class TestAioKVMatchesADictAcrossReopen:
 # -- found by the machine: compact() returned without compacting --------------
 
 
-class _GatedFiles(FileSystem):
-    """The compaction thread waits at its first call to ``gate`` (a slow disk)."""
-
-    def __init__(self, gate: str) -> None:
-        self.gate = gate
-        self.reached = threading.Event()
-        self.release = threading.Event()
-
-    def _maybe_wait(self, call: str) -> None:
-        if call == self.gate and threading.current_thread().name.startswith("aiokv-compact"):
-            self.reached.set()
-            self.release.wait(10)
-
-    def create(self, path: str) -> int:
-        self._maybe_wait("create")
-        return super().create(path)
-
-    def fsync_dir(self, directory: str) -> None:
-        self._maybe_wait("fsync_dir")
-        super().fsync_dir(directory)
-
-
 @pytest.mark.parametrize(
     ("gate", "clear_first"),
     [
@@ -906,27 +884,28 @@ def test_compact_compacts_even_while_another_compaction_runs(
     returned leaving the dead records of the writes made since.
     """
     directory = tempfile.mkdtemp(prefix="aiokv-compact-")
-    files = _GatedFiles(gate)
+    files = ScriptedFiles()  # the compaction thread waits at its first ``gate`` call
+    held = files.hold(gate, when=in_thread("aiokv-compact"))
     engine = Engine(os.path.join(directory, "state.kv"), files=files)
     engine.open()
     first = threading.Thread(target=engine.compact)  # stands for an automatic one
     try:
         engine.set("k", 0)
         first.start()
-        assert files.reached.wait(10)
+        held.wait_reached()
         if clear_first:
             engine.clear()
         for i in range(100):
             engine.set("k", i)
         before = engine.stats()
-        threading.Timer(0.1, files.release.set).start()
+        threading.Timer(0.1, held.release).start()
         engine.compact()
         after = engine.stats()
         assert after.compactions == before.compactions + 1
         assert after.dead_bytes == 0
         assert after.file_bytes == os.path.getsize(engine.path)
     finally:
-        files.release.set()
+        held.release()
         first.join()
         engine.close()
         shutil.rmtree(directory, ignore_errors=True)

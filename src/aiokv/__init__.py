@@ -4,6 +4,8 @@ Entries live in memory and in an append-only log of msgpack records that is
 replayed on open, compacted in the background and recovered after a crash.
 """
 
+from ._async_kv import AioKV, aiocache
+from ._blocking_kv import KV
 from ._engine import Stats
 from ._errors import (
     AioKVError,
@@ -16,8 +18,6 @@ from ._errors import (
     UnavailableError,
 )
 from ._protocols import AsyncStore, Store
-from ._store import AioKV, aiocache
-from ._sync import KV
 from ._version import __version__
 
 __all__ = [

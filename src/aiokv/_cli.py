@@ -19,6 +19,8 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 
+from ._async_kv import AioKV
+from ._blocking_kv import KV
 from ._copy import CopyError, copy_store
 from ._engine import COMPACT_SLACK, Engine
 from ._errors import AioKVError
@@ -29,8 +31,6 @@ from ._protocols import Store
 from ._recovery import Replay, count_frames, holds_a_record, is_log, replay
 from ._redis_client import sync_executor
 from ._redis_plans import Names, items_with_expiry
-from ._store import AioKV
-from ._sync import KV
 from ._target import LocalTarget, ServerTarget, parse_target
 from ._torture import DURABILITIES, TortureResult, torture
 from ._version import __version__

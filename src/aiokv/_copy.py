@@ -17,9 +17,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from . import _redis_plans as plans
+from ._blocking_kv import KV
 from ._errors import LockedError
 from ._redis_client import SyncClusterExecutor, SyncExecutor, sync_executor
-from ._sync import KV
 from ._target import LocalTarget, ServerTarget, Target, parse_target
 
 CHUNK = 1000

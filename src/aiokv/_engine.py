@@ -1,30 +1,51 @@
 """The engine: one synchronous, thread-safe store that both shells drive.
 
-It keeps every entry in a dict and appends each change to the log. Reads never
+It keeps every entry in memory and appends each change to the log. Reads never
 touch the disk. Work that blocks (open and replay, fsync, compaction, clear,
 close) runs on the caller's thread or the engine's own threads; the async
-shell runs those calls in an executor. The only file call made on the
-caller's thread by ``set``/``delete`` is the small append ``write(2)`` of the
-default "flush" level.
+shell runs those calls in an executor.
+
+The engine coordinates parts that each keep one thing:
+
+* ``Table`` (_table.py): the entries, their expiry times, the split state.
+* ``PendingWrites`` (_group_commit.py): frames not yet written, and how
+  "fsync" batches them.
+* ``LogFiles`` (_log_files.py): where the files are, claiming the log,
+  writing a file atomically beside it.
+* ``replay`` (_recovery.py) and the record format (_format.py), pure.
+
+What a write does on the caller's thread (the event loop's, for ``AioKV``):
+at "flush", it copies its frame into the mapped window past the log's end, or
+appends it with ``write(2)`` where the log is not mapped. Now and then that
+same call also reserves and maps the next window (``fallocate`` + ``mmap``),
+cuts the tail a failed write left, or, after ``clear()`` removed the log,
+creates a new one (written, fsynced and renamed into place). While a
+compaction runs it sleeps ``PAUSE`` once every ``HAND_OVER_EVERY`` writes, so
+that the compaction thread gets the GIL (see there). At "buffered" and
+"fsync" a write only queues its frame (``PendingWrites``).
 
 Locks, always taken in this order:
 
 * ``_io`` serializes the background work that touches descriptors (group
   commit, fsync, the final swap of a compaction, clear, close), so a
   descriptor is never closed while another thread uses it.
-* ``_lock`` guards the entries and the write position; it is only ever held
-  for short, non-blocking sections (plus the append ``write(2)``).
+* ``_lock`` guards the entries, the queue of unwritten frames and the write
+  position. Held for short sections, plus the file calls a write makes on
+  the caller's thread (above): an append, a reservation, a cut, and the
+  creation of a new log after ``clear()``, which includes an fsync.
 
-Nothing proportional to the number of keys runs under ``_lock`` while the
-store is in use. A compaction does not copy the entries: it walks the live
+Reads take no lock (``get``, ``exists``); see ``Table.lookup_aside`` for why
+that is safe, and what it relies on.
+
+A compaction does not copy the entries under ``_lock``: it walks the live
 dict a batch at a time, releasing the lock between batches. While it walks,
-the dict's layout must not change, so for that time ("split" state) a new
-key goes into ``_added`` and a deleted key's value is replaced by the
-``_MISSING`` tombstone; afterwards both are folded back, a batch at a time.
+the dict's layout must not change (the "split" state of ``Table``).
 Frames written during the walk reach the new file through the rewrite
 buffer, and replaying them after the snapshot gives the same state whatever
 moment each batch was taken at, because every record sets its key's state
-outright.
+outright. Calls that do work proportional to the number of keys under
+``_lock``, at C speed: ``items()``, ``keys()`` and ``get_all()`` copy the
+entries; ``stats()`` counts the keys that have expired.
 """
 
 from __future__ import annotations
@@ -32,7 +53,6 @@ from __future__ import annotations
 import atexit
 import errno
 import fnmatch
-import heapq
 import itertools
 import logging
 import math
@@ -46,7 +66,6 @@ import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
-from . import _format
 from ._commit import Commit
 from ._errors import (
     AioKVError,
@@ -59,15 +78,15 @@ from ._errors import (
 from ._files import (
     REAL_FILES,
     FileSystem,
-    Permissions,
     Window,
     not_a_regular_file,
-    real_path,
 )
 from ._format import (
     HEADER_SIZE,
     SET,
     SET_ENCODED,
+    UINT32_END,
+    UINT32_MIN,
     Encoded,
     Value,
     decode_value,
@@ -79,12 +98,16 @@ from ._format import (
     encode_record,
     encode_snapshot,
     encode_synced,
+    encode_uint32_set,
     encode_value,
     entry_size,
     value_size,
 )
+from ._group_commit import PendingWrites, Undo
 from ._legacy import INTS_AS_STRINGS_HINT, ints_as_strings, parse_legacy_json
+from ._log_files import WRITE_CHUNK, LogFiles
 from ._recovery import Replay, is_log, new_entries, replay
+from ._table import MISSING, Table, expiry_size
 
 logger = logging.getLogger("aiokv")
 
@@ -104,8 +127,6 @@ CATCH_UP_ROUNDS = 3
 """...or, after this many rounds of catching up, whatever is left: a writer
 that never releases the GIL (mapped appends make no system call) adds frames
 faster than a thread that gets the GIL once per switch interval copies them."""
-FOLD_BATCH = 4096
-"""Keys folded back into the entries per lock hold when a snapshot ends."""
 JOIN_FRAMES = 4096
 """Frames of the rewrite buffer joined into one write (bounds a GIL hold)."""
 HAND_OVER_EVERY = 256
@@ -128,32 +149,19 @@ sleep hands the GIL over at once. When getting the GIL back took long (a busy
 loop thread keeps it for a whole switch interval), the next slice is longer,
 up to MAX_SLICE, so that a compaction still ends under a writer that never
 pauses."""
-WRITE_CHUNK = 256 * 1024
-"""A compaction writes its new file this many bytes at a time: each write
-releases the GIL, which a busy event loop's thread may then keep for a whole
-switch interval, so few large writes keep a compaction moving."""
-TEMP_INFIX = ".tmp-"
-MIN_CUT = 16
-MIN_OVERLAP = 0.0001
-"""At "fsync", group commit as a pipeline. Writers woken by one batch queue
-the next one while the writer thread has nothing to write. When that takes
-longer than an fsync, the frames queued so far (MIN_CUT or more) are cut
-into a batch of their own once they have waited as long as the recent
-fsyncs took: the writer thread commits them while the rest are still being
-queued, and from then on the two groups of writers take turns. No cut while
-a batch is being written: whatever queues meanwhile shares the next fsync.
-An fsync faster than MIN_OVERLAP leaves nothing worth overlapping: another
-batch would cost more than it saves."""
-SYNC_TIME_WEIGHT = 0.25
-"""Weight of the newest batch in the running average of write + fsync time."""
 
 _NEW, _OPEN, _CLOSING, _CLOSED = "new", "open", "closing", "closed"
 _FORKED = "forked"
 """The state of an engine inherited by the child of a fork (see forsake_after_fork)."""
 _AS_IS = frozenset({float, str, bytes, bool, type(None)})
 """Value types stored without encoding or checks (int needs a range check)."""
-_MISSING: object = object()
-"""Absent; also the tombstone of a key deleted while a snapshot walks."""
+_HOT_TYPES = _AS_IS | {int}
+"""Value types set()'s hot path takes: an int out of range fails its encoding."""
+_TTL_TYPES = frozenset({int, float})
+_HOT_TTL_LIMIT = 1e15
+"""set()'s hot path takes a ttl of an exact int or float type in (0, this);
+others (0, bool, a negative or enormous one) take the general path, which
+checks them (_check_ttl)."""
 
 _open_engines: weakref.WeakSet[Engine] = weakref.WeakSet()
 """Engines from the start of open() to the end of close()."""
@@ -252,6 +260,15 @@ def _prepare(key: str, value: object) -> Value:
         raise ValueError(f"key {key!r}: {exc}") from None
 
 
+def _encode_put(key: str, stored: Value, expires: float | None) -> bytes:
+    """The frame of ``key = stored`` expiring at ``expires``; ValueError names the key."""
+    try:
+        return encode_record(SET_ENCODED if type(stored) is Encoded else SET, key, stored,
+                             expires)
+    except ValueError as exc:
+        raise ValueError(f"key {key!r}: cannot be stored: {exc}") from None
+
+
 def _check_ttl(ttl: object) -> float | None:
     """Seconds to live, or None for "never expires" (None or 0)."""
     if ttl is None:
@@ -279,10 +296,6 @@ SWEEP_INTERVAL = 1.0
 """Longest time (seconds) an expired entry stays in memory unread."""
 SWEEP_BATCH = 1000
 """Expired entries removed per hold of the engine lock by the sweep."""
-
-
-def _expiry_size(key: str) -> int:
-    return len(key) + _format.EXPIRY_ENTRY_EXTRA + 1
 
 
 class Engine:
@@ -329,10 +342,7 @@ class Engine:
         self.recovery = recovery
         self._files = files
         self._clock = clock
-        # The file the store works on: self.path with its links resolved at
-        # open (real_path), and its directory.
-        self._file = self.path
-        self._directory = os.path.dirname(self.path)
+        self._disk = LogFiles(self.path, files)
         self._inline_writes = durability == "flush"
 
         self.is_open = False
@@ -340,9 +350,6 @@ class Engine:
         because the async shell reads it on every call."""
         self.log_missing = False
         """True after clear() removed the file, until a write creates it again."""
-        # The permissions of the log found at open, for the files that
-        # replace it (None: a new store, created 0600). Set at open.
-        self._permissions: Permissions | None = None
         self.legacy_ints_as_strings = False
         """Store a JSON state file's ints beyond 64 bits as strings when
         converting it (set by ``aiokv migrate --ints-as-strings``)."""
@@ -353,11 +360,7 @@ class Engine:
         self._state = _NEW
         self._owner = 0  # the id of the process that opened the store
 
-        self._entries: dict[str, Value] = new_entries()
-        # Split state (see the module docstring): keys created while a
-        # snapshot walks _entries, and keys given a tombstone meanwhile.
-        self._frozen = False  # _entries must not gain or lose a key
-        self._split = False  # _added or _gone may be non-empty
+        self._table = Table(clock)
         # What recovery needs to tell a power loss from damage (see
         # _recovery): in a VOUCHED file, the first append after an fsync is
         # preceded by a SYNCED frame naming how far that fsync reached.
@@ -367,13 +370,6 @@ class Engine:
         # The hot path of set() takes the general path when this is true:
         # during a compaction's split state, or when a SYNCED frame is due.
         self._detour = False
-        self._added: dict[str, Value] = {}
-        self._gone: set[str] = set()
-        self._expiries: dict[str, float] = {}
-        # (expiry time, key) for every expiry set; entries whose time no
-        # longer matches _expiries are stale and skipped by the sweep.
-        self._expiry_heap: list[tuple[float, str]] = []
-        self._live_bytes = HEADER_SIZE
         self._file_bytes = 0
         self._fd: int | None = None
         # "flush" on a file system that allows it: appends are copied into a
@@ -396,25 +392,13 @@ class Engine:
         self._unsynced = False
         self._unsynced_since = 0.0
         self._dir_unsynced = False
-        # "buffered" and "fsync": frames not yet written, oldest first, and
-        # for each, how to undo its effect on memory (see _queue).
-        self._pending: list[bytes] = []
+        # "buffered" and "fsync": frames not yet written, with their undo,
+        # and at "fsync" the commits their writers wait on.
+        self._writes = PendingWrites(group_commit=durability == "fsync")
         # "buffered": why the held frames could not be written, until they are.
         self._write_failure: OSError | None = None
-        self._pending_since = 0.0
-        self._undo: list[tuple[str, object, float | None]] = []
-        # "fsync": the commit the pending frames belong to.
-        self._commit = Commit()
-        self._inflight: Commit | None = None
-        self._inflight_frames = 0  # how many frames it is writing
         # A clear() whose directory fsync is under way: settled once it is done.
         self._clearing: Commit | None = None
-        # The first _cut pending frames are a batch of their own, with
-        # _cut_commit (see MIN_CUT); _commit is for the frames after them.
-        self._cut = 0
-        self._cut_commit: Commit | None = None
-        self._sync_time: float | None = None  # average write + fsync, seconds
-        self._cut_after: float | None = None  # queueing time that ends a batch
 
         # Compaction: frames written while one runs (Redis's rewrite buffer).
         self._rewrite: list[bytes] | None = None
@@ -433,7 +417,6 @@ class Engine:
         self._last_background_failure: tuple[str, type[BaseException], str] | None = None
         self._stopping = False
         self._syncer: threading.Thread | None = None
-        self._temp_counter = itertools.count()
 
     def __repr__(self) -> str:
         return f"<aiokv engine {self.path!r} {self._state} durability={self.durability}>"
@@ -463,10 +446,8 @@ class Engine:
                 _atexit_registered = True
 
     def _open_locked(self) -> None:
-        # The real file, links resolved anew at every open (see real_path).
-        self._file = real_path(self.path)
-        self._directory = os.path.dirname(self._file)
-        mode = self._files.mode(self._file)
+        self._disk.resolve()  # links resolved anew at every open
+        mode = self._files.mode(self._disk.file)
         if mode is not None and not stat.S_ISREG(mode):
             # Before the lock file: nothing is created, read or changed.
             raise not_a_regular_file(self.path, mode)
@@ -477,7 +458,7 @@ class Engine:
             self.is_open = True
             return
         try:
-            lock_fd = self._files.lock(self._file + ".lock")
+            lock_fd = self._files.lock(self._disk.file + ".lock")
         except OSError as exc:
             # Named after the store: a "<path>.lock" a user never made says little.
             if isinstance(exc, FileNotFoundError):
@@ -486,9 +467,9 @@ class Engine:
             raise type(exc)(exc.errno, f"cannot take the lock of the store ({exc.strerror}; "
                             "readonly=True reads without it)", self.path) from exc
         if lock_fd is None:
-            raise LockedError(self.path, self._files.lock_holder(self._file + ".lock"))
+            raise LockedError(self.path, self._files.lock_holder(self._disk.file + ".lock"))
         try:
-            self._map_appends = self._inline_writes and self._files.can_map(self._file)
+            self._map_appends = self._inline_writes and self._files.can_map(self._disk.file)
             self._recover()
             self._lock_fd = lock_fd
             self._owner = os.getpid()
@@ -555,7 +536,7 @@ class Engine:
         be open elsewhere), no cut, no write, no thread. A torn tail is left
         out, damage raises (or, with recovery="salvage", is skipped), a JSON
         state file is read as it is, and no file is an empty store."""
-        data = self._files.read(self._file) or b""
+        data = self._files.read(self._disk.file) or b""
         entries: dict[str, Value] = new_entries()
         expiries: dict[str, float] = {}
         if not is_log(data):
@@ -573,8 +554,8 @@ class Engine:
                 self._last_compaction = result.header.compacted_at or None
             entries, expiries = result.entries, result.expiries
             self._file_bytes = result.end
-        self._take_entries(entries, expiries)
-        self._live_bytes = self._estimate_live_bytes()
+        self._table.take(entries, expiries)
+        self._table.live_bytes = self._table.estimate_live_bytes()
 
     def _recover(self) -> None:
         """Claim the log, then bring it back: replay, repair, or create it.
@@ -583,46 +564,20 @@ class Engine:
         ``_claim_log``); a new log replacing it is locked before it is put in
         place, and the old one is let go only then.
         """
-        claimed = self._claim_log()
+        claimed = self._disk.claim()
         try:
             self._recover_claimed(claimed)
         finally:
             if claimed is not None and self._fd != claimed:
-                self._close_quietly(claimed)  # a new log replaced it, or opening failed
-
-    def _claim_log(self) -> int | None:
-        """Open the existing log and lock it (None if there is none).
-
-        The lock file is named after the path; this flock is on the file
-        itself, so that a second opener through a name the lock file does not
-        cover (a hard link, or after someone deleted the lock file) is
-        refused before it reads or cuts anything: LockedError.
-        """
-        for _ in range(100):
-            try:
-                fd = self._files.open_append(self._file)
-            except FileNotFoundError:
-                return None
-            try:
-                if not self._files.lock_open_file(fd):
-                    raise LockedError(self.path)
-                if self._files.same_file(fd, self._file):
-                    return fd
-            except BaseException:
-                self._files.close(fd)
-                raise
-            # Replaced between our open and our lock (the owner's compaction):
-            # the file there now is the one to claim.
-            self._files.close(fd)
-        raise LockedError(self.path)
+                self._disk.close_quietly(claimed)  # a new log replaced it, or opening failed
 
     def _recover_claimed(self, claimed: int | None) -> None:
-        self._remove_leftover_temps()
+        self._disk.remove_leftover_temps()
         if claimed is not None:
             # Every file written from now on (the log's rewrites, a backup,
             # a damaged copy) gets these, not the 0600 of a new store.
-            self._permissions = self._files.permissions(claimed)
-        data = None if claimed is None else self._files.read(self._file)
+            self._disk.permissions = self._files.permissions(claimed)
+        data = None if claimed is None else self._files.read(self._disk.file)
         if data is None:
             self._create_log({}, {}, new=True)
             return
@@ -676,7 +631,7 @@ class Engine:
         deletes = b"".join(map(encode_delete, self._expired_at_open))
         self._expired_at_open = []
         if len(deletes) > COMPACT_SLACK:
-            self._create_log(self._entries, self._expiries)
+            self._create_log(self._table.entries, self._table.expiries)
             return
         end = result.end + len(deletes)
         if deletes:
@@ -694,44 +649,15 @@ class Engine:
         assert result.header is not None
         self._compactions = result.header.compactions
         self._last_compaction = result.header.compacted_at or None
-        dropped = self._take_entries(result.entries, result.expiries)
+        table = self._table
+        dropped = table.take(result.entries, result.expiries)
         self._expired_at_open = dropped
         if result.end == result.header.compacted_length and not dropped:
             # Nothing was appended since the compaction wrote this file, and
             # nothing expired since: the file is exactly the live bytes.
-            self._live_bytes = result.end
+            table.live_bytes = result.end
         else:
-            self._live_bytes = self._estimate_live_bytes()
-
-    def _take_entries(self, entries: dict[str, Value],
-                      expiries: dict[str, float]) -> list[str]:
-        """Hold these entries, minus the expired ones; index the expiry times.
-
-        Returns the keys of the expired entries dropped.
-        """
-        expired = []
-        if expiries:
-            now = self._clock()
-            expired = [k for k, when in expiries.items() if when <= now]
-            for key in expired:
-                del entries[key]
-                del expiries[key]
-        self._entries, self._expiries = entries, expiries
-        self._expiry_heap = [(when, key) for key, when in expiries.items()]
-        heapq.heapify(self._expiry_heap)
-        return expired
-
-    def _estimate_live_bytes(self) -> int:
-        """Size of a compacted file, from a sample of at most ~1,000 entries."""
-        count = len(self._entries)
-        if not count:
-            return HEADER_SIZE
-        step = max(1, count // 1000)
-        sample = list(itertools.islice(self._entries.items(), 0, None, step))
-        sampled = sum(entry_size(key, value) for key, value in sample)
-        expiring = sum(_expiry_size(key) for key in self._expiries) if len(
-            self._expiries) <= 1000 else len(self._expiries) * 24
-        return HEADER_SIZE + sampled * count // len(sample) + expiring
+            table.live_bytes = table.estimate_live_bytes()
 
     def _legacy_entries(self, legacy: dict[str, object]) -> dict[str, Value]:
         """The entries of a JSON state file, as the store holds them.
@@ -757,19 +683,19 @@ class Engine:
 
     def _migrate_legacy(self, data: bytes, legacy: dict[str, object]) -> None:
         entries = self._legacy_entries(legacy)
-        backup = self._free_name(self._file + ".bak", data)
+        backup = self._disk.free_name(self._disk.file + ".bak", data)
         if backup is not None:
-            self._write_file_atomically(backup, [data])
+            self._disk.write_atomically(backup, [data])
         self._create_log(entries, {})
         logger.warning("aiokv: converted the JSON state file %s (%d entries) to the log "
                        "format; the original is kept as %s", self.path, len(entries),
-                       backup or self._file + ".bak")
+                       backup or self._disk.file + ".bak")
 
     def _salvage(self, data: bytes, result: Replay) -> None:
         stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(self._clock()))
-        aside = self._free_name(f"{self._file}.corrupt-{stamp}", data)
+        aside = self._disk.free_name(f"{self._disk.file}.corrupt-{stamp}", data)
         if aside is not None:
-            self._write_file_atomically(aside, [data])
+            self._disk.write_atomically(aside, [data])
         damage = list(result.skipped)
         if result.corruption is not None:
             damage.append(result.corruption)
@@ -778,111 +704,10 @@ class Engine:
                            self.path, item.offset, item.end, item.reason)
         if result.header is not None:
             self._compactions = result.header.compactions
-        self._take_entries(result.entries, result.expiries)
-        self._create_log(self._entries, self._expiries)
+        self._table.take(result.entries, result.expiries)
+        self._create_log(self._table.entries, self._table.expiries)
         logger.warning("aiokv: salvaged %s: kept %d entries; the damaged file is kept as %s",
                        self.path, len(result.entries), aside or "(an identical earlier copy)")
-
-    def _free_name(self, base: str, data: bytes) -> str | None:
-        """``base``, or ``base.N`` if taken; None if a copy of ``data`` is there."""
-        for attempt in range(1000):
-            candidate = base if attempt == 0 else f"{base}.{attempt}"
-            existing = self._files.read(candidate)
-            if existing is None:
-                return candidate
-            if existing == data:
-                return None
-        raise FileExistsError(f"no free name for a copy of {self.path!r} next to {base!r}")
-
-    def _remove_leftover_temps(self) -> None:
-        prefix = os.path.basename(self._file) + TEMP_INFIX
-        for name in self._files.listdir(self._directory or "."):
-            if name.startswith(prefix):
-                self._files.remove(os.path.join(self._directory, name))
-
-    def _temp_path(self) -> str:
-        return f"{self._file}{TEMP_INFIX}{os.getpid()}-{next(self._temp_counter)}"
-
-    def _write_file_atomically(self, path: str, chunks: Iterable[bytes], *,
-                               as_log: bool = False, new: bool = False) -> int | None:
-        """Write a whole file through a temp file, fsync, rename, fsync dir.
-
-        With ``as_log``: the new file is the store's log; returns a
-        descriptor open on it for appending, locked (``lock_open_file``)
-        before the rename puts it in place, so there is no moment when the
-        log is in place and unclaimed. With ``new``: there is no file at
-        ``path`` to replace, and if one appeared meanwhile (another opener,
-        let in because the lock file was deleted), it is left alone and
-        LockedError raised: the temp file is linked, not renamed, into place
-        (renamed where the file system has no hard links).
-        """
-        temp = self._temp_path()
-        fd = self._files.create(temp)
-        log_fd = None
-        try:
-            if self._permissions is not None:
-                self._files.give_permissions(fd, self._permissions)
-            for chunk in chunks:
-                self._write_all(fd, chunk)
-            self._files.fsync(fd)
-            if as_log:
-                log_fd = self._files.open_append(temp)
-                if not self._files.lock_open_file(log_fd):
-                    raise LockedError(self.path)  # a file only this store knows of
-        except BaseException:
-            if log_fd is not None:
-                self._close_quietly(log_fd)
-            self._files.close(fd)
-            self._files.remove(temp)
-            raise
-        self._files.close(fd)
-        try:
-            if new:
-                self._put_in_place_if_absent(temp, path)
-            else:
-                self._files.replace(temp, path)
-        except BaseException:
-            if log_fd is not None:
-                self._close_quietly(log_fd)
-            raise
-        try:
-            self._files.fsync_dir(self._directory)
-        except BaseException:
-            if log_fd is not None:
-                self._close_quietly(log_fd)
-            if new:
-                self._take_back(path)
-            raise
-        return log_fd
-
-    def _put_in_place_if_absent(self, temp: str, path: str) -> None:
-        """Rename ``temp`` to ``path`` unless a file is there: then LockedError."""
-        try:
-            linked = self._files.link(temp, path)
-        except BaseException as exc:
-            self._files.remove(temp)
-            if isinstance(exc, FileExistsError):
-                raise LockedError(self.path) from None
-            raise
-        if not linked:
-            self._files.replace(temp, path)
-            return
-        try:
-            self._files.remove(temp)
-        except BaseException:
-            self._take_back(path)
-            raise
-
-    def _take_back(self, path: str) -> None:
-        """A new file was put at ``path`` but creating it failed after: remove
-        it again, so that the next attempt finds no file there (and does not
-        take its own for another opener's). A temp name left behind is
-        removed at the next open."""
-        try:
-            self._files.remove(path)
-        except OSError as exc:
-            logger.warning("aiokv: could not remove %s after failing to create it: %s",
-                           path, exc)
 
     def _create_log(self, entries: dict[str, Value], expiries: dict[str, float], *,
                     new: bool = False) -> None:
@@ -893,17 +718,17 @@ class Engine:
         frames = list(_snapshot_frames(entries, expiries))
         length = HEADER_SIZE + sum(map(len, frames))
         header = encode_header(self._compactions, self._last_compaction or 0.0, length)
-        self._fd = self._write_file_atomically(self._file, [header, *frames], as_log=True,
+        self._fd = self._disk.write_atomically(self._disk.file, [header, *frames], as_log=True,
                                                new=new)
         self._file_bytes = length
         self._vouch_from(length)
-        self._entries, self._expiries = entries, expiries
-        self._live_bytes = length
+        self._table.take(entries, expiries)
+        self._table.live_bytes = length
 
     def _create_empty_log(self) -> None:
         """Create the log file again after clear(); memory is left as it is."""
         header = encode_header(self._compactions, self._last_compaction or 0.0, HEADER_SIZE)
-        self._fd = self._write_file_atomically(self._file, [header], as_log=True, new=True)
+        self._fd = self._disk.write_atomically(self._disk.file, [header], as_log=True, new=True)
         self._file_bytes = HEADER_SIZE
         self._vouch_from(HEADER_SIZE)
         self.log_missing = False
@@ -943,7 +768,7 @@ class Engine:
 
     def _update_detour(self) -> None:
         """Whether set() must leave its hot path. Hold _lock."""
-        self._detour = self._split or self._mark_due()
+        self._detour = self._table.split or self._mark_due()
         if self._detour:
             self._fast_end = 0
 
@@ -1032,7 +857,7 @@ class Engine:
             # close(2) still frees the descriptor (and with it the flock).
             with self._io, self._lock:
                 if self._fd is not None:
-                    self._close_quietly(self._fd)
+                    self._disk.close_quietly(self._fd)
                     self._fd = None
                 if self._lock_fd is not None:
                     try:
@@ -1079,68 +904,29 @@ class Engine:
         """What ``set(key)`` without a value stores: ``int`` of the clock."""
         return int(self._clock())
 
-    def _is_expired(self, key: str) -> bool:
-        when = self._expiries.get(key)
-        return when is not None and when <= self._clock()
-
     def get(self, key: str, default: object = None) -> object:
         if self._state is not _OPEN:
             raise self._unusable()
         if type(key) is not str:
             key = _check_key(key)
         # The expiry is looked up before the entry: the sweep removes both,
-        # and this order never shows an expired value while it runs.
-        if self._expiries and self._is_expired(key):
+        # and this order never shows an expired value while it runs. No lock:
+        # see Table.lookup_aside.
+        table = self._table
+        if table.expiries and table.is_expired(key):
             return default
-        value = self._entries.get(key, _MISSING)
-        if value is _MISSING:
-            value = self._lookup_aside(key)
-            if value is _MISSING:
+        value = table.entries.get(key, MISSING)
+        if value is MISSING:
+            value = table.lookup_aside(key)
+            if value is MISSING:
                 return default
         if type(value) is Encoded:
             return decode_value(value)
         return value
 
-    def _lookup(self, key: str) -> object:
-        """The value held for ``key``, expired or not, or _MISSING. No lock needed."""
-        value = self._entries.get(key, _MISSING)
-        if value is _MISSING:
-            return self._lookup_aside(key)
-        return value
-
-    def _lookup_aside(self, key: str) -> object:
-        """After ``_entries`` missed ``key``: look in ``_added``, then ``_entries`` again.
-
-        Readers take no lock, and a split may end between their lookups: the
-        fold puts a key into ``_entries`` before it takes it out of
-        ``_added`` (as ``_put`` does), so a key missed in ``_entries`` and
-        then in ``_added`` has moved, and is in ``_entries`` now. Keys never
-        move the other way. Whether a split is on cannot be asked instead:
-        it may have ended since the first lookup. Costs a miss two lookups.
-        """
-        value = self._added.get(key, _MISSING)
-        if value is _MISSING:
-            return self._entries.get(key, _MISSING)
-        return value
-
-    def _live_value(self, key: str) -> object:
-        """The value held for ``key`` unless it has expired; else _MISSING."""
-        if self._expiries and self._is_expired(key):
-            return _MISSING
-        return self._lookup(key)
-
     def _live_items(self) -> list[tuple[str, Value]]:
         with self._lock:
-            items = list(self._entries.items())
-            if self._split:
-                items = [item for item in items if item[1] is not _MISSING]
-                items.extend(self._added.items())
-            if not self._expiries:
-                return items
-            now = self._clock()
-            expiries = self._expiries
-            return [(key, value) for key, value in items
-                    if (when := expiries.get(key)) is None or when > now]
+            return self._table.live_items()
 
     def items(self) -> dict[str, object]:
         if self._state is not _OPEN:
@@ -1153,7 +939,7 @@ class Engine:
         if self._state is not _OPEN:
             raise self._unusable()
         with self._lock:
-            expiries = dict(self._expiries)
+            expiries = dict(self._table.expiries)
         return [(key, decode_value(value), expiries.get(key))
                 for key, value in self._live_items()]
 
@@ -1175,9 +961,10 @@ class Engine:
             raise self._unusable()
         if type(key) is not str:
             key = _check_key(key)
-        if self._expiries and self._is_expired(key):  # before the entry: see get()
+        table = self._table
+        if table.expiries and table.is_expired(key):  # before the entry: see get()
             return False
-        return self._lookup(key) is not _MISSING
+        return table.lookup(key) is not MISSING
 
     def ttl(self, key: str) -> int:
         """Whole seconds left (rounded up); -1 without expiry; -2 if absent."""
@@ -1186,9 +973,9 @@ class Engine:
         if type(key) is not str:
             key = _check_key(key)
         with self._lock:
-            if self._lookup(key) is _MISSING:
+            if self._table.lookup(key) is MISSING:
                 return -2
-            when = self._expiries.get(key)
+            when = self._table.expiries.get(key)
             if when is None:
                 return -1
             left = when - self._clock()
@@ -1198,10 +985,10 @@ class Engine:
         if self._state is not _OPEN:
             raise self._unusable()
         with self._lock:
-            now = self._clock()
-            expired = sum(1 for when in self._expiries.values() if when <= now)
-            held = len(self._entries) - len(self._gone) + len(self._added)
-            live = self._live_bytes if held else HEADER_SIZE
+            table = self._table
+            expired = table.count_expired()
+            held = table.held
+            live = table.live_bytes if held else HEADER_SIZE
             return Stats(
                 path=self.path,
                 keys=held - expired,
@@ -1211,8 +998,8 @@ class Engine:
                 compactions=self._compactions,
                 last_compaction=self._last_compaction,
                 durability=self.durability,
-                pending_writes=len(self._pending) + self._inflight_frames,
-                ttl_keys=len(self._expiries) - expired,
+                pending_writes=self._writes.waiting,
+                ttl_keys=len(table.expiries) - expired,
                 held_entries=held,
             )
 
@@ -1224,19 +1011,31 @@ class Engine:
         ``ttl`` (seconds; None or 0 for never) sets when the key expires; a
         set without one removes an earlier expiry, as Redis's SET does.
 
-        The hot path, a scalar under a str key with no ttl, is written out
-        here: while ``_fast_end`` allows (see ``_grant_fast_room``), such a
-        set copies its frame into the mapped window and updates memory, with
-        nothing else to check. Every call saved here is a few percent of a set.
+        The hot path, a set under a str key, is written out here: while
+        ``_fast_end`` allows (see ``_grant_fast_room``), such a set copies its
+        frame into the mapped window and updates memory, with nothing else to
+        check. Without a ttl it changes the entries itself (unless the key
+        has an expiry to remove); with one, through the table. Every call
+        saved here is a few percent of a set.
         """
-        if ttl is None and type(key) is str and (type(value) is float or type(value) in _AS_IS):
+        if ttl is None and type(key) is str:
+            if type(value) is not float and type(value) not in _HOT_TYPES:
+                # A list or a dict: encoded once, and proven to read back.
+                value = _prepare(key, value)
             try:
                 if type(value) is float:  # a timestamp: the most common value by far
                     frame = encode_float_set(key, value)
+                elif type(value) is int and UINT32_MIN <= value < UINT32_END:
+                    frame = encode_uint32_set(key, value)  # set(key)'s Unix time
+                elif type(value) is Encoded:
+                    frame = encode_record(SET_ENCODED, key, value, None)
                 else:
                     frame = encode_record(SET, key, value, None)
             except ValueError as exc:  # e.g. a lone surrogate in the key or the value
                 raise ValueError(f"key {key!r}: cannot be stored: {exc}") from None
+            except OverflowError:  # an int beyond 64 bits: as _prepare says it
+                raise ValueError(f"key {key!r}: int out of the 64-bit range msgpack can "
+                                 "store") from None
             size = len(frame)
             if self._file_bytes + size <= self._fast_end:  # read again under the lock
                 # acquire() and release() rather than "with": half the cost.
@@ -1244,21 +1043,46 @@ class Engine:
                 lock.acquire()
                 try:
                     end = self._file_bytes + size
-                    if end <= self._fast_end:
+                    table = self._table
+                    # A key with an expiry takes the general path, which removes it.
+                    if end <= self._fast_end and not (table.expiries
+                                                      and key in table.expiries):
                         self._window.write(frame)  # type: ignore[union-attr]  # room: mapped
                         self._file_bytes = end
-                        entries = self._entries
-                        old_value = entries.get(key, _MISSING)
+                        entries = table.entries
+                        old_value = entries.get(key, MISSING)
                         entries[key] = value  # type: ignore[assignment]
-                        if old_value is _MISSING:
-                            self._live_bytes += entry_size(key, value)  # type: ignore[arg-type]
+                        if old_value is MISSING:
+                            table.live_bytes += entry_size(key, value)  # type: ignore[arg-type]
                         elif type(old_value) is not float or type(value) is not float:
-                            self._live_bytes += (value_size(value)  # type: ignore[arg-type]
+                            table.live_bytes += (value_size(value)  # type: ignore[arg-type]
                                                  - value_size(old_value))  # type: ignore[arg-type]
                         return None
                 finally:
                     lock.release()
             return self._set_framed(key, value, frame)  # type: ignore[arg-type]
+        if (type(key) is str and type(value) in _HOT_TYPES and type(ttl) in _TTL_TYPES
+                and 0 < ttl < _HOT_TTL_LIMIT):  # type: ignore[operator]
+            # The same with a ttl (a session, a cooldown): memory through the
+            # table, since the key gains an expiry. Anything the encoding
+            # refuses takes the general path, which says why.
+            expires = self._clock() + ttl  # type: ignore[operator]
+            try:
+                frame = encode_record(SET, key, value, expires)
+            except (ValueError, OverflowError):
+                frame = b""
+            if frame and self._file_bytes + len(frame) <= self._fast_end:
+                lock = self._lock
+                lock.acquire()
+                try:
+                    end = self._file_bytes + len(frame)
+                    if end <= self._fast_end:
+                        self._window.write(frame)  # type: ignore[union-attr]  # room: mapped
+                        self._file_bytes = end
+                        self._table.put(key, value, expires)  # type: ignore[arg-type]
+                        return None
+                finally:
+                    lock.release()
         if type(key) is not str:
             key = _check_key(key)
         if type(value) in _AS_IS:
@@ -1305,27 +1129,28 @@ class Engine:
                         self._put(key, stored, None)
                         self._maybe_compact()
                         return None
-                    if self._split:
+                    if self._table.split:
                         return self._queue(frame, key, self._put(key, stored, None))
                     queued = True  # "buffered" or "fsync": memory first, as below
                 else:
                     try:
                         written = self._files.write(fd, frame)
                         if written != size:
-                            self._write_all(fd, memoryview(frame)[written:])
+                            self._disk.write_all(fd, memoryview(frame)[written:])
                     except OSError:
                         self._cut_tail_after_failure()
                         raise
-            entries = self._entries
-            old_value = entries.get(key, _MISSING)
+            table = self._table
+            entries = table.entries
+            old_value = entries.get(key, MISSING)
             entries[key] = stored
-            if old_value is _MISSING:
-                self._live_bytes += entry_size(key, stored)
+            if old_value is MISSING:
+                table.live_bytes += entry_size(key, stored)
             elif type(old_value) is not float or type(stored) is not float:
-                self._live_bytes += value_size(stored) - value_size(old_value)  # type: ignore[arg-type]
-            old_expiry = self._expiries.pop(key, None) if self._expiries else None
+                table.live_bytes += value_size(stored) - value_size(old_value)  # type: ignore[arg-type]
+            old_expiry = table.expiries.pop(key, None) if table.expiries else None
             if old_expiry is not None:
-                self._live_bytes -= _expiry_size(key)
+                table.live_bytes -= expiry_size(key)
             if queued:
                 return self._queue(frame, key, (old_value, old_expiry))
             self._file_bytes += size
@@ -1342,12 +1167,12 @@ class Engine:
         The hot path only copies a frame into the window and updates the
         entries, so it may run only while the store is open with a window
         mapped, the log is already marked unsynced (the writer thread knows
-        an fsync is due), no SYNCED frame is due, no compaction runs, no key
-        has an expiry a set would remove, and the next append stays short of
+        an fsync is due), no SYNCED frame is due, no compaction runs, and the
+        next append stays short of
         the window's end and of the next compaction check. Whatever ends one
         of these sets ``_fast_end`` to 0 where it happens: close(),
-        _update_detour() (a SYNCED frame due, a split), _put() (an expiry),
-        _drop_window() (every unmap: reserve, clear, cut, close), the
+        _update_detour() (a SYNCED frame due, a split), _drop_window() (every
+        unmap: reserve, clear, cut, close), the writer thread's end, the
         compaction's start and its swap of the window, _count_towards_hand_over()
         and _sync() (unsynced no longer). ``_fast_end`` is an offset in the
         file: other appends, which move ``_file_bytes`` on, shrink the room by
@@ -1355,14 +1180,21 @@ class Engine:
         the room again. Paths with no window ("fsync", "buffered", open) need
         nothing: the room is only ever granted with a window mapped.
         """
-        if (self._state is _OPEN and self._window is not None and self._unsynced
-                and not self._detour and not self._hand_over and self._rewrite is None
-                and not self._split and not self._expiries and not self._tail_dirty):
+        if self._hot_path_open():
             self._fast_end = min(self._window_end, self._next_compaction_check - 1)
         else:
             self._fast_end = 0
 
+    def _hot_path_open(self) -> bool:
+        """Whether set()'s hot path may be given room now (see _grant_fast_room). Hold _lock."""
+        return (self._state is _OPEN and self._window is not None and self._unsynced
+                and not self._detour and not self._hand_over and self._rewrite is None
+                and not self._table.split and not self._tail_dirty
+                and self._write_failure is None)
+
     def _set_expiring(self, key: str, stored: Value, ttl: float | None) -> Commit | None:
+        if self._hand_over:
+            self._let_compaction_run()
         if self._state is not _OPEN or self.readonly:  # unlocked: see forsake_after_fork
             raise self._unusable()
         with self._lock:
@@ -1377,14 +1209,12 @@ class Engine:
         if self._write_failure is not None:
             self._refuse_if_failing()
         if frame is None:
-            try:
-                frame = encode_record(SET_ENCODED if type(stored) is Encoded else SET, key,
-                                      stored, expires)
-            except ValueError as exc:
-                raise ValueError(f"key {key!r}: cannot be stored: {exc}") from None
+            frame = _encode_put(key, stored, expires)
         if self._inline_writes:
             self._append(frame)
             self._put(key, stored, expires)
+            if self._window is not None:
+                self._grant_fast_room()
             return None
         return self._queue(frame, key, self._put(key, stored, expires))
 
@@ -1403,14 +1233,25 @@ class Engine:
         amount = int(amount)  # an IntEnum would be stored as one, and fail the next incr
         if self._hand_over:
             self._let_compaction_run()
-        seconds = _check_ttl(ttl)
+        hot_ttl = type(ttl) in _TTL_TYPES and 0 < ttl < _HOT_TTL_LIMIT  # type: ignore[operator]
+        seconds = ttl if hot_ttl else _check_ttl(ttl)
         if self._state is not _OPEN or self.readonly:  # unlocked: see forsake_after_fork
             raise self._unusable()
         with self._lock:
             if self._state is not _OPEN:
                 raise self._unusable()
-            current = self._live_value(key)
-            if current is _MISSING:
+            # Table.live_value, written out: the lock is held, so one look
+            # in the split state's keys is enough.
+            table = self._table
+            expiries = table.expiries
+            when = expiries.get(key) if expiries else None
+            if when is not None and when <= self._clock():
+                current = MISSING  # expired: counts as absent
+            else:
+                current = table.entries.get(key, MISSING)
+                if current is MISSING and table.split:
+                    current = table.added.get(key, MISSING)
+            if current is MISSING:
                 value = amount
                 expires = None if seconds is None else self._clock() + seconds
             elif type(current) is not int:
@@ -1419,10 +1260,17 @@ class Engine:
                 raise TypeError(f"key {key!r} holds a {held}, not an int")
             else:
                 value = current + amount
-                expires = self._expiries.get(key)
+                expires = when
             if not -(1 << 63) <= value < (1 << 64):
                 raise ValueError(f"key {key!r}: {value} is out of the 64-bit range")
-            return value, self._write_put(key, value, expires)
+            frame = _encode_put(key, value, expires)
+            end = self._file_bytes + len(frame)
+            if end <= self._fast_end:  # the hot path's room (see _grant_fast_room)
+                self._window.write(frame)  # type: ignore[union-attr]  # room: mapped
+                self._file_bytes = end
+                table.put(key, value, expires)
+                return value, None
+            return value, self._write_put(key, value, expires, frame)
 
     def add(self, key: str, value: object,
             ttl: float | None = None) -> tuple[bool, Commit | None]:
@@ -1446,7 +1294,7 @@ class Engine:
         with self._lock:
             if self._state is not _OPEN:
                 raise self._unusable()
-            if self._live_value(key) is not _MISSING:
+            if self._table.live_value(key) is not MISSING:
                 return False, self._last_commit() if self.durability == "fsync" else None
             expires = None if seconds is None else self._clock() + seconds
             return True, self._write_put(key, stored, expires)
@@ -1464,8 +1312,8 @@ class Engine:
         with self._lock:
             if self._state is not _OPEN:
                 raise self._unusable()
-            current = self._live_value(key)
-            if current is _MISSING:
+            current = self._table.live_value(key)
+            if current is MISSING:
                 return False, None
             expires = None if seconds is None else self._clock() + seconds
             frame = encode_expire(key, expires)
@@ -1484,7 +1332,7 @@ class Engine:
                 raise self._unusable()
             if self._write_failure is not None:
                 self._refuse_if_failing()
-            if self._lookup(key) is _MISSING:
+            if self._table.lookup(key) is MISSING:
                 # Nothing to write. But at "fsync" the key may be absent only
                 # because of a write not yet durable (an earlier delete):
                 # acknowledge once that is durable too.
@@ -1502,103 +1350,37 @@ class Engine:
 
     def _queue(self, frame: bytes, key: str,
                old: tuple[object, float | None]) -> Commit | None:
-        """Hold a frame for the background writer ("buffered" and "fsync")."""
-        if not self._pending:
-            self._pending_since = time.monotonic()
+        """Hold a frame for the background writer ("buffered" and "fsync"). Hold _lock.
+
+        The undo, what memory held before, goes with it: a compaction's walk
+        takes each key as the log holds it (durable_batch), at "buffered" too.
+        """
+        writes = self._writes
+        if not writes.frames:
+            # Woken once: the writer looks for more frames after every batch.
             self._wake.set()
-        self._pending.append(frame)
         if self._rewrite is not None:
             self._count_towards_hand_over()
-        # What memory held before: a compaction's walk takes each key as the
-        # log holds it (durable_batch), at "buffered" too.
-        self._undo.append((key, *old))
-        if self.durability == "fsync":
-            # No wake here: the writer looks for more pending frames after
-            # every batch, and was woken when the first of these arrived.
-            commit = self._commit
-            if (self._cut_after is not None and self._inflight is None and not self._cut
-                    and len(self._pending) >= MIN_CUT):
-                now = time.monotonic()
-                if now - self._pending_since >= self._cut_after:
-                    self._cut = len(self._pending)
-                    self._cut_commit, self._commit = commit, Commit()
-                    self._pending_since = now
-            return commit
-        return None
+        return writes.add(frame, (key, *old))
 
     def _last_commit(self) -> Commit | None:
         """The commit whose settling makes every queued write durable
         ("fsync"; None when nothing is queued or being written), or a clear()
         whose removal of the file is not yet durable. Hold _lock."""
-        if len(self._pending) > self._cut:
-            return self._commit
-        if self._cut:
-            return self._cut_commit
-        if self._inflight is not None:
-            return self._inflight
-        return self._clearing
+        commit = self._writes.last_commit()
+        return self._clearing if commit is None else commit
 
     def _put(self, key: str, stored: Value, expires: float | None) -> tuple[object, float | None]:
         """Change memory only; returns what to restore to undo it. Hold _lock."""
-        entries = self._entries
-        old = entries.get(key, _MISSING)
-        if old is _MISSING and self._split:
-            if self._frozen and key not in entries:
-                old = self._added.get(key, _MISSING)
-                self._added[key] = stored
-            else:  # a tombstone, or a key to take back from _added
-                old = self._added.get(key, _MISSING)
-                entries[key] = stored  # before it leaves _added: see _lookup_aside
-                if old is not _MISSING:
-                    del self._added[key]
-                self._gone.discard(key)
-        else:
-            entries[key] = stored
-        if old is _MISSING:
-            live = self._live_bytes + entry_size(key, stored)
-        else:
-            live = self._live_bytes + value_size(stored) - value_size(old)  # type: ignore[arg-type]
-        old_expiry = None
-        if expires is not None:
-            old_expiry = self._expiries.get(key)
-            if old_expiry != expires:  # incr keeps an expiry: no new heap entry
-                self._expiries[key] = expires
-                self._fast_end = 0
-                heapq.heappush(self._expiry_heap, (expires, key))
-            if old_expiry is None:
-                live += _expiry_size(key)
-        elif self._expiries:
-            old_expiry = self._expiries.pop(key, None)
-            if old_expiry is not None:
-                live -= _expiry_size(key)
-        self._live_bytes = live
-        return old, old_expiry
+        return self._table.put(key, stored, expires)
 
     def _remove(self, key: str) -> tuple[object, float | None]:
-        if not self._split:
-            old = self._entries.pop(key, _MISSING)
-        elif self._frozen:
-            old = self._entries.get(key, _MISSING)
-            if old is not _MISSING:
-                self._entries[key] = _MISSING  # type: ignore[assignment]
-                self._gone.add(key)
-            else:
-                old = self._added.pop(key, _MISSING)
-        else:
-            old = self._entries.pop(key, _MISSING)
-            if old is _MISSING:
-                self._gone.discard(key)
-                old = self._added.pop(key, _MISSING)
-        if old is not _MISSING:
-            self._live_bytes -= entry_size(key, old)  # type: ignore[arg-type]
-        old_expiry = self._expiries.pop(key, None) if self._expiries else None
-        if old_expiry is not None:
-            self._live_bytes -= _expiry_size(key)
-        return old, old_expiry
+        """Change memory only; returns what to restore to undo it. Hold _lock."""
+        return self._table.remove(key)
 
     def _restore(self, key: str, old: object, old_expiry: float | None) -> None:
-        if old is _MISSING:
-            self._remove(key)
+        if old is MISSING:
+            self._table.remove(key)
         else:
             self._put(key, old, old_expiry)  # type: ignore[arg-type]
 
@@ -1635,7 +1417,7 @@ class Engine:
             try:
                 written = self._files.write(fd, frame)
                 if written != len(frame):
-                    self._write_all(fd, memoryview(frame)[written:])
+                    self._disk.write_all(fd, memoryview(frame)[written:])
             except OSError:
                 self._cut_tail_after_failure()
                 raise
@@ -1703,15 +1485,6 @@ class Engine:
         self._hand_over = False
         time.sleep(PAUSE)
 
-    def _write_all(self, fd: int, data: bytes | memoryview) -> None:
-        view = memoryview(data)
-        written = self._files.write(fd, view)
-        while written < len(view):
-            if written <= 0:
-                raise OSError("write made no progress")
-            view = view[written:]
-            written = self._files.write(fd, view)
-
     def _cut_tail(self) -> None:
         """Remove whatever a failed write left past the last good frame."""
         assert self._fd is not None
@@ -1745,30 +1518,19 @@ class Engine:
                 raise self._unusable()
             self._generation += 1
             if self._fd is not None:
-                self._files.remove(self._file)
+                self._files.remove(self._disk.file)
                 self._drop_window()
                 self._reserved_end = 0
                 # From here on the clear has happened: nothing may stop it.
-                self._close_quietly(self._fd)
+                self._disk.close_quietly(self._fd)
                 self._fd = None
                 self.log_missing = True
-            superseded = [commit for commit in (self._cut_commit, self._commit)
-                          if commit is not None] if self._undo else []
+            superseded = self._writes.drop()
             clearing = self._clearing = Commit()
-            self._pending = []
-            self._undo = []
             self._write_failure = None  # nothing is held any more
-            self._commit = Commit()
-            self._cut, self._cut_commit = 0, None
-            self._entries = new_entries()
-            self._frozen = self._split = False
+            self._table.empty()
             self._vouch_from(0)
-            self._added = {}
-            self._gone = set()
-            self._expiries = {}
-            self._expiry_heap = []
             self._file_bytes = 0
-            self._live_bytes = HEADER_SIZE
             self._tail_dirty = False
             self._unsynced = False
             self._rewrite = None
@@ -1777,7 +1539,7 @@ class Engine:
         # answered once the removal is durable, not before.
         error: BaseException | None = None
         try:
-            self._files.fsync_dir(self._directory)
+            self._files.fsync_dir(self._disk.directory)
         except BaseException as exc:
             error = exc
             raise
@@ -1822,6 +1584,7 @@ class Engine:
                 self._writer_stopped = exc
                 # Nothing would write queued frames or settle commits: refuse writes.
                 self._write_failure = OSError(errno.EIO, "the store's writer thread stopped")
+                self._fast_end = 0
             self._release_waiters(exc)  # and the thread ends: logged, not raised again
 
     def _sync_step(self) -> bool:
@@ -1840,11 +1603,11 @@ class Engine:
                 timeout = SWEEP_INTERVAL
             now = time.monotonic()
             write = sync = False
-            if self._pending:
+            if self._writes.frames:
                 if self.durability == "fsync":
                     write = True
                 else:
-                    due = self._pending_since + self.flush_interval
+                    due = self._writes.since + self.flush_interval
                     write = now >= due
                     if not write:
                         timeout = due - now if timeout is None else min(timeout, due - now)
@@ -1894,9 +1657,9 @@ class Engine:
         write them on the caller's thread.
         """
         with self._lock:
-            commits = [self._inflight, self._compaction]
+            commits = [self._compaction]
             if self.durability == "fsync":
-                commits += [self._cut_commit, self._commit]
+                commits += self._writes.waited_on()
                 self._roll_back([], error)
             self._compaction = None
             self._compaction_wanted = False
@@ -1915,44 +1678,42 @@ class Engine:
         never held for long. While held records cannot be written, nothing
         is swept: expired keys stay in memory, invisible to reads.
         """
-        heap = self._expiry_heap
-        if not heap:
+        table = self._table
+        if not table.heap:
             return None
         if self._write_failure is not None:
             return SWEEP_INTERVAL  # nothing can be logged: the keys stay, invisible
         now = self._clock()
         removed = 0
-        while heap and heap[0][0] <= now and removed < SWEEP_BATCH:
-            when, key = heapq.heappop(heap)
-            if self._expiries.get(key) == when:
-                frame = encode_delete(key)
-                if self._inline_writes:
-                    try:
-                        self._append(frame)
-                    except BaseException:
-                        heapq.heappush(heap, (when, key))  # swept again next time
-                        raise
-                    self._remove(key)
-                else:
-                    self._queue(frame, key, self._remove(key))
-                removed += 1
-        if len(heap) > 2 * len(self._expiries) + 1000:  # mostly stale: rebuild
-            self._expiry_heap = heap = [(when, key) for key, when in self._expiries.items()]
-            heapq.heapify(heap)
+        while removed < SWEEP_BATCH and (due := table.pop_expired(now)) is not None:
+            when, key = due
+            if table.expiries.get(key) != when:
+                continue  # stale: the key's expiry changed since
+            frame = encode_delete(key)
+            if self._inline_writes:
+                try:
+                    self._append(frame)
+                except BaseException:
+                    table.push_expiry(when, key)  # swept again next time
+                    raise
+                table.remove(key)
+            else:
+                self._queue(frame, key, table.remove(key))
+            removed += 1
+        table.prune_heap()
         if removed == SWEEP_BATCH:
             return 0.0
+        heap = table.heap
         return None if not heap else min(SWEEP_INTERVAL, max(0.0, heap[0][0] - now))
 
     def _commit_pending(self) -> None:
         """Write and fsync the pending frames as one batch ("fsync" level)."""
         with self._io:
             with self._lock:
-                commit, frames, undo = self._take_batch()
+                commit, frames, undo = self._writes.take_batch()
                 if not frames:
                     commit.settle()
                     return
-                self._inflight = commit
-                self._inflight_frames = len(frames)
                 try:
                     batch = self._begin_batch(frames)
                 except Exception as exc:  # whatever it is, the writers hear of it
@@ -1964,7 +1725,7 @@ class Engine:
             try:
                 self._files.write_synced(batch.fd, data)
                 if self._dir_unsynced:
-                    self._files.fsync_dir(self._directory)
+                    self._files.fsync_dir(self._disk.directory)
                     self._dir_unsynced = False
             except Exception as exc:  # OSError, or whatever else: the writers hear of it
                 with self._lock:
@@ -1978,49 +1739,17 @@ class Engine:
             with self._lock:
                 self._file_bytes = batch.start + len(data)
                 self._synced(batch.start + len(data))
-                self._inflight = None
-                self._inflight_frames = 0
-                self._time_sync(took)
+                self._writes.batch_done(took)
                 self._maybe_compact()
         commit.settle()
 
-    def _take_batch(self) -> tuple[Commit, list[bytes], list[tuple[str, object, float | None]]]:
-        """The next batch to commit: the cut frames if any, else all pending. Hold _lock."""
-        cut = self._cut
-        if not cut:
-            frames, self._pending = self._pending, []
-            undo, self._undo = self._undo, []
-            commit, self._commit = self._commit, Commit()
-            return commit, frames, undo
-        cut_commit = self._cut_commit
-        assert cut_commit is not None
-        self._cut, self._cut_commit = 0, None
-        frames, self._pending = self._pending[:cut], self._pending[cut:]
-        undo, self._undo = self._undo[:cut], self._undo[cut:]
-        return cut_commit, frames, undo
-
-    def _time_sync(self, took: float) -> None:
-        """Average one batch's write + fsync time into when to cut (MIN_CUT). Hold _lock."""
-        average = self._sync_time
-        average = took if average is None else average + SYNC_TIME_WEIGHT * (took - average)
-        self._sync_time = average
-        self._cut_after = average if average >= MIN_OVERLAP else None
-
-    def _roll_back(self, undo: list[tuple[str, object, float | None]],
-                   error: BaseException) -> None:
+    def _roll_back(self, undo: list[Undo], error: BaseException) -> None:
         """Undo a failed batch and everything queued after it. Hold _lock."""
-        later, self._undo = self._undo, []
-        self._pending = []
-        self._inflight = None
-        self._inflight_frames = 0
-        failed_later = [self._cut_commit, self._commit]
-        self._commit, self._cut, self._cut_commit = Commit(), 0, None
+        later, failed = self._writes.fail()
         for key, old, old_expiry in reversed(undo + later):
             self._restore(key, old, old_expiry)
-        if later:
-            for commit in failed_later:
-                if commit is not None:
-                    commit.settle(error)
+        for commit in failed:
+            commit.settle(error)
 
     def _write_pending(self) -> None:
         """Write the held frames ("buffered" level), WRITE_CHUNK bytes at a time.
@@ -2034,16 +1763,16 @@ class Engine:
         """
         with self._io:
             with self._lock:
-                left = len(self._pending)
+                left = len(self._writes)
             while left:
                 with self._lock:
                     count = size = 0
-                    for frame in itertools.islice(self._pending, left):
+                    for frame in itertools.islice(self._writes.frames, left):
                         count += 1
                         size += len(frame)
                         if size >= WRITE_CHUNK:
                             break
-                    frames = self._pending[:count]
+                    frames = self._writes.frames[:count]
                     try:
                         batch = self._begin_batch(frames)
                     except OSError as exc:
@@ -2051,16 +1780,15 @@ class Engine:
                         raise
                 data = batch.vouch + b"".join(frames)
                 try:
-                    self._write_all(batch.fd, data)
+                    self._disk.write_all(batch.fd, data)
                 except OSError as exc:
                     with self._lock:
                         self._abandon_batch(batch)
                         self._note_write_failure(exc)
                     raise
                 with self._lock:
-                    # _io held throughout: only _queue touched _pending, at its end.
-                    del self._pending[:count]
-                    del self._undo[:count]
+                    # _io held throughout: only _queue added frames, at the end.
+                    self._writes.written(count)
                     self._file_bytes = batch.start + len(data)
                     if not self._unsynced:
                         self._unsynced = True
@@ -2077,7 +1805,7 @@ class Engine:
         if self._write_failure is None:
             logger.error("aiokv: writing %d held records to %s failed: %s; they are kept and "
                          "retried, and new writes raise until they are written",
-                         len(self._pending), self.path, error)
+                         len(self._writes), self.path, error)
         self._write_failure = error
 
     def _refuse_if_failing(self) -> None:
@@ -2095,7 +1823,7 @@ class Engine:
             raise OSError(
                 failure.errno,
                 f"writes to {self.path!r} are failing ({failure.strerror or failure}): "
-                f"{len(self._pending)} acknowledged writes wait to be retried, and no new "
+                f"{len(self._writes)} acknowledged writes wait to be retried, and no new "
                 "write is accepted until they are written (flush() retries now)")
 
     def _begin_batch(self, frames: list[bytes]) -> _Batch:
@@ -2145,7 +1873,7 @@ class Engine:
                     if self._fd == fd:  # not replaced by a compaction meanwhile
                         self._synced(end)
                 if sync_dir:
-                    self._files.fsync_dir(self._directory)
+                    self._files.fsync_dir(self._disk.directory)
                     self._dir_unsynced = False
             except OSError:
                 with self._lock:
@@ -2204,7 +1932,7 @@ class Engine:
         appended, which keeps the check off nearly every set.
         """
         self._next_compaction_check = self._file_bytes + COMPACTION_CHECK_BYTES
-        live = self._live_bytes
+        live = self._table.live_bytes
         if self._file_bytes - live > live + COMPACT_SLACK and self._compaction is None:
             self._request_compaction_locked()
 
@@ -2277,16 +2005,17 @@ class Engine:
             # the rewrite buffer, so the walk may take each batch later.
             self._rewrite = []
             self._fast_end = 0
-            live_at_snapshot = self._live_bytes
+            table = self._table
+            live_at_snapshot = table.live_bytes
             compactions = self._compactions + 1
             # A key that a queued "fsync" delete took out of the entries is
             # not on the walk, but the log still holds it: it goes first.
-            first = durable_batch(pending_deletions(self._undo, self._entries), self._undo,
-                                  self._expiries, self._clock())
-            self._frozen = self._split = True
+            undo = self._writes.undo
+            first = durable_batch(pending_deletions(undo, table.entries), undo,
+                                  table.expiries, self._clock())
+            walk = table.start_split()
             self._update_detour()
-            walk = iter(self._entries.items())
-        temp = self._temp_path()
+        temp = self._disk.temp_path()
         try:
             fd = self._files.create(temp)
         except BaseException:
@@ -2295,22 +2024,22 @@ class Engine:
         swapped = False
         try:
             try:
-                if self._permissions is not None:
-                    self._files.give_permissions(fd, self._permissions)
+                if self._disk.permissions is not None:
+                    self._files.give_permissions(fd, self._disk.permissions)
                 # A placeholder header; the real one is written before the fsync.
-                self._write_at(fd, 0, [encode_header(0, 0.0, HEADER_SIZE)])
+                self._disk.write_at(fd, 0, [encode_header(0, 0.0, HEADER_SIZE)])
                 frames = itertools.chain(_batch_frames(*first) if first[0] else (),
                                          self._snapshot_frames(walk, generation))
-                snapshot_end = self._write_at(fd, HEADER_SIZE, frames)
+                snapshot_end = self._disk.write_at(fd, HEADER_SIZE, frames)
             finally:
                 self._fold_split()
             with self._io:
                 with self._lock:
                     self._check_compaction_still_wanted(generation)
                     chunk, self._rewrite = self._rewrite or [], []
-                end = self._write_at(fd, snapshot_end, _joined(chunk))
+                end = self._disk.write_at(fd, snapshot_end, _joined(chunk))
                 stamp = self._clock()
-                self._write_at(fd, 0, [encode_header(compactions, stamp, end)])
+                self._disk.write_at(fd, 0, [encode_header(compactions, stamp, end)])
                 self._files.fsync(fd)
                 # Catch up with the frames appended meanwhile outside _lock,
                 # until few enough are left to copy while writers wait.
@@ -2320,7 +2049,7 @@ class Engine:
                         rest = self._rewrite or []
                         if len(rest) <= CATCH_UP_FRAMES or round_ >= CATCH_UP_ROUNDS:
                             self._rewrite = None
-                            final = self._write_at(fd, end, [b"".join(rest)])
+                            final = self._disk.write_at(fd, end, [b"".join(rest)])
                             # Opened before the rename, so that once the new
                             # log is in place nothing can fail before appends
                             # go to it.
@@ -2329,9 +2058,9 @@ class Engine:
                                 # Claimed before it is in place (see _claim_log).
                                 if not self._files.lock_open_file(new_fd):
                                     raise LockedError(self.path)
-                                self._files.replace(temp, self._file)
+                                self._files.replace(temp, self._disk.file)
                             except BaseException:
-                                self._close_quietly(new_fd)
+                                self._disk.close_quietly(new_fd)
                                 raise
                             swapped = True
                             old_fd, self._fd = self._fd, new_fd
@@ -2344,7 +2073,7 @@ class Engine:
                             self._tail_dirty = False
                             self._compactions = compactions
                             self._last_compaction = stamp
-                            self._live_bytes += snapshot_end - live_at_snapshot
+                            table.live_bytes += snapshot_end - live_at_snapshot
                             self._dir_unsynced = True
                             if final > end and not self._unsynced:
                                 self._unsynced = True
@@ -2352,12 +2081,12 @@ class Engine:
                                 self._wake.set()
                             break
                         self._rewrite = []
-                    end = self._write_at(fd, end, _joined(rest))
+                    end = self._disk.write_at(fd, end, _joined(rest))
                 if old_window is not None:
                     old_window.close()
                 if old_fd is not None:
-                    self._close_quietly(old_fd)  # the new log is in place
-                self._files.fsync_dir(self._directory)
+                    self._disk.close_quietly(old_fd)  # the new log is in place
+                self._files.fsync_dir(self._disk.directory)
                 self._dir_unsynced = False
         finally:
             self._files.close(fd)
@@ -2384,45 +2113,28 @@ class Engine:
                 if not batch:
                     return
                 kept_expiries: dict[str, float] = {}
-                if not self._undo and not self._expiries:
-                    if self._gone:
-                        batch = [item for item in batch if item[1] is not _MISSING]
+                undo = self._writes.undo
+                table = self._table
+                if not undo and not table.expiries:
+                    if table.gone:
+                        batch = [item for item in batch if item[1] is not MISSING]
                     kept = batch
                 else:
-                    kept, kept_expiries = durable_batch(batch, self._undo, self._expiries,
+                    kept, kept_expiries = durable_batch(batch, undo, table.expiries,
                                                         self._clock())
             if kept:
                 yield from _batch_frames(kept, kept_expiries)
             pacer.step()
 
     def _fold_split(self) -> None:
-        """End the split state: fold _added and the tombstones back into
-        _entries, FOLD_BATCH keys per lock hold."""
+        """End the split state: fold it back, a batch per lock hold (Table.fold_batch)."""
         pacer = _Pacer()
         while True:
             with self._lock:
-                self._frozen = False
-                entries, added, gone = self._entries, self._added, self._gone
-                # Into _entries first, out of _added after: a reader without
-                # the lock finds each key in one or the other (_lookup_aside).
-                moving = list(itertools.islice(added.items(), FOLD_BATCH))
-                entries.update(moving)
-                for key, _ in moving:
-                    del added[key]
-                for _ in range(min(FOLD_BATCH, len(gone))):
-                    entries.pop(gone.pop(), None)
-                if not added and not gone:
-                    self._split = False
+                if self._table.fold_batch():
                     self._update_detour()
                     return
             pacer.step()
-
-    def _close_quietly(self, fd: int) -> None:
-        """Close a descriptor whose file is no longer needed; log a failure."""
-        try:
-            self._files.close(fd)
-        except OSError as exc:
-            logger.warning("aiokv: closing a descriptor of %s failed: %s", self.path, exc)
 
     def _check_compaction_still_wanted(self, generation: int) -> None:
         """Raise if the store was closed, or return-worthy if cleared. Hold _lock."""
@@ -2431,43 +2143,18 @@ class Engine:
         if self._generation != generation:
             raise _CompactionVoid
 
-    def _write_at(self, fd: int, offset: int, frames: Iterable[bytes]) -> int:
-        """pwrite ``frames`` one after another from ``offset``, WRITE_CHUNK
-        bytes at a time; return the end."""
-        chunk: list[bytes] = []
-        size = 0
-        for frame in frames:
-            chunk.append(frame)
-            size += len(frame)
-            if size >= WRITE_CHUNK:
-                offset = self._pwrite_all(fd, offset, b"".join(chunk))
-                chunk, size = [], 0
-        if chunk:
-            offset = self._pwrite_all(fd, offset, b"".join(chunk))
-        return offset
 
-    def _pwrite_all(self, fd: int, offset: int, data: bytes) -> int:
-        view = memoryview(data)
-        while view:
-            written = self._files.pwrite(fd, view, offset)
-            if written <= 0:
-                raise OSError("write made no progress")
-            offset += written
-            view = view[written:]
-        return offset
-
-
-def pending_deletions(undo: list[tuple[str, object, float | None]],
+def pending_deletions(undo: list[Undo],
                       entries: dict[str, Value]) -> list[tuple[str, object]]:
     """The keys a queued write removed from ``entries``, as a batch for
     ``durable_batch`` (which gives each its value from before the queue)."""
-    return [(key, _MISSING) for key in dict.fromkeys(key for key, _, _ in undo)
+    return [(key, MISSING) for key in dict.fromkeys(key for key, _, _ in undo)
             if key not in entries]
 
 
 def durable_batch(
     batch: Sequence[tuple[str, object]],
-    undo: list[tuple[str, object, float | None]],
+    undo: list[Undo],
     expiries: dict[str, float],
     now: float,
 ) -> tuple[list[tuple[str, Value]], dict[str, float]]:
@@ -2492,7 +2179,7 @@ def durable_batch(
             held, when = undone[key]
         else:
             held, when = value, expiries.get(key)
-        if held is _MISSING or (when is not None and when <= now):
+        if held is MISSING or (when is not None and when <= now):
             continue
         kept.append((key, held))  # type: ignore[arg-type]
         if when is not None:

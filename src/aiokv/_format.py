@@ -77,6 +77,7 @@ KINDS: Final = frozenset({SET, SET_ENCODED, DELETE, SNAPSHOT, EXPIRE, BULK, SYNC
 
 SCALAR_TYPES: Final = frozenset({type(None), bool, int, float, str, bytes})
 """Value types kept in memory as they are: immutable, so never copied."""
+_STR_ONLY: Final = frozenset({str})
 
 # Packing exact built-in scalars, tuples of them and plain dicts of them runs
 # in C without releasing the GIL, so one shared Packer is safe across threads.
@@ -205,6 +206,28 @@ _FLOAT_SET_LAYOUTS: Final = tuple(
 )
 
 
+# The same for an int that msgpack packs as a uint32 (65,536 to 2**32 - 1),
+# such as a Unix time in seconds: what ``set(key)`` stores.
+_UINT32_SET_LAYOUTS: Final = tuple(
+    (FRAME_START + (19 + n).to_bytes(4, "big") + bytes([SET, 0xA0 | n]),
+     struct.Struct(f">{_FLOAT_SET_HEAD_SIZE}s{n}sBIH").pack,
+     struct.Struct(f"<{_FLOAT_SET_HEAD_SIZE + n + 7}sI").pack)
+    for n in range(32)
+)
+UINT32_MIN: Final = 1 << 16
+UINT32_END: Final = 1 << 32
+
+
+def encode_uint32_set(key: str, value: int) -> bytes:
+    """``encode_record(SET, key, value, None)`` for UINT32_MIN <= value < UINT32_END."""
+    raw = key.encode()
+    if len(raw) > 31:
+        return encode_record(SET, key, value, None)
+    head, pack_body, pack_frame = _UINT32_SET_LAYOUTS[len(raw)]
+    body = pack_body(head, raw, 0xCE, value, 0xC0CE)
+    return pack_frame(body, zlib.crc32(body, SEED))
+
+
 def encode_float_set(key: str, value: float) -> bytes:
     """``encode_record(SET, key, value, None)`` for a float, about twice as fast."""
     raw = key.encode()
@@ -228,14 +251,22 @@ def encode_value(value: object) -> Value:
         return value
     if type(value) in SCALAR_TYPES:
         return cast(Value, value)
+    # A flat dict under str keys, or a flat list, of exact scalar types packs
+    # without calling back into Python (the shared packer is safe: see _pack)
+    # and reads back as it is: the proof below is left out.
+    flat = (type(value) is dict and _STR_ONLY.issuperset(map(type, value))
+            and SCALAR_TYPES.issuperset(map(type, value.values()))) or (
+            type(value) is list and SCALAR_TYPES.issuperset(map(type, value)))
     try:
-        encoded: bytes = msgpack.packb(value, use_bin_type=True)
+        encoded: bytes = _pack(value) if flat else msgpack.packb(value, use_bin_type=True)
     except OverflowError as exc:
         raise ValueError(f"int out of the 64-bit range msgpack can store ({exc})") from None
     except TypeError as exc:
         raise TypeError(f"value cannot be stored: {exc}") from None
     except ValueError as exc:
         raise ValueError(f"value cannot be stored: {exc}") from None
+    if flat:
+        return Encoded(encoded)
     try:
         decoded = msgpack.unpackb(encoded, strict_map_key=False)
     except Exception as exc:  # e.g. a map key that decodes to a list
@@ -281,10 +312,23 @@ def encode_bulk(
     return encode_record(BULK, keys, values, expiries)
 
 
+def _int_size(value: int) -> int:
+    """Bytes msgpack packs ``value`` (an int within 64 bits) into."""
+    if -32 <= value < 128:
+        return 1
+    if -128 <= value < 256:
+        return 2
+    if -32768 <= value < 65536:
+        return 3
+    return 5 if -(1 << 31) <= value < (1 << 32) else 9
+
+
 def value_size(value: Value) -> int:
     """Bytes ``value`` takes in a snapshot or bulk frame."""
     if type(value) is float:
         return 9
+    if type(value) is int:  # msgpack's smallest form, without packing it
+        return _int_size(value)
     if type(value) is Encoded:
         n = len(value)
         return n + (2 if n < 256 else 3 if n < 65536 else 5)

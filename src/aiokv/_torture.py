@@ -86,8 +86,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ._async_kv import AioKV
 from ._engine import Engine
-from ._store import AioKV
 
 DURABILITIES = ("flush", "fsync", "buffered")
 ACKS_SURVIVE_A_KILL = ("flush", "fsync")
