@@ -53,7 +53,7 @@ def test_the_hot_path_logs_and_counts_exactly_what_the_general_path_does(
         engine.open()
         sets(engine)
     try:
-        assert mapped._map_appends and not written._map_appends
+        assert mapped._log.map_appends and not written._log.map_appends
         assert mapped.items() == written.items()
         ours, theirs = mapped.stats(), written.stats()
         assert (ours.keys, ours.file_bytes, ours.live_bytes) == (
@@ -156,7 +156,7 @@ def test_sets_while_a_compaction_runs_reach_the_new_file(
     def check() -> None:
         while not stop.is_set():
             if not hot_path_is_sound(engine):
-                unsound.append(engine._fast_end)
+                unsound.append(engine._log.fast_end)
 
     stop = threading.Event()
     checker = threading.Thread(target=check)

@@ -10,6 +10,8 @@ The engine coordinates parts that each keep one thing:
 * ``Table`` (_table.py): the entries, their expiry times, the split state.
 * ``PendingWrites`` (_group_commit.py): frames not yet written, and how
   "fsync" batches them.
+* ``LogWriter`` (_log_writer.py): the end of the log being appended to,
+  its mapped window, its SYNCED frames, and the hot path's room.
 * ``LogFiles`` (_log_files.py): where the files are, claiming the log,
   writing a file atomically beside it.
 * ``replay`` (_recovery.py) and the record format (_format.py), pure.
@@ -56,7 +58,6 @@ import fnmatch
 import itertools
 import logging
 import math
-import mmap
 import os
 import re
 import stat
@@ -78,7 +79,6 @@ from ._errors import (
 from ._files import (
     REAL_FILES,
     FileSystem,
-    Window,
     not_a_regular_file,
 )
 from ._format import (
@@ -97,7 +97,6 @@ from ._format import (
     encode_header,
     encode_record,
     encode_snapshot,
-    encode_synced,
     encode_uint32_set,
     encode_value,
     entry_size,
@@ -106,6 +105,7 @@ from ._format import (
 from ._group_commit import PendingWrites, Undo
 from ._legacy import INTS_AS_STRINGS_HINT, ints_as_strings, parse_legacy_json
 from ._log_files import WRITE_CHUNK, LogFiles
+from ._log_writer import LogWriter
 from ._recovery import Replay, is_log, new_entries, replay
 from ._table import MISSING, Table, expiry_size
 
@@ -135,10 +135,6 @@ writes. Mapped appends make no system call, so a thread writing flat out
 would never let go of the GIL: the compaction would get it once per 5 ms
 switch interval and lose it at each of its own system calls, and the writes
 it must copy would pile up faster than it copies them."""
-MIN_RESERVE = 64 * 1024
-MAX_RESERVE = 8 * 1024 * 1024
-"""At "flush", space reserved after the log's end for the mapped window that
-appends go through: an eighth of the log, within these bounds."""
 SLICE = 0.0005
 MAX_SLICE = 0.002
 PAUSE = 0.0001
@@ -299,7 +295,13 @@ SWEEP_BATCH = 1000
 
 
 class Engine:
-    """The store's state and its log. Thread-safe; see the module docstring."""
+    """The store's state and its log. Thread-safe; see the module docstring.
+
+    ``_lock`` guards the table, the pending writes, the log writer and every
+    other field below that a write or the writer thread changes; ``_io``
+    is taken as well to replace or close a descriptor; ``_open_lock``
+    serializes open() and close().
+    """
 
     def __init__(
         self,
@@ -361,29 +363,11 @@ class Engine:
         self._owner = 0  # the id of the process that opened the store
 
         self._table = Table(clock)
-        # What recovery needs to tell a power loss from damage (see
-        # _recovery): in a VOUCHED file, the first append after an fsync is
-        # preceded by a SYNCED frame naming how far that fsync reached.
-        self._vouched = False
-        self._synced_end = 0  # the log is known fsynced up to here
-        self._marked_end = 0  # ...and a SYNCED frame (or the header) says so up to here
+        self._log = LogWriter(files, self.path)
         # The hot path of set() takes the general path when this is true:
         # during a compaction's split state, or when a SYNCED frame is due.
         self._detour = False
-        self._file_bytes = 0
-        self._fd: int | None = None
-        # "flush" on a file system that allows it: appends are copied into a
-        # mapped window of space reserved past the log's end (no system call
-        # per set; the page cache holds them, so they survive kill -9).
-        self._map_appends = False
-        self._window: Window | None = None
-        # Where the window ends in the file (0: none); the room left in it is
-        # _window_end - _file_bytes, so an append updates one counter.
-        self._window_end = 0
-        self._fast_end = 0  # how far set()'s hot path may append (_grant_fast_room)
-        self._reserved_end = 0  # the file's size while space is reserved
         self._lock_fd: int | None = None
-        self._tail_dirty = False  # bytes past _file_bytes may be garbage
         self._compactions = 0
         self._last_compaction: float | None = None
         self._expired_at_open: list[str] = []  # dropped by the replay, to be logged
@@ -469,7 +453,7 @@ class Engine:
         if lock_fd is None:
             raise LockedError(self.path, self._files.lock_holder(self._disk.file + ".lock"))
         try:
-            self._map_appends = self._inline_writes and self._files.can_map(self._disk.file)
+            self._log.map_appends = self._inline_writes and self._files.can_map(self._disk.file)
             self._recover()
             self._lock_fd = lock_fd
             self._owner = os.getpid()
@@ -489,10 +473,10 @@ class Engine:
             self._syncer = None
             self._lock_fd = None
             with self._lock:
-                self._drop_window()
-            if self._fd is not None:
-                self._files.close(self._fd)
-                self._fd = None
+                self._log.drop_window()
+            if self._log.fd is not None:
+                self._files.close(self._log.fd)
+                self._log.fd = None
             self._files.unlock(lock_fd)
             raise
 
@@ -520,15 +504,15 @@ class Engine:
             return
         self._state = _FORKED
         self.is_open = False
-        self._fast_end = 0
-        self._window = None  # the child's copy of the mapping goes with it
-        for fd in (self._fd, self._lock_fd):
+        self._log.revoke_room()
+        self._log.window = None  # the child's copy of the mapping goes with it
+        for fd in (self._log.fd, self._lock_fd):
             if fd is not None:
                 try:
                     os.close(fd)
                 except OSError:
                     pass
-        self._fd = self._lock_fd = None
+        self._log.fd = self._lock_fd = None
         self._syncer = self._compaction_thread = None
 
     def _read_only(self) -> None:
@@ -553,7 +537,7 @@ class Engine:
                 self._compactions = result.header.compactions
                 self._last_compaction = result.header.compacted_at or None
             entries, expiries = result.entries, result.expiries
-            self._file_bytes = result.end
+            self._log.end = result.end
         self._table.take(entries, expiries)
         self._table.live_bytes = self._table.estimate_live_bytes()
 
@@ -568,7 +552,7 @@ class Engine:
         try:
             self._recover_claimed(claimed)
         finally:
-            if claimed is not None and self._fd != claimed:
+            if claimed is not None and self._log.fd != claimed:
                 self._disk.close_quietly(claimed)  # a new log replaced it, or opening failed
 
     def _recover_claimed(self, claimed: int | None) -> None:
@@ -638,8 +622,8 @@ class Engine:
             self._files.write_synced(fd, deletes)
         elif result.torn_tail or unvouched:
             self._files.fsync(fd)
-        self._fd = fd
-        self._file_bytes = end
+        self._log.fd = fd
+        self._log.end = end
         synced = end if result.torn_tail or unvouched or deletes else result.durable_end
         self._vouch_from(synced, vouched, result.durable_end)
         self._seal()
@@ -718,9 +702,9 @@ class Engine:
         frames = list(_snapshot_frames(entries, expiries))
         length = HEADER_SIZE + sum(map(len, frames))
         header = encode_header(self._compactions, self._last_compaction or 0.0, length)
-        self._fd = self._disk.write_atomically(self._disk.file, [header, *frames], as_log=True,
+        self._log.fd = self._disk.write_atomically(self._disk.file, [header, *frames], as_log=True,
                                                new=new)
-        self._file_bytes = length
+        self._log.end = length
         self._vouch_from(length)
         self._table.take(entries, expiries)
         self._table.live_bytes = length
@@ -728,8 +712,8 @@ class Engine:
     def _create_empty_log(self) -> None:
         """Create the log file again after clear(); memory is left as it is."""
         header = encode_header(self._compactions, self._last_compaction or 0.0, HEADER_SIZE)
-        self._fd = self._disk.write_atomically(self._disk.file, [header], as_log=True, new=True)
-        self._file_bytes = HEADER_SIZE
+        self._log.fd = self._disk.write_atomically(self._disk.file, [header], as_log=True, new=True)
+        self._log.end = HEADER_SIZE
         self._vouch_from(HEADER_SIZE)
         self.log_missing = False
 
@@ -738,9 +722,7 @@ class Engine:
 
         ``marked``: how far its SYNCED frames (or header) vouch, if less.
         """
-        self._vouched = vouched
-        self._synced_end = end
-        self._marked_end = end if marked is None else marked
+        self._log.vouch_from(end, vouched, marked)
         self._update_detour()
 
     def _seal(self) -> None:
@@ -752,7 +734,7 @@ class Engine:
         in the log.
         """
         with self._io, self._lock:
-            fd = self._fd
+            fd = self._log.fd
             if fd is None:
                 return
             mark, previous = self._take_mark()
@@ -762,46 +744,31 @@ class Engine:
                 self._files.write_synced(fd, mark)
             except BaseException:
                 self._unmark(previous)
-                self._cut_tail_after_failure()
+                self._log.cut_tail_after_failure()
                 raise
-            self._file_bytes += len(mark)
+            self._log.end += len(mark)
 
     def _update_detour(self) -> None:
         """Whether set() must leave its hot path. Hold _lock."""
-        self._detour = self._table.split or self._mark_due()
+        self._detour = self._table.split or self._log.mark_due()
         if self._detour:
-            self._fast_end = 0
-
-    def _mark_due(self) -> bool:
-        """Whether the next append must be preceded by a SYNCED frame. Hold _lock."""
-        return self._vouched and self._synced_end > self._marked_end
+            self._log.revoke_room()
 
     def _synced(self, end: int) -> None:
         """An fsync of the log up to ``end`` succeeded. Hold _lock."""
-        if end > self._synced_end:
-            self._synced_end = end
+        if self._log.synced(end):
             self._update_detour()
 
     def _take_mark(self) -> tuple[bytes, int]:
-        """The SYNCED frame due before the next append (or b""). Hold _lock.
-
-        The caller writes it first in that append. Returns also what to give
-        ``_unmark`` if the append fails.
-        """
-        previous = self._marked_end
-        if not self._mark_due():
-            return b"", previous
-        mark = encode_synced(self._synced_end)
-        # Written right where the fsynced part ends, the frame needs no frame
-        # of its own to vouch for it (recovery reads it the same way).
-        adjacent = self._file_bytes == self._synced_end
-        self._marked_end = self._synced_end + (len(mark) if adjacent else 0)
+        """The SYNCED frame due before the next append (or b""), and what to
+        give ``_unmark`` if that append fails (LogWriter.take_mark). Hold _lock."""
+        taken = self._log.take_mark()
         self._update_detour()
-        return mark, previous
+        return taken
 
     def _unmark(self, previous: int) -> None:
         """The append that held a SYNCED frame failed: it is not in the log. Hold _lock."""
-        self._marked_end = previous
+        self._log.unmark(previous)
         self._update_detour()
 
     def close(self) -> None:
@@ -826,7 +793,7 @@ class Engine:
                 return
             with self._lock:
                 self._state = _CLOSING
-                self._fast_end = 0
+                self._log.revoke_room()
                 self.is_open = False
                 self._generation += 1  # a running compaction is discarded
             compaction = self._compaction_thread
@@ -834,7 +801,7 @@ class Engine:
                 compaction.join()
             try:
                 with self._lock:
-                    self._release_reserved()
+                    self._log.release_reserved()
                 self._flush_all()
                 self._seal()
             except BaseException:
@@ -856,9 +823,9 @@ class Engine:
             # Everything is on disk: from here on close() completes. A failing
             # close(2) still frees the descriptor (and with it the flock).
             with self._io, self._lock:
-                if self._fd is not None:
-                    self._disk.close_quietly(self._fd)
-                    self._fd = None
+                if self._log.fd is not None:
+                    self._disk.close_quietly(self._log.fd)
+                    self._log.fd = None
                 if self._lock_fd is not None:
                     try:
                         self._files.unlock(self._lock_fd)
@@ -992,9 +959,9 @@ class Engine:
             return Stats(
                 path=self.path,
                 keys=held - expired,
-                file_bytes=self._file_bytes,
+                file_bytes=self._log.end,
                 live_bytes=live,
-                dead_bytes=max(0, self._file_bytes - live),
+                dead_bytes=max(0, self._log.end - live),
                 compactions=self._compactions,
                 last_compaction=self._last_compaction,
                 durability=self.durability,
@@ -1012,7 +979,7 @@ class Engine:
         set without one removes an earlier expiry, as Redis's SET does.
 
         The hot path, a set under a str key, is written out here: while
-        ``_fast_end`` allows (see ``_grant_fast_room``), such a set copies its
+        the log's room allows (see ``_grant_fast_room``), such a set copies its
         frame into the mapped window and updates memory, with nothing else to
         check. Without a ttl it changes the entries itself (unless the key
         has an expiry to remove); with one, through the table. Every call
@@ -1037,18 +1004,18 @@ class Engine:
                 raise ValueError(f"key {key!r}: int out of the 64-bit range msgpack can "
                                  "store") from None
             size = len(frame)
-            if self._file_bytes + size <= self._fast_end:  # read again under the lock
+            log = self._log
+            if log.end + size <= log.fast_end:  # read again under the lock
                 # acquire() and release() rather than "with": half the cost.
                 lock = self._lock
                 lock.acquire()
                 try:
-                    end = self._file_bytes + size
+                    end = log.end + size
                     table = self._table
                     # A key with an expiry takes the general path, which removes it.
-                    if end <= self._fast_end and not (table.expiries
-                                                      and key in table.expiries):
-                        self._window.write(frame)  # type: ignore[union-attr]  # room: mapped
-                        self._file_bytes = end
+                    if end <= log.fast_end and not (table.expiries and key in table.expiries):
+                        log.window.write(frame)  # type: ignore[union-attr]  # room: mapped
+                        log.end = end
                         entries = table.entries
                         old_value = entries.get(key, MISSING)
                         entries[key] = value  # type: ignore[assignment]
@@ -1071,14 +1038,15 @@ class Engine:
                 frame = encode_record(SET, key, value, expires)
             except (ValueError, OverflowError):
                 frame = b""
-            if frame and self._file_bytes + len(frame) <= self._fast_end:
+            log = self._log
+            if frame and log.end + len(frame) <= log.fast_end:
                 lock = self._lock
                 lock.acquire()
                 try:
-                    end = self._file_bytes + len(frame)
-                    if end <= self._fast_end:
-                        self._window.write(frame)  # type: ignore[union-attr]  # room: mapped
-                        self._file_bytes = end
+                    end = log.end + len(frame)
+                    if end <= log.fast_end:
+                        log.window.write(frame)  # type: ignore[union-attr]  # room: mapped
+                        log.end = end
                         self._table.put(key, value, expires)  # type: ignore[arg-type]
                         return None
                 finally:
@@ -1115,15 +1083,15 @@ class Engine:
                 self._refuse_if_failing()
             # _append() and _put(), written out: no call of theirs on this
             # path, which most sets take when the log is not mapped.
-            window = self._window
+            window = self._log.window
             queued = False
-            if (window is not None and self._file_bytes + size <= self._window_end
+            if (window is not None and self._log.end + size <= self._log.window_end
                     and not self._detour):
                 window.write(frame)
             else:
-                fd = self._fd
-                if (not self._inline_writes or fd is None or self._tail_dirty or self._detour
-                        or self._map_appends):
+                fd = self._log.fd
+                if (not self._inline_writes or fd is None or self._log.tail_dirty or self._detour
+                        or self._log.map_appends):
                     if self._inline_writes:
                         self._append(frame)  # creates, repairs or maps first
                         self._put(key, stored, None)
@@ -1138,7 +1106,7 @@ class Engine:
                         if written != size:
                             self._disk.write_all(fd, memoryview(frame)[written:])
                     except OSError:
-                        self._cut_tail_after_failure()
+                        self._log.cut_tail_after_failure()
                         raise
             table = self._table
             entries = table.entries
@@ -1153,43 +1121,40 @@ class Engine:
                 table.live_bytes -= expiry_size(key)
             if queued:
                 return self._queue(frame, key, (old_value, old_expiry))
-            self._file_bytes += size
+            self._log.end += size
             if (self._rewrite is not None or not self._unsynced
-                    or self._file_bytes >= self._next_compaction_check):
+                    or self._log.end >= self._next_compaction_check):
                 self._after_append(frame)
             if window is not None:
                 self._grant_fast_room()
             return None
 
     def _grant_fast_room(self) -> None:
-        """Open set()'s hot path for as many bytes as nothing else is due. Hold _lock.
+        """Open the hot path for as many bytes as nothing else is due. Hold _lock.
 
-        The hot path only copies a frame into the window and updates the
-        entries, so it may run only while the store is open with a window
-        mapped, the log is already marked unsynced (the writer thread knows
-        an fsync is due), no SYNCED frame is due, no compaction runs, and the
-        next append stays short of
-        the window's end and of the next compaction check. Whatever ends one
-        of these sets ``_fast_end`` to 0 where it happens: close(),
-        _update_detour() (a SYNCED frame due, a split), _drop_window() (every
-        unmap: reserve, clear, cut, close), the writer thread's end, the
-        compaction's start and its swap of the window, _count_towards_hand_over()
-        and _sync() (unsynced no longer). ``_fast_end`` is an offset in the
-        file: other appends, which move ``_file_bytes`` on, shrink the room by
-        themselves. The next set past it takes the general path, which grants
-        the room again. Paths with no window ("fsync", "buffered", open) need
-        nothing: the room is only ever granted with a window mapped.
+        The hot path (set(), incr()) only copies a frame into the window and
+        updates the table, so it may run only while _hot_path_open() holds
+        and the next append stays short of the window's end and of the next
+        compaction check. The room is the LogWriter's (``fast_end``, an offset
+        in the file: other appends shrink it by moving the end on); whatever
+        ends one of the conditions revokes it where it happens: close(),
+        _update_detour() (a SYNCED frame due, a split), every unmap of the
+        window (reserve, clear, cut, close), the writer thread's end, a
+        compaction's start and swap, _count_towards_hand_over() and _sync()
+        (unsynced no longer). The next set past it takes the general path,
+        which grants the room again. Paths with no window ("fsync",
+        "buffered", open) need nothing: the room is only granted with one.
         """
         if self._hot_path_open():
-            self._fast_end = min(self._window_end, self._next_compaction_check - 1)
+            self._log.grant_room(self._next_compaction_check - 1)
         else:
-            self._fast_end = 0
+            self._log.revoke_room()
 
     def _hot_path_open(self) -> bool:
-        """Whether set()'s hot path may be given room now (see _grant_fast_room). Hold _lock."""
-        return (self._state is _OPEN and self._window is not None and self._unsynced
+        """Whether the hot path may be given room now (see _grant_fast_room). Hold _lock."""
+        return (self._state is _OPEN and self._log.window is not None and self._unsynced
                 and not self._detour and not self._hand_over and self._rewrite is None
-                and not self._table.split and not self._tail_dirty
+                and not self._table.split and not self._log.tail_dirty
                 and self._write_failure is None)
 
     def _set_expiring(self, key: str, stored: Value, ttl: float | None) -> Commit | None:
@@ -1213,7 +1178,7 @@ class Engine:
         if self._inline_writes:
             self._append(frame)
             self._put(key, stored, expires)
-            if self._window is not None:
+            if self._log.window is not None:
                 self._grant_fast_room()
             return None
         return self._queue(frame, key, self._put(key, stored, expires))
@@ -1264,10 +1229,11 @@ class Engine:
             if not -(1 << 63) <= value < (1 << 64):
                 raise ValueError(f"key {key!r}: {value} is out of the 64-bit range")
             frame = _encode_put(key, value, expires)
-            end = self._file_bytes + len(frame)
-            if end <= self._fast_end:  # the hot path's room (see _grant_fast_room)
-                self._window.write(frame)  # type: ignore[union-attr]  # room: mapped
-                self._file_bytes = end
+            log = self._log
+            end = log.end + len(frame)
+            if end <= log.fast_end:  # the hot path's room (see _grant_fast_room)
+                log.window.write(frame)  # type: ignore[union-attr]  # room: mapped
+                log.end = end
                 table.put(key, value, expires)
                 return value, None
             return value, self._write_put(key, value, expires, frame)
@@ -1386,79 +1352,19 @@ class Engine:
 
     def _append(self, frame: bytes) -> None:
         """Append one frame to the log now ("flush" level). Hold _lock."""
-        if self._fd is None:
+        if self._log.fd is None:
             self._create_empty_log()  # only after clear(); rare
-        if self._tail_dirty:
-            self._cut_tail()
+        if self._log.tail_dirty:
+            self._log.cut_tail()
         mark, previous = self._take_mark()
         if mark:
             try:
-                self._write_frame(mark)
+                self._log.write_frame(mark)
             except BaseException:
                 self._unmark(previous)
                 raise
-        self._write_frame(frame)
+        self._log.write_frame(frame)
         self._after_append(frame)
-
-    def _write_frame(self, frame: bytes) -> None:
-        """Write one frame at the log's end (mapped or write(2)). Hold _lock."""
-        if self._map_appends:
-            if self._window is None or self._file_bytes + len(frame) > self._window_end:
-                self._reserve(len(frame))
-            assert self._window is not None
-            # Nothing to take off the hot path's room: _fast_end is an offset
-            # and _file_bytes moves past this frame below. Whatever else this
-            # append changes (an expiry, a compaction) closes the hot path
-            # where it happens.
-            self._window.write(frame)
-        else:
-            fd = self._fd
-            assert fd is not None
-            try:
-                written = self._files.write(fd, frame)
-                if written != len(frame):
-                    self._disk.write_all(fd, memoryview(frame)[written:])
-            except OSError:
-                self._cut_tail_after_failure()
-                raise
-        self._file_bytes += len(frame)
-
-    def _reserve(self, needed: int) -> None:
-        """Reserve space past the log's end and map it. Hold _lock.
-
-        Raises OSError (ENOSPC...) with nothing appended; whatever the failed
-        reservation left past the end is cut before the next append.
-        """
-        self._drop_window()
-        fd = self._fd
-        assert fd is not None
-        start = self._file_bytes
-        size = max(min(max(start // 8, MIN_RESERVE), MAX_RESERVE), needed)
-        base = start - start % mmap.ALLOCATIONGRANULARITY
-        try:
-            self._files.allocate(fd, start, size)
-            window = self._files.map(fd, base, start + size - base)
-        except OSError:
-            self._tail_dirty = True
-            raise
-        window.seek(start - base)
-        self._window, self._window_end = window, start + size
-        self._reserved_end = max(self._reserved_end, start + size)
-
-    def _drop_window(self) -> None:
-        """Unmap the append window (what it holds stays in the file)."""
-        window = self._window
-        self._fast_end = 0
-        if window is not None:
-            self._window, self._window_end = None, 0
-            window.close()
-
-    def _release_reserved(self) -> None:
-        """Cut the reserved space off the end of the log. Hold _lock."""
-        self._drop_window()
-        if self._reserved_end > self._file_bytes and self._fd is not None:
-            self._files.truncate(self._fd, self._file_bytes)
-        self._reserved_end = 0
 
     def _after_append(self, frame: bytes) -> None:
         """What an append at the "flush" level sometimes needs. Hold _lock."""
@@ -1469,7 +1375,7 @@ class Engine:
             self._unsynced = True
             self._unsynced_since = time.monotonic()
             self._wake.set()
-        if self._file_bytes >= self._next_compaction_check:
+        if self._log.end >= self._next_compaction_check:
             self._maybe_compact()
 
     def _count_towards_hand_over(self) -> None:
@@ -1478,28 +1384,12 @@ class Engine:
         if not self._until_hand_over:
             self._until_hand_over = HAND_OVER_EVERY
             self._hand_over = True
-            self._fast_end = 0
+            self._log.revoke_room()
 
     def _let_compaction_run(self) -> None:
         """Sleep PAUSE: the compaction thread gets the GIL (see HAND_OVER_EVERY)."""
         self._hand_over = False
         time.sleep(PAUSE)
-
-    def _cut_tail(self) -> None:
-        """Remove whatever a failed write left past the last good frame."""
-        assert self._fd is not None
-        self._drop_window()
-        self._files.truncate(self._fd, self._file_bytes)
-        self._tail_dirty = False
-        self._reserved_end = 0
-
-    def _cut_tail_after_failure(self) -> None:
-        self._tail_dirty = True
-        try:
-            self._cut_tail()
-        except OSError:
-            logger.exception("aiokv: could not truncate %s after a failed write; "
-                             "will retry before the next write", self.path)
 
     # -- clear --------------------------------------------------------------
 
@@ -1517,21 +1407,21 @@ class Engine:
             if self._state is not _OPEN:
                 raise self._unusable()
             self._generation += 1
-            if self._fd is not None:
+            if self._log.fd is not None:
                 self._files.remove(self._disk.file)
-                self._drop_window()
-                self._reserved_end = 0
+                self._log.drop_window()
+                self._log.reserved_end = 0
                 # From here on the clear has happened: nothing may stop it.
-                self._disk.close_quietly(self._fd)
-                self._fd = None
+                self._disk.close_quietly(self._log.fd)
+                self._log.fd = None
                 self.log_missing = True
             superseded = self._writes.drop()
             clearing = self._clearing = Commit()
             self._write_failure = None  # nothing is held any more
             self._table.empty()
             self._vouch_from(0)
-            self._file_bytes = 0
-            self._tail_dirty = False
+            self._log.end = 0
+            self._log.tail_dirty = False
             self._unsynced = False
             self._rewrite = None
         # The writes queued before the clear are superseded by it: their
@@ -1555,7 +1445,7 @@ class Engine:
         self._check_writable()
         with self._lock:
             self._check_writable()
-            if self._fd is None:
+            if self._log.fd is None:
                 self._create_empty_log()
 
     # -- background: group commit, buffered writes, periodic fsync ----------
@@ -1584,7 +1474,7 @@ class Engine:
                 self._writer_stopped = exc
                 # Nothing would write queued frames or settle commits: refuse writes.
                 self._write_failure = OSError(errno.EIO, "the store's writer thread stopped")
-                self._fast_end = 0
+                self._log.revoke_room()
             self._release_waiters(exc)  # and the thread ends: logged, not raised again
 
     def _sync_step(self) -> bool:
@@ -1737,7 +1627,7 @@ class Engine:
                 return
             took = time.monotonic() - started
             with self._lock:
-                self._file_bytes = batch.start + len(data)
+                self._log.end = batch.start + len(data)
                 self._synced(batch.start + len(data))
                 self._writes.batch_done(took)
                 self._maybe_compact()
@@ -1789,7 +1679,7 @@ class Engine:
                 with self._lock:
                     # _io held throughout: only _queue added frames, at the end.
                     self._writes.written(count)
-                    self._file_bytes = batch.start + len(data)
+                    self._log.end = batch.start + len(data)
                     if not self._unsynced:
                         self._unsynced = True
                         self._unsynced_since = time.monotonic()
@@ -1834,25 +1724,25 @@ class Engine:
         join a running compaction's copy, and the SYNCED frame due (if any)
         is taken to lead the batch.
         """
-        if self._fd is None:
+        if self._log.fd is None:
             self._create_empty_log()
-        if self._tail_dirty:
-            self._cut_tail()
-        fd = self._fd
+        if self._log.tail_dirty:
+            self._log.cut_tail()
+        fd = self._log.fd
         assert fd is not None
         rewrite_mark = None
         if self._rewrite is not None:
             rewrite_mark = len(self._rewrite)
             self._rewrite.extend(frames)
         vouch, vouched_before = self._take_mark()
-        return _Batch(fd, self._file_bytes, rewrite_mark, vouch, vouched_before)
+        return _Batch(fd, self._log.end, rewrite_mark, vouch, vouched_before)
 
     def _abandon_batch(self, batch: _Batch) -> None:
         """The batch's write failed: undo what _begin_batch did, cut the tail. Hold _lock."""
-        self._file_bytes = batch.start
+        self._log.end = batch.start
         if batch.vouch:
             self._unmark(batch.vouched_before)
-        self._cut_tail_after_failure()
+        self._log.cut_tail_after_failure()
         if batch.rewrite_mark is not None and self._rewrite is not None:
             del self._rewrite[batch.rewrite_mark:]
 
@@ -1860,17 +1750,17 @@ class Engine:
         """fsync the log (and its directory after a compaction or creation)."""
         with self._io:
             with self._lock:
-                fd = self._fd
+                fd = self._log.fd
                 self._unsynced = False
-                self._fast_end = 0
+                self._log.revoke_room()
                 sync_dir = self._dir_unsynced
-                end = self._file_bytes  # appends made from here on may miss this fsync
+                end = self._log.end  # appends made from here on may miss this fsync
             if fd is None:
                 return
             try:
                 self._files.fsync(fd)
                 with self._lock:
-                    if self._fd == fd:  # not replaced by a compaction meanwhile
+                    if self._log.fd == fd:  # not replaced by a compaction meanwhile
                         self._synced(end)
                 if sync_dir:
                     self._files.fsync_dir(self._disk.directory)
@@ -1931,9 +1821,10 @@ class Engine:
         Checked again only after another COMPACTION_CHECK_BYTES have been
         appended, which keeps the check off nearly every set.
         """
-        self._next_compaction_check = self._file_bytes + COMPACTION_CHECK_BYTES
+        self._next_compaction_check = self._log.end + COMPACTION_CHECK_BYTES
+        self._log.limit_room(self._next_compaction_check - 1)  # the hot path checks again there
         live = self._table.live_bytes
-        if self._file_bytes - live > live + COMPACT_SLACK and self._compaction is None:
+        if self._log.end - live > live + COMPACT_SLACK and self._compaction is None:
             self._request_compaction_locked()
 
     def _request_compaction(self) -> Commit:
@@ -1998,13 +1889,13 @@ class Engine:
         with self._io, self._lock:
             if self._state is not _OPEN:
                 raise self._unusable()
-            if self._fd is None:
+            if self._log.fd is None:
                 return  # cleared: there is no log to compact
             generation = self._generation
             # Every frame written from here on reaches the new file through
             # the rewrite buffer, so the walk may take each batch later.
             self._rewrite = []
-            self._fast_end = 0
+            self._log.revoke_room()
             table = self._table
             live_at_snapshot = table.live_bytes
             compactions = self._compactions + 1
@@ -2063,14 +1954,14 @@ class Engine:
                                 self._disk.close_quietly(new_fd)
                                 raise
                             swapped = True
-                            old_fd, self._fd = self._fd, new_fd
-                            old_window, self._window = self._window, None
-                            self._fast_end = 0
-                            self._window_end = self._reserved_end = 0
-                            self._file_bytes = final
+                            old_fd, self._log.fd = self._log.fd, new_fd
+                            old_window, self._log.window = self._log.window, None
+                            self._log.revoke_room()
+                            self._log.window_end = self._log.reserved_end = 0
+                            self._log.end = final
                             self._vouch_from(end)  # the header's compacted length
                             self._next_compaction_check = final + COMPACTION_CHECK_BYTES
-                            self._tail_dirty = False
+                            self._log.tail_dirty = False
                             self._compactions = compactions
                             self._last_compaction = stamp
                             table.live_bytes += snapshot_end - live_at_snapshot
