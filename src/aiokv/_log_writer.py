@@ -67,8 +67,7 @@ class LogWriter:
 
     def limit_room(self, limit: int) -> None:
         """Keep the hot path short of ``limit`` (room already granted shrinks)."""
-        if self.fast_end > limit:
-            self.fast_end = limit
+        self.fast_end = min(self.fast_end, limit)
 
     # -- vouching -------------------------------------------------------------
 
