@@ -14,6 +14,8 @@ The engine coordinates parts that each keep one thing:
   its mapped window, its SYNCED frames, and the hot path's room.
 * ``LogFiles`` (_log_files.py): where the files are, claiming the log,
   writing a file atomically beside it.
+* ``plan_round`` and ``FailureLog`` (_writer_thread.py): what the writer
+  thread does each round, and how its failures are logged.
 * ``replay`` (_recovery.py) and the record format (_format.py), pure.
 
 What a write does on the caller's thread (the event loop's, for ``AioKV``):
@@ -108,6 +110,7 @@ from ._log_files import WRITE_CHUNK, LogFiles
 from ._log_writer import LogWriter
 from ._recovery import Replay, is_log, new_entries, replay
 from ._table import MISSING, Table, expiry_size
+from ._writer_thread import FailureLog, plan_round
 
 logger = logging.getLogger("aiokv")
 
@@ -397,8 +400,7 @@ class Engine:
         self._wake = threading.Event()
         # Set if the writer thread ended before close() (see _sync_loop).
         self._writer_stopped: BaseException | None = None
-        # The last failure the writer thread logged in full (_report_background_failure).
-        self._last_background_failure: tuple[str, type[BaseException], str] | None = None
+        self._failures = FailureLog(self.path)
         self._stopping = False
         self._syncer: threading.Thread | None = None
 
@@ -1466,7 +1468,7 @@ class Engine:
                     if not self._sync_step():
                         return
                 except Exception as exc:
-                    self._report_background_failure("the writer thread's round", exc)
+                    self._failures.report("the writer thread's round", exc)
                     time.sleep(0.05)
         except BaseException as exc:  # not an Exception: the thread cannot go on
             logger.critical("aiokv: the writer thread of %s stopped: %r", self.path, exc)
@@ -1489,27 +1491,19 @@ class Engine:
                 if self._state is _OPEN:  # a closing store writes nothing more of its own
                     timeout = self._sweep_locked()
             except Exception as exc:
-                self._report_background_failure("the expiry sweep", exc)
+                self._failures.report("the expiry sweep", exc)
                 timeout = SWEEP_INTERVAL
-            now = time.monotonic()
-            write = sync = False
-            if self._writes.frames:
-                if self.durability == "fsync":
-                    write = True
-                else:
-                    due = self._writes.since + self.flush_interval
-                    write = now >= due
-                    if not write:
-                        timeout = due - now if timeout is None else min(timeout, due - now)
-            if self._unsynced:
-                due = self._unsynced_since + self.fsync_interval
-                sync = now >= due
-                if not sync:
-                    timeout = due - now if timeout is None else min(timeout, due - now)
+            plan = plan_round(
+                time.monotonic(), group_commit=self.durability == "fsync",
+                queued_since=self._writes.since if self._writes.frames else None,
+                flush_interval=self.flush_interval,
+                unsynced_since=self._unsynced_since if self._unsynced else None,
+                fsync_interval=self.fsync_interval, sweep_in=timeout)
+            write, sync = plan.write, plan.sync
             if not (write or sync):
                 self._wake.clear()
         if not (write or sync):
-            self._wake.wait(None if timeout is None else min(timeout, MAX_INTERVAL))
+            self._wake.wait(None if plan.wait is None else min(plan.wait, MAX_INTERVAL))
             return True
         try:
             if self.durability == "fsync":
@@ -1519,24 +1513,12 @@ class Engine:
                 self._write_pending()
             if sync:
                 self._sync()
-            self._last_background_failure = None
+            self._failures.succeeded()
         except Exception as exc:  # logged; retried on the next round
             if not (write and self._write_failure is exc):  # _write_pending logged it
-                self._report_background_failure("a background write", exc)
+                self._failures.report("a background write", exc)
             time.sleep(min(self.flush_interval, 0.05))
         return True
-
-    def _report_background_failure(self, duty: str, error: BaseException) -> None:
-        """Log a failure of the writer thread's ``duty``: in full the first time
-        it fails this way in a row, briefly after that (a retry every 50 ms
-        must not flood the log)."""
-        signature = (duty, type(error), str(error))
-        if signature == self._last_background_failure:
-            logger.debug("aiokv: %s of %s failed again: %s", duty, self.path, error)
-            return
-        self._last_background_failure = signature
-        logger.error("aiokv: %s of %s failed; it is retried: %s", duty, self.path, error,
-                     exc_info=error)
 
     def _release_waiters(self, error: BaseException) -> None:
         """The writer thread is gone: fail every commit someone may wait on.
@@ -1864,7 +1846,7 @@ class Engine:
         except Exception as exc:  # RuntimeError: can't start new thread
             self._compaction_thread = None
             self._compaction = None
-            self._report_background_failure("starting a compaction", exc)
+            self._failures.report("starting a compaction", exc)
             commit.settle(exc)
 
     def _run_compaction(self, commit: Commit) -> None:
