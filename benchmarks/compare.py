@@ -3,7 +3,7 @@
 Run from the repository root::
 
     python benchmarks/compare.py                    # everything, 3 repetitions (20-40 min)
-    python benchmarks/compare.py --quick            # small sizes, 1 repetition (< 2 min)
+    python benchmarks/compare.py --quick            # small sizes, 1 repetition (~1 min)
     python benchmarks/compare.py --only aiokv-async-flush,diskcache --workloads W1,W5
 
 Every (system, workload) measurement runs in a fresh child process
@@ -67,14 +67,15 @@ class Sizes:
     compaction_keys: int  # W8 store
     budget: float  # seconds of timed work per part, for slow systems
     timeout: float  # seconds per child
+    w5_mid_store: bool = True  # W5 also opens the "100k" store (--quick: the big one only)
 
 
 FULL = Sizes(repetitions=3, set_ops=20_000, gets=100_000, tasks=100, mid_keys=100_000,
              big_keys=1_000_000, growth_keys=(10_000, 100_000, 1_000_000), growth_ops=20_000,
              compaction_keys=1_000_000, budget=1.0, timeout=1800.0)
-QUICK = Sizes(repetitions=1, set_ops=5_000, gets=20_000, tasks=100, mid_keys=10_000,
-              big_keys=30_000, growth_keys=(1_000, 30_000), growth_ops=3_000,
-              compaction_keys=100_000, budget=0.15, timeout=120.0)
+QUICK = Sizes(repetitions=1, set_ops=3_000, gets=10_000, tasks=100, mid_keys=5_000,
+              big_keys=10_000, growth_keys=(1_000, 10_000), growth_ops=2_000,
+              compaction_keys=20_000, budget=0.1, timeout=120.0, w5_mid_store=False)
 
 
 def count_label(count: int) -> str:
@@ -235,7 +236,7 @@ class Selection:
 def w5_figures(sizes: Sizes, system: System) -> list[tuple[str, int, bool, str]]:
     """(figure id, keys, compacted, mode) of every W5 measurement for a system."""
     figures = []
-    for keys in (sizes.mid_keys, sizes.big_keys):
+    for keys in ((sizes.mid_keys,) if sizes.w5_mid_store else ()) + (sizes.big_keys,):
         for compacted in (True, False):
             if not compacted and not system.uncompacted:
                 continue
@@ -544,7 +545,7 @@ def open_detail_table(results: Results, selection: Selection, sizes: Sizes) -> l
     """Every W5 figure: open and open + all, compacted and uncompacted, both sizes."""
     header = ["system"]
     columns = []
-    for keys in (sizes.mid_keys, sizes.big_keys):
+    for keys in ((sizes.mid_keys,) if sizes.w5_mid_store else ()) + (sizes.big_keys,):
         for compacted in (True, False):
             for mode in ("open", "all"):
                 layout = "compacted" if compacted else "uncompacted"
