@@ -108,11 +108,20 @@ def test_taking_a_replayed_log_drops_what_has_expired_and_indexes_the_rest() -> 
 def test_pruning_rebuilds_a_heap_made_mostly_of_stale_items() -> None:
     clock = HandClock()
     table = Table(clock)
-    for i in range(3000):
-        table.put("k", i, clock.now + 1 + i)
+    for i in range(3000):  # each expiry earlier than the last: one item each
+        table.put("k", i, clock.now + 4000 - i)
     assert len(table.heap) == 3000
     table.prune_heap()
-    assert table.heap == [(clock.now + 3000, "k")]
+    assert table.heap == [(clock.now + 1001, "k")]
+
+
+def test_a_later_expiry_adds_no_heap_item_the_earlier_one_stands_for_it() -> None:
+    clock = HandClock()
+    table = Table(clock)
+    for i in range(100):
+        table.put("session", i, clock.now + 60 + i)
+    assert table.heap == [(clock.now + 60, "session")]
+    assert table.expiries["session"] == clock.now + 159
 
 
 KEYS = st.sampled_from([f"k{i}" for i in range(12)])

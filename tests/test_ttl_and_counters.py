@@ -927,6 +927,32 @@ async def test_expired_keys_leave_memory_within_about_a_second_without_any_read(
         assert await kv.get_all() == {f"keep:{i}": i for i in range(10)}
 
 
+async def test_keys_given_a_later_expiry_again_and_again_are_swept_when_the_last_one_passes(
+    shell: Opener,
+) -> None:
+    # A cooldown re-set with its ttl on every hit: the sweep's index keeps
+    # one item per key (the earliest), and moves it on when it comes due.
+    clock = FakeClock()
+    async with shell(clock=clock) as kv:
+        for round_ in range(5):
+            for i in range(50):
+                await kv.set(f"cooldown:{i}", round_, ttl=10)
+            clock.advance(3)
+        # Every first expiry (t+10) has passed; the last ones (t+22) have not.
+        clock.advance(10 - 3 * 5 + 8)  # t+18
+        await asyncio.sleep(SWEEP_LIMIT / 4)
+        stats = await kv.stats()
+        assert (stats.keys, stats.held_entries) == (50, 50)
+        assert await kv.get("cooldown:7") == 4 and await kv.ttl("cooldown:7") == 4
+        clock.advance(5)  # t+23
+
+        async def swept() -> bool:
+            return (await kv.stats()).held_entries == 0
+
+        assert await wait_until(swept, SWEEP_LIMIT) is not None
+        assert await kv.get_all() == {}
+
+
 async def test_keys_replayed_from_the_log_are_swept_when_they_expire_later(
     shell: Opener,
 ) -> None:

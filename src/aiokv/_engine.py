@@ -1559,8 +1559,11 @@ class Engine:
         removed = 0
         while removed < SWEEP_BATCH and (due := table.pop_expired(now)) is not None:
             when, key = due
-            if table.expiries.get(key) != when:
-                continue  # stale: the key's expiry changed since
+            current = table.expiries.get(key)
+            if current != when:
+                if current is not None and current > when:
+                    table.push_expiry(current, key)  # given a later expiry since
+                continue  # else stale: the key has no expiry any more
             frame = encode_delete(key)
             if self._inline_writes:
                 try:

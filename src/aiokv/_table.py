@@ -56,8 +56,12 @@ class Table:
         """``added`` or ``gone`` may be non-empty."""
         self.expiries: dict[str, float] = {}
         self.heap: list[tuple[float, str]] = []
-        """(expiry time, key) for every expiry set; an item whose time no
-        longer matches ``expiries`` is stale, and skipped by the sweep."""
+        """(time, key) items for the sweep: every key with an expiry has an
+        item at or before its expiry time. A key given a later expiry keeps
+        its earlier item (no push per set: a key re-set with a ttl again and
+        again costs no heap growth); the sweep, popping it, pushes the key's
+        current time instead (``pop_expired``'s caller). An item whose key has
+        no expiry any more is stale and dropped."""
         self.live_bytes = HEADER_SIZE
         """Estimated size of a freshly compacted log holding these entries."""
 
@@ -156,7 +160,9 @@ class Table:
             old_expiry = self.expiries.get(key)
             if old_expiry != expires:  # incr keeps an expiry: no new heap item
                 self.expiries[key] = expires
-                heapq.heappush(self.heap, (expires, key))
+                if old_expiry is None or expires < old_expiry:
+                    heapq.heappush(self.heap, (expires, key))
+                # A later one: the earlier item stands for it (see ``heap``).
             if old_expiry is None:
                 live += expiry_size(key)
         elif self.expiries:
@@ -240,14 +246,17 @@ class Table:
 
     def pop_expired(self, now: float) -> tuple[float, str] | None:
         """The next (time, key) due by ``now`` in the heap, taken off it, or
-        None. A stale item comes out too: the caller checks ``expiries``."""
+        None. A stale or early item comes out too: the caller checks
+        ``expiries``, and gives a key whose expiry is later back to
+        ``push_expiry`` with that time."""
         heap = self.heap
         if heap and heap[0][0] <= now:
             return heapq.heappop(heap)
         return None
 
     def push_expiry(self, when: float, key: str) -> None:
-        """Put an item popped by ``pop_expired`` back (its removal failed)."""
+        """Put an item back: popped, but the key's expiry is later (or its
+        removal failed)."""
         heapq.heappush(self.heap, (when, key))
 
     def prune_heap(self) -> None:
