@@ -44,6 +44,19 @@ def sets(engine: Engine) -> None:
             engine.set(f"session{i % 7}", i)  # removes that key's expiry
 
 
+def sets_off_the_hot_path(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The keys of the sets without a ttl that take the general path, as they come."""
+    general: list[str] = []
+    set_framed = engine._set_framed
+
+    def counted(key: str, stored: Value, frame: bytes) -> Commit | None:
+        general.append(key)
+        return set_framed(key, stored, frame)
+
+    monkeypatch.setattr(engine, "_set_framed", counted)
+    return general
+
+
 def test_the_hot_path_logs_and_counts_exactly_what_the_general_path_does(
     tmp_path: Path,
 ) -> None:
@@ -72,14 +85,7 @@ def test_the_hot_path_opens_with_the_window_and_stays_open_across_other_writes(
 ) -> None:
     # No fsync within the test: each one closes the hot path until the next set.
     engine = Engine(str(tmp_path / "s.kv"), files=ScriptedFiles(), fsync_interval=30.0)
-    general: list[str] = []  # keys of the sets that left the hot path
-    set_framed = engine._set_framed
-
-    def counted(key: str, stored: Value, frame: bytes) -> Commit | None:
-        general.append(key)
-        return set_framed(key, stored, frame)
-
-    monkeypatch.setattr(engine, "_set_framed", counted)
+    general = sets_off_the_hot_path(engine, monkeypatch)
     engine.open()
     try:
         engine.set("warm-up", 1.0)
@@ -202,14 +208,7 @@ def test_in_a_store_holding_ttl_keys_a_key_without_one_stays_on_the_hot_path(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     engine = Engine(str(tmp_path / "s.kv"), files=ScriptedFiles(), fsync_interval=30.0)
-    general: list[str] = []
-    set_framed = engine._set_framed
-
-    def counted(key: str, stored: Value, frame: bytes) -> Commit | None:
-        general.append(key)
-        return set_framed(key, stored, frame)
-
-    monkeypatch.setattr(engine, "_set_framed", counted)
+    general = sets_off_the_hot_path(engine, monkeypatch)
     engine.open()
     try:
         for i in range(100):

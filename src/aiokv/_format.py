@@ -219,7 +219,11 @@ UINT32_END: Final = 1 << 32
 
 
 def encode_uint32_set(key: str, value: int) -> bytes:
-    """``encode_record(SET, key, value, None)`` for UINT32_MIN <= value < UINT32_END."""
+    """``encode_record(SET, key, value, None)`` for UINT32_MIN <= value < UINT32_END.
+
+    Written out like encode_float_set rather than sharing a helper with it:
+    the call would cost the float set ~30 ns, a tenth of its encoding.
+    """
     raw = key.encode()
     if len(raw) > 31:
         return encode_record(SET, key, value, None)
