@@ -10,9 +10,11 @@ checks ``hot_path_is_sound`` (engine_invariants) after every step as well.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -42,6 +44,17 @@ def sets(engine: Engine) -> None:
         if i % 50 == 0:
             engine.set("counter", [i, (i,)])  # a nested list: the general path
             engine.set(f"session{i % 7}", i)  # removes that key's expiry
+
+
+@contextlib.contextmanager
+def opened(path: Path) -> Iterator[Engine]:
+    """The store at ``path``, opened again (as after a restart), closed at the end."""
+    engine = Engine(str(path))
+    engine.open()
+    try:
+        yield engine
+    finally:
+        engine.close()
 
 
 def sets_off_the_hot_path(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> list[str]:
@@ -141,12 +154,8 @@ def test_a_set_on_a_key_with_an_expiry_removes_the_expiry(tmp_path: Path) -> Non
         assert engine.ttl("k3") == -1
     finally:
         engine.close()
-    reopened = Engine(str(tmp_path / "s.kv"))
-    reopened.open()
-    try:
+    with opened(tmp_path / "s.kv") as reopened:
         assert reopened.get("k3") == 3.0 and reopened.ttl("k3") == -1
-    finally:
-        reopened.close()
 
 
 def test_sets_while_a_compaction_runs_reach_the_new_file(
@@ -227,13 +236,9 @@ def test_in_a_store_holding_ttl_keys_a_key_without_one_stays_on_the_hot_path(
         assert engine.stats().ttl_keys == 99
     finally:
         engine.close()
-    reopened = Engine(str(tmp_path / "s.kv"))
-    reopened.open()
-    try:
+    with opened(tmp_path / "s.kv") as reopened:
         assert reopened.get("seen:49") == 49.0 and reopened.get("count:49") == 49
         assert reopened.ttl("session:7") == -1 and reopened.stats().ttl_keys == 99
-    finally:
-        reopened.close()
 
 
 def test_sets_with_a_ttl_and_incrs_take_the_hot_path_while_it_is_open(
@@ -262,10 +267,6 @@ def test_sets_with_a_ttl_and_incrs_take_the_hot_path_while_it_is_open(
         assert engine.stats().ttl_keys == 31
     finally:
         engine.close()
-    reopened = Engine(str(tmp_path / "s.kv"))
-    reopened.open()
-    try:
+    with opened(tmp_path / "s.kv") as reopened:
         assert reopened.get("cooldown:19") == 199 and reopened.get("rate:9") == 20
         assert reopened.ttl("cooldown:19") == 3
-    finally:
-        reopened.close()
