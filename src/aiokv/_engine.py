@@ -1041,14 +1041,11 @@ class Engine:
             except (ValueError, OverflowError):
                 frame = b""
             log = self._log
-            if frame and log.end + len(frame) <= log.fast_end:
+            if frame and log.end + len(frame) <= log.fast_end:  # read again under the lock
                 lock = self._lock
                 lock.acquire()
                 try:
-                    end = log.end + len(frame)
-                    if end <= log.fast_end:
-                        log.window.write(frame)  # type: ignore[union-attr]  # room: mapped
-                        log.end = end
+                    if log.append_in_room(frame):
                         self._table.put(key, value, expires)  # type: ignore[arg-type]
                         return None
                 finally:
@@ -1231,11 +1228,7 @@ class Engine:
             if not -(1 << 63) <= value < (1 << 64):
                 raise ValueError(f"key {key!r}: {value} is out of the 64-bit range")
             frame = _encode_put(key, value, expires)
-            log = self._log
-            end = log.end + len(frame)
-            if end <= log.fast_end:  # the hot path's room (see _grant_fast_room)
-                log.window.write(frame)  # type: ignore[union-attr]  # room: mapped
-                log.end = end
+            if self._log.append_in_room(frame):  # the hot path (see _grant_fast_room)
                 table.put(key, value, expires)
                 return value, None
             return value, self._write_put(key, value, expires, frame)
