@@ -45,11 +45,11 @@ class Store:
         self.durability = durability
         self.store: KV | AioKV = (KV if shell == "KV" else AioKV)(path, durability=durability)
 
-    def call(self, name: str, *args: object) -> object:
+    def call(self, name: str, *args: object, **options: object) -> object:
         method: Callable[..., Any] = getattr(self.store, name)
         if self.shell == "KV":
-            return method(*args)
-        return asyncio.run(method(*args))
+            return method(*args, **options)
+        return asyncio.run(method(*args, **options))
 
 
 def write_keys(store: Store, prefix: str, count: int) -> None:
@@ -69,21 +69,32 @@ def write_keys(store: Store, prefix: str, count: int) -> None:
     asyncio.run(writes())
 
 
-OPERATIONS: list[tuple[str, tuple[object, ...]]] = [
-    ("set", ("c", 1)), ("get", ("w1",)), ("delete", ("w2",)), ("incr", ("n",)),
-    ("exists", ("w1",)), ("ttl", ("w1",)), ("expire", ("w1", 5)), ("keys", ()),
-    ("get_all", ()), ("stats", ()), ("flush", ()), ("compact", ()), ("clear", ()),
-    ("open", ()),
+OPERATIONS: list[tuple[str, str, tuple[object, ...], dict[str, object]]] = [
+    ("set", "set", ("c", 1), {}), ("get", "get", ("w1",), {}),
+    ("delete", "delete", ("w2",), {}), ("incr", "incr", ("n",), {}),
+    ("exists", "exists", ("w1",), {}), ("ttl", "ttl", ("w1",), {}),
+    ("expire", "expire", ("w1", 5), {}), ("keys", "keys", (), {}),
+    ("get_all", "get_all", (), {}), ("stats", "stats", (), {}),
+    ("flush", "flush", (), {}), ("compact", "compact", (), {}),
+    ("clear", "clear", (), {}), ("open", "open", (), {}),
+    # Every kind of write the hot path takes, since the owner's writes left
+    # it open at the fork: each must meet the fork's mark, not the room.
+    ("set a float", "set", ("f", 1.5), {}), ("set now", "set", ("t",), {}),
+    ("set with a ttl", "set", ("s", "token", 60), {}),
+    ("set a dict", "set", ("d", {"user": "bob", "n": 1}), {}),
+    ("incr with a ttl", "incr", ("w3", 1), {"ttl": 60}),
+    ("add", "add", ("a", 1, 60), {}),
 ]
-"""Every call a child could make; each must raise ForkedError at once."""
+"""Every call a child could make (label, method, arguments); each must raise
+ForkedError at once."""
 
 
 def try_every_operation(store: Store) -> dict[str, str]:
     """What each operation did in a forked child: the exception's name."""
     seen = {}
-    for name, args in OPERATIONS:
+    for name, method, args, options in OPERATIONS:
         try:
-            store.call(name, *args)
+            store.call(method, *args, **options)
         except ForkedError:
             seen[name] = "ForkedError"
         except Exception as exc:

@@ -16,7 +16,7 @@ import functools
 import math
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -210,3 +210,45 @@ def test_a_writer_thread_that_cannot_go_on_releases_every_waiter_and_refuses_wri
     assert any("writer thread" in record.getMessage() for record in caplog.records)
     with KV(tmp_path / "state.kv") as again:
         assert again.get("before") == 1 and again.get("short") == 1
+
+
+WRITES_OF_EVERY_KIND: list[tuple[str, Callable[[KV], object]]] = [
+    ("a float", lambda kv: kv.set("f", 1.5)),
+    ("an int", lambda kv: kv.set("i", 7)),
+    ("the time", lambda kv: kv.set("t")),
+    ("a ttl", lambda kv: kv.set("s", "token", ttl=60)),
+    ("a dict", lambda kv: kv.set("d", {"user": "bob", "n": 1})),
+    ("a nested list", lambda kv: kv.set("l", [1, [2]])),
+    ("incr", lambda kv: kv.incr("hot")),
+    ("incr with a ttl", lambda kv: kv.incr("rate", ttl=60)),
+    ("add", lambda kv: kv.add("new", 1, ttl=60)),
+    ("expire", lambda kv: kv.expire("hot", 30)),
+]
+"""One of each write, every one of which (at "flush") the hot path may take."""
+
+
+@pytest.mark.parametrize(("kind", "write"), WRITES_OF_EVERY_KIND, ids=[
+    kind for kind, _ in WRITES_OF_EVERY_KIND])
+def test_once_the_writer_thread_has_stopped_every_kind_of_write_is_refused_even_on_the_hot_path(
+        tmp_path: Path, kind: str, write: Callable[[KV], object]) -> None:
+    """Nothing would fsync what a write appends: each must raise and change
+    nothing, though the hot path's room was open when the thread stopped."""
+    clock = FailingClock()
+    kv = KV(tmp_path / "state.kv", clock=clock, fsync_interval=30.0).open()
+    kv.set("short", 1, ttl=600)  # the sweep reads the clock: that is where it stops
+    for i in range(20):  # open the hot path: it grants its room on the general path
+        kv.set("hot", i)
+        kv.set(f"k{i}", float(i))
+    engine = kv._engine
+    assert engine._log.fast_end > engine._log.end, "the hot path should be open"
+    before = kv.get_all()
+    clock.error = SystemExit("a clock that exits")
+    assert clock.raised.wait(WAIT)
+    assert engine._syncer is not None
+    engine._syncer.join(WAIT)
+    with pytest.raises(OSError, match=r"writer thread .* stopped"):
+        returns_within(WAIT, lambda: write(kv))
+    assert kv.get_all() == before, kind
+    returns_within(WAIT, kv.close)
+    with KV(tmp_path / "state.kv") as again:
+        assert again.get_all() == before
