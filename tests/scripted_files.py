@@ -16,6 +16,7 @@ one of these instead of a FileSystem subclass per file.
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections.abc import Callable
@@ -88,6 +89,12 @@ class Gate:
 def in_thread(prefix: str) -> Callable[[Call], bool]:
     """A ``when`` for calls made on a thread whose name starts with ``prefix``."""
     return lambda call: call.thread_name.startswith(prefix)
+
+
+def nth(n: int, when: Callable[[Call], bool]) -> Callable[[Call], bool]:
+    """A ``when`` for the ``n``-th call (from 1) that ``when`` accepts."""
+    seen = itertools.count(1)
+    return lambda call: when(call) and next(seen) == n
 
 
 class ScriptedFiles(FileSystem):

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import logging
 import random
 import re
@@ -36,6 +37,7 @@ import msgpack
 import pytest
 from hypothesis import assume, event, given, settings
 from hypothesis import strategies as st
+from on_disk import store_files
 
 from aiokv import KV, CorruptionError, _cli, _recovery
 from aiokv._format import (
@@ -313,9 +315,11 @@ def test_the_fast_path_and_the_walk_agree_on_every_log(log: bytes) -> None:
 
 
 def real_log(directory: Path) -> bytes:
-    """A log written by the store: sets of every kind of value, expiries,
-    deletes, a compaction, appends after it, a reopen."""
+    """A file written by the store: a compacted part (a JSON state file
+    converted at open writes one), then sets of every kind of value,
+    expiries, deletes and incrs appended to it, a reopen and more appends."""
     path = directory / "real.kv"
+    path.write_text(json.dumps({f"j{i}": [i, str(i)] for i in range(20)}))
 
     def writes(kv: KV, count: int) -> None:
         for i in range(count):
@@ -329,10 +333,10 @@ def real_log(directory: Path) -> bytes:
 
     with KV(path) as kv:
         writes(kv, 20)
-        kv.compact()
-        writes(kv, 20)
     with KV(path) as kv:
+        writes(kv, 20)
         kv.set("reopened", b"bytes")
+    assert store_files(path) == [str(path)]  # no compaction: one file
     return path.read_bytes()
 
 

@@ -312,11 +312,11 @@ def header_of_version(version: int) -> bytes:
 
 
 def test_files_of_format_version_1_written_by_aiokv_0_2_still_replay() -> None:
-    assert header_of_version(2) == HEADER  # the version new files get
+    assert header_of_version(3) == HEADER  # the version new files get
     result = replay(header_of_version(1) + encode_set("k", 1) + encode_delete("x"))
     assert result.corruption is None and result.entries == {"k": 1}
     assert decode_header(header_of_version(1)).version == 1
-    assert replay(header_of_version(3) + encode_set("k", 1)).corruption is not None
+    assert replay(header_of_version(4) + encode_set("k", 1)).corruption is not None
 
 
 # -- replay: the recovery rule ------------------------------------------------

@@ -11,7 +11,6 @@ checks ``hot_path_is_sound`` (engine_invariants) after every step as well.
 from __future__ import annotations
 
 import contextlib
-import os
 import threading
 import time
 from collections.abc import Iterator
@@ -19,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from engine_invariants import hot_path_is_sound, hot_path_room
+from on_disk import replay_store, store_size
 from scripted_files import ScriptedFiles
 
 from aiokv import _engine
@@ -189,8 +189,8 @@ def test_sets_while_a_compaction_runs_reach_the_new_file(
         assert engine.items() == expected
     finally:
         engine.close()
-    assert replay(Path(path).read_bytes()).entries == expected
-    assert os.path.getsize(path) < 20_000 * 30  # compacted along the way
+    assert replay_store(path).entries == expected
+    assert store_size(path) < 20_000 * 30  # compacted along the way
 
 
 def test_an_int_beyond_64_bits_is_refused_on_the_hot_path_and_nothing_is_written(

@@ -75,7 +75,9 @@ def test_through_a_symlink_compact_replaces_the_target_and_the_link_stays_a_link
         assert kv.stats().compactions == 1
     assert link.is_symlink() and os.readlink(link) == real.name
     assert contents(real) == {"before": 0, **written}
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["link.kv", "real.kv", "real.kv.lock"]
+    # The log file appends moved to sits beside the target, not the link.
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "link.kv", "real.kv", "real.kv.lock", "real.kv.log-1"]
 
 
 def test_clear_through_a_symlink_removes_the_data_of_the_target_and_keeps_the_link(
@@ -111,7 +113,7 @@ def test_a_store_in_a_symlinked_directory_works_in_the_real_directory(tmp_path: 
         kv.compact()
     assert (tmp_path / "alias").is_symlink()
     assert sorted(p.name for p in (tmp_path / "real").iterdir()) == [
-        "state.kv", "state.kv.lock"]
+        "state.kv", "state.kv.lock", "state.kv.log-1"]
     assert contents(tmp_path / "real" / "state.kv") == written
 
 

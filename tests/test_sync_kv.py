@@ -17,6 +17,7 @@ from typing import Any, NoReturn
 
 import pytest
 from fake_clock import START, FakeClock
+from on_disk import store_size
 
 import aiokv
 from aiokv import KV, AioKV, ClosedError, LockedError, Stats
@@ -534,7 +535,7 @@ def test_kv_flush_compact_and_stats(store_path: str) -> None:
         kv.set("kept", "k", ttl=1000)
         kv.flush()  # written and fsynced: the file holds all 201 records now
         before = kv.stats()
-        assert before.file_bytes == os.path.getsize(store_path)
+        assert before.file_bytes == store_size(store_path)
         assert (before.keys, before.ttl_keys, before.compactions) == (2, 1, 0)
         assert before.dead_bytes > 0
         assert before.durability == "buffered"
@@ -544,7 +545,7 @@ def test_kv_flush_compact_and_stats(store_path: str) -> None:
         assert after.compactions == 1
         assert after.last_compaction is not None
         assert after.file_bytes < before.file_bytes
-        assert after.file_bytes == os.path.getsize(store_path)
+        assert after.file_bytes == store_size(store_path)
     with KV(store_path) as kv:
         assert kv.get_all() == {"overwritten": 199, "kept": "k"}
         assert kv.stats().compactions == 1

@@ -69,6 +69,7 @@ import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
+from ._chain import ChainReplay, first_log, follows_of, holds_records, replay_chain
 from ._commit import Commit
 from ._errors import (
     AioKVError,
@@ -96,6 +97,7 @@ from ._format import (
     encode_delete,
     encode_expire,
     encode_float_set,
+    encode_follows,
     encode_header,
     encode_record,
     encode_snapshot,
@@ -106,9 +108,9 @@ from ._format import (
 )
 from ._group_commit import PendingWrites, Undo
 from ._legacy import INTS_AS_STRINGS_HINT, ints_as_strings, parse_legacy_json
-from ._log_files import WRITE_CHUNK, LogFiles
+from ._log_files import WRITE_CHUNK, LogFiles, OnDisk
 from ._log_writer import LogWriter
-from ._recovery import Replay, is_log, new_entries, replay
+from ._recovery import Damage, is_log, new_entries
 from ._table import MISSING, Table, expiry_size
 from ._writer_thread import FailureLog, plan_round
 
@@ -124,30 +126,16 @@ COMPACTION_CHECK_BYTES = 16 * 1024
 SNAPSHOT_BATCH = 512
 """Entries per snapshot frame: small enough that encoding one batch never
 holds the GIL for long, large enough that a snapshot replays at C speed."""
-CATCH_UP_FRAMES = 64
-"""A compaction copies at most this many frames while writers wait on it..."""
-CATCH_UP_ROUNDS = 3
-"""...or, after this many rounds of catching up, whatever is left: a writer
-that never releases the GIL (mapped appends make no system call) adds frames
-faster than a thread that gets the GIL once per switch interval copies them."""
-JOIN_FRAMES = 4096
-"""Frames of the rewrite buffer joined into one write (bounds a GIL hold)."""
-HAND_OVER_EVERY = 256
-"""While a compaction runs, the writing thread sleeps PAUSE once per this many
-writes. Mapped appends make no system call, so a thread writing flat out
-would never let go of the GIL: the compaction would get it once per 5 ms
-switch interval and lose it at each of its own system calls, and the writes
-it must copy would pile up faster than it copies them."""
 SLICE = 0.0005
 MAX_SLICE = 0.002
 PAUSE = 0.0001
-"""A compaction works for SLICE seconds, then sleeps PAUSE seconds. A thread
-that only releases the GIL for a system call takes it straight back, and the
-event loop's thread then waits out the whole 5 ms switch interval; a real
-sleep hands the GIL over at once. When getting the GIL back took long (a busy
-loop thread keeps it for a whole switch interval), the next slice is longer,
-up to MAX_SLICE, so that a compaction still ends under a writer that never
-pauses."""
+"""A compaction's thread works for SLICE seconds, then sleeps PAUSE seconds
+(only that thread: writers never wait for a compaction). A thread that only
+releases the GIL for a system call takes it straight back, and the event
+loop's thread then waits out the whole 5 ms switch interval; a real sleep
+hands the GIL over at once. When getting the GIL back took long (a busy loop
+thread keeps it for a whole switch interval), the next slice is longer, up
+to MAX_SLICE."""
 
 _NEW, _OPEN, _CLOSING, _CLOSED = "new", "open", "closing", "closed"
 _FORKED = "forked"
@@ -196,7 +184,8 @@ class Stats:
     path: str
     keys: int
     file_bytes: int
-    """Length of the log now (the file may be longer by reserved space)."""
+    """Length of the store's files now: the base file and its log files (the
+    one appended to may be longer by reserved space)."""
     live_bytes: int
     """Estimated size of a freshly compacted file holding the current entries."""
     dead_bytes: int
@@ -221,8 +210,6 @@ class _Batch:
     fd: int
     start: int
     """The log's length before the batch: where it goes."""
-    rewrite_mark: int | None
-    """Length of a running compaction's copy before the batch joined it."""
     vouch: bytes
     """The SYNCED frame leading the batch, or b""."""
     vouched_before: int
@@ -367,6 +354,24 @@ class Engine:
 
         self._table = Table(clock)
         self._log = LogWriter(files, self.path)
+        # The chain of files on disk (see _chain): the base file, locked
+        # while the store is open, and the log files after it.
+        self._base_fd: int | None = None
+        self._chain: list[int] = []
+        """Numbers of the log files after the base; appends go to the last."""
+        self._chain_bytes = 0
+        """Bytes of the files before the one appended to (stats, compaction rule)."""
+        self._log_floor = 0
+        """The bytes a log file starts with (header, FOLLOWS frame): live, as
+        the smallest chain holding the entries has them (0: appends go to
+        the base file)."""
+        self._next_log = 1
+        """The number of the log file appends move to at the next compaction."""
+        self._retired: list[int] = []
+        """Descriptors of earlier log files of the chain, open until removed."""
+        self._retired_unsynced: list[int] = []
+        """Those of them (or the base's) not yet fsynced since appends moved
+        on: fsynced before any fsync of the log appended to (_sync_retired)."""
         # The hot path of set() takes the general path when this is true:
         # during a compaction's split state, or when a SYNCED frame is due.
         self._detour = False
@@ -387,15 +392,11 @@ class Engine:
         # A clear() whose directory fsync is under way: settled once it is done.
         self._clearing: Commit | None = None
 
-        # Compaction: frames written while one runs (Redis's rewrite buffer).
-        self._rewrite: list[bytes] | None = None
         self._compaction: Commit | None = None
         self._compaction_thread: threading.Thread | None = None
         self._generation = 0  # bumped by clear() and close() to void a compaction
         self._next_compaction_check = 0
         self._compaction_wanted = False  # the writer thread starts it
-        self._hand_over = False  # the next write sleeps first (HAND_OVER_EVERY)
-        self._until_hand_over = HAND_OVER_EVERY
 
         self._wake = threading.Event()
         # Set if the writer thread ended before close() (see _sync_loop).
@@ -476,11 +477,21 @@ class Engine:
             self._lock_fd = None
             with self._lock:
                 self._log.drop_window()
-            if self._log.fd is not None:
-                self._files.close(self._log.fd)
-                self._log.fd = None
+            self._close_files(quietly=False)
             self._files.unlock(lock_fd)
             raise
+
+    def _close_files(self, *, quietly: bool = True) -> None:
+        """Close every descriptor of the chain (the log, the base, retired ones)."""
+        fds = dict.fromkeys([self._log.fd, self._base_fd, *self._retired])
+        self._log.fd = self._base_fd = None
+        self._retired, self._retired_unsynced = [], []
+        for fd in fds:
+            if fd is not None:
+                if quietly:
+                    self._disk.close_quietly(fd)
+                else:
+                    self._files.close(fd)
 
     def _unusable(self) -> AioKVError:
         """The error for a call on a store that is not open (or, opened
@@ -508,21 +519,23 @@ class Engine:
         self.is_open = False
         self._log.revoke_room()
         self._log.window = None  # the child's copy of the mapping goes with it
-        for fd in (self._log.fd, self._lock_fd):
+        for fd in dict.fromkeys([self._log.fd, self._base_fd, *self._retired, self._lock_fd]):
             if fd is not None:
                 try:
                     os.close(fd)
                 except OSError:
                     pass
-        self._log.fd = self._lock_fd = None
+        self._log.fd = self._lock_fd = self._base_fd = None
+        self._retired, self._retired_unsynced = [], []
         self._syncer = self._compaction_thread = None
 
     def _read_only(self) -> None:
-        """Hold what the file holds, touching nothing: no lock (the store may
+        """Hold what the files hold, touching nothing: no lock (the store may
         be open elsewhere), no cut, no write, no thread. A torn tail is left
         out, damage raises (or, with recovery="salvage", is skipped), a JSON
         state file is read as it is, and no file is an empty store."""
-        data = self._files.read(self._disk.file) or b""
+        found = self._disk.read()
+        data = found.base or b""
         entries: dict[str, Value] = new_entries()
         expiries: dict[str, float] = {}
         if not is_log(data):
@@ -531,92 +544,138 @@ class Engine:
                 raise CorruptionError(self.path, 0, "neither an aiokv log nor a JSON object")
             entries = self._legacy_entries(legacy)
         elif data:
-            result = replay(data, salvage=self.recovery == "salvage")
-            if result.corruption is not None and self.recovery == "strict":
-                raise CorruptionError(self.path, result.corruption.offset,
-                                      result.corruption.reason)
-            if result.header is not None:
-                self._compactions = result.header.compactions
-                self._last_compaction = result.header.compacted_at or None
-            entries, expiries = result.entries, result.expiries
-            self._log.end = result.end
+            self._refuse_log_file(found)
+            chain = replay_chain(data, found.logs, salvage=self.recovery == "salvage")
+            if chain.corruption is not None and self.recovery == "strict":
+                raise self._corruption(chain.corruption)
+            if chain.header is not None:
+                self._compactions = chain.header.compactions
+                self._last_compaction = chain.header.compacted_at or None
+            entries, expiries = chain.entries, chain.expiries
+            self._chain = [number for number, _ in chain.files[1:]]
+            self._chain_bytes = chain.before_last
+            self._log_floor = _log_floor(found.logs[:len(chain.files) - 1])
+            self._log.end = chain.last[1].end
         self._table.take(entries, expiries)
         self._table.live_bytes = self._table.estimate_live_bytes()
 
-    def _recover(self) -> None:
-        """Claim the log, then bring it back: replay, repair, or create it.
+    def _refuse_log_file(self, found: OnDisk) -> None:
+        """A log file given as the store: its records mean nothing alone."""
+        if found.header is not None and found.header.log_file:
+            raise CorruptionError(self.path, 0, "this is a log file of a store (it follows a "
+                                  "base file), not a store: open the base file")
 
-        The log is locked before anything is read or changed (see
-        ``_claim_log``); a new log replacing it is locked before it is put in
-        place, and the old one is let go only then.
+    def _file_of(self, number: int) -> str:
+        """The path of a file of the chain (0: the base)."""
+        return self._disk.file if number == 0 else self._disk.log_path(number)
+
+    def _corruption(self, where: tuple[int, Damage]) -> CorruptionError:
+        number, damage = where
+        return CorruptionError(self._file_of(number), damage.offset, damage.reason)
+
+    def _recover(self) -> None:
+        """Claim the base file, then bring the store back: replay, repair, or create it.
+
+        The base is locked before anything is read or changed (see
+        ``LogFiles.claim``); a new base replacing it is locked before it is
+        put in place, and the old one is let go only then.
         """
         claimed = self._disk.claim()
         try:
             self._recover_claimed(claimed)
         finally:
-            if claimed is not None and self._log.fd != claimed:
-                self._disk.close_quietly(claimed)  # a new log replaced it, or opening failed
+            if claimed is not None and self._base_fd != claimed:
+                self._disk.close_quietly(claimed)  # a new base replaced it, or opening failed
 
     def _recover_claimed(self, claimed: int | None) -> None:
         self._disk.remove_leftover_temps()
-        if claimed is not None:
-            # Every file written from now on (the log's rewrites, a backup,
-            # a damaged copy) gets these, not the 0600 of a new store.
-            self._disk.permissions = self._files.permissions(claimed)
-        data = None if claimed is None else self._files.read(self._disk.file)
-        if data is None:
+        if claimed is None:
+            stale = self._disk.log_numbers()
+            if stale:
+                logger.warning("aiokv: %s: log files without their base file (%s); they "
+                               "follow nothing and are removed", self.path,
+                               ", ".join(map(self._disk.log_path, stale)))
             self._create_log({}, {}, new=True)
             return
+        # Every file written from now on (new bases, log files, a backup, a
+        # damaged copy) gets these, not the 0600 of a new store.
+        self._disk.permissions = self._files.permissions(claimed)
+        found = self._disk.read()
+        data = found.base or b""
         if not is_log(data):
             legacy = parse_legacy_json(data)
             if legacy is None:
                 raise CorruptionError(self.path, 0, "neither an aiokv log nor a JSON object")
             self._migrate_legacy(data, legacy)
             return
-        result = replay(data, salvage=self.recovery == "salvage")
-        if result.header is None and result.corruption is None:
+        self._refuse_log_file(found)
+        chain = replay_chain(data, found.logs, salvage=self.recovery == "salvage")
+        if chain.header is None and chain.corruption is None:
             if data:
                 logger.warning("aiokv: %s held only an unfinished header (%d bytes); "
                                "starting an empty store", self.path, len(data))
             self._create_log({}, {})
             return
-        if result.corruption is not None and self.recovery == "strict":
-            raise CorruptionError(self.path, result.corruption.offset, result.corruption.reason)
-        if result.skipped or result.corruption is not None:
-            self._salvage(data, result)
+        if chain.corruption is not None and self.recovery == "strict":
+            raise self._corruption(chain.corruption)
+        if chain.skipped or chain.corruption is not None:
+            self._salvage(found, chain)
             return
-        self._adopt(result)
+        # Files that cannot be replayed go before anything is appended: a
+        # log file left after the one appended to would be taken for its
+        # successor at the next open.
+        unusable = found.beyond + chain.dropped
+        if chain.dropped:
+            logger.warning("aiokv: %s: %s; leaving out %s", self.path, chain.dropped_reason,
+                           ", ".join(map(self._disk.log_path, chain.dropped)))
+        if found.beyond:
+            logger.warning("aiokv: %s: log files that follow no file of the store (%s) are "
+                           "removed", self.path, ", ".join(map(self._disk.log_path,
+                                                                 found.beyond)))
+        for number in unusable:
+            self._files.remove(self._disk.log_path(number))
+        if unusable:
+            self._files.fsync_dir(self._disk.directory)
+        self._disk.remove_logs(found.below)  # their records are in the base
+        self._adopt(chain, found)
+        number, result = chain.last
+        name = self._file_of(number)
         if result.torn_tail:
             if result.dropped_frames:
                 logger.warning(
                     "aiokv: %s: bytes from offset %d were never fsynced and did not all "
                     "reach the disk (a power loss); truncating %d bytes, %d records after "
-                    "the gap included", self.path, result.end, result.torn_tail,
+                    "the gap included", name, result.end, result.torn_tail,
                     result.dropped_frames)
-            elif data.count(0, result.end) == result.torn_tail:
+            elif (found.logs[-1][1] if number else data).count(0, result.end) == result.torn_tail:
                 logger.info("aiokv: %s ends in %d zero bytes at offset %d (space reserved "
-                            "for appends, or a torn write); truncating them", self.path,
+                            "for appends, or a torn write); truncating them", name,
                             result.torn_tail, result.end)
             else:
-                logger.warning(
-                    "aiokv: %s ended in a torn record; truncating %d bytes at offset %d",
-                    self.path, result.torn_tail, result.end,
-                )
+                logger.warning("aiokv: %s ended in a torn record; truncating %d bytes at "
+                               "offset %d", name, result.torn_tail, result.end)
         assert result.header is not None
         vouched = result.header.vouched
         # Appended frames no SYNCED frame vouches for (the writer was killed
         # before it could write one): fsync them, and vouch for them at once.
         unvouched = vouched and result.end > result.durable_end
-        assert claimed is not None
-        fd = claimed
+        self._base_fd = claimed
+        fd = claimed if number == 0 else self._files.open_append(name)
+        self._log.fd = fd  # closed with the others should what follows fail
+        self._chain = [n for n, _ in chain.files[1:]]
+        self._chain_bytes = chain.before_last
+        self._next_log = (self._chain[-1] + 1) if self._chain else first_log(chain.header)  # type: ignore[arg-type]
         if result.torn_tail:
             self._files.truncate(fd, result.end)
         # The expired keys the replay dropped: their removal goes into the log
         # as the sweep's does (see _sweep_locked), durable before the store is
-        # used; so many that a new log is cheaper: that.
+        # used; so many that a new base is cheaper: that.
         deletes = b"".join(map(encode_delete, self._expired_at_open))
         self._expired_at_open = []
         if len(deletes) > COMPACT_SLACK:
+            if fd != claimed:
+                self._disk.close_quietly(fd)
+            self._log.fd = self._base_fd = None  # claimed: closed by _recover
             self._create_log(self._table.entries, self._table.expiries)
             return
         end = result.end + len(deletes)
@@ -624,24 +683,27 @@ class Engine:
             self._files.write_synced(fd, deletes)
         elif result.torn_tail or unvouched:
             self._files.fsync(fd)
-        self._log.fd = fd
         self._log.end = end
         synced = end if result.torn_tail or unvouched or deletes else result.durable_end
         self._vouch_from(synced, vouched, result.durable_end)
         self._seal()
 
-    def _adopt(self, result: Replay) -> None:
-        """Take the entries of a replayed log, minus those already expired."""
-        assert result.header is not None
-        self._compactions = result.header.compactions
-        self._last_compaction = result.header.compacted_at or None
+    def _adopt(self, chain: ChainReplay, found: OnDisk) -> None:
+        """Take the entries of a replayed chain, minus those already expired."""
+        assert chain.header is not None
+        self._compactions = chain.header.compactions
+        self._last_compaction = chain.header.compacted_at or None
         table = self._table
-        dropped = table.take(result.entries, result.expiries)
+        dropped = table.take(chain.entries, chain.expiries)
         self._expired_at_open = dropped
-        if result.end == result.header.compacted_length and not dropped:
-            # Nothing was appended since the compaction wrote this file, and
-            # nothing expired since: the file is exactly the live bytes.
-            table.live_bytes = result.end
+        base = chain.files[0][1]
+        kept = found.logs[:len(chain.files) - 1]
+        self._log_floor = _log_floor(kept)
+        if (base.end == chain.header.compacted_length and not dropped
+                and not any(holds_records(log) for _, log in kept)):
+            # Nothing was appended since a compaction wrote the base, and
+            # nothing expired since: every byte is live.
+            table.live_bytes = chain.before_last + chain.last[1].end - self._log_floor
         else:
             table.live_bytes = table.estimate_live_bytes()
 
@@ -677,47 +739,67 @@ class Engine:
                        "format; the original is kept as %s", self.path, len(entries),
                        backup or self._disk.file + ".bak")
 
-    def _salvage(self, data: bytes, result: Replay) -> None:
+    def _salvage(self, found: OnDisk, chain: ChainReplay) -> None:
         stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(self._clock()))
-        aside = self._disk.free_name(f"{self._disk.file}.corrupt-{stamp}", data)
-        if aside is not None:
-            self._disk.write_atomically(aside, [data])
-        damage = list(result.skipped)
-        if result.corruption is not None:
-            damage.append(result.corruption)
-        for item in damage:
+        damage = list(chain.skipped)
+        if chain.corruption is not None:
+            damage.append(chain.corruption)
+        contents = {0: found.base or b"", **dict(found.logs)}
+        kept: dict[int, str] = {}
+        for number in dict.fromkeys(number for number, _ in damage):
+            data = contents[number]
+            aside = self._disk.free_name(f"{self._file_of(number)}.corrupt-{stamp}", data)
+            if aside is not None:
+                self._disk.write_atomically(aside, [data])
+            kept[number] = aside or "(an identical earlier copy)"
+        for number, item in damage:
             logger.warning("aiokv: salvaging %s: skipped bytes %d-%d (%s)",
-                           self.path, item.offset, item.end, item.reason)
-        if result.header is not None:
-            self._compactions = result.header.compactions
-        self._table.take(result.entries, result.expiries)
+                           self._file_of(number), item.offset, item.end, item.reason)
+        if chain.header is not None:
+            self._compactions = chain.header.compactions
+        self._table.take(chain.entries, chain.expiries)
         self._create_log(self._table.entries, self._table.expiries)
-        logger.warning("aiokv: salvaged %s: kept %d entries; the damaged file is kept as %s",
-                       self.path, len(result.entries), aside or "(an identical earlier copy)")
+        logger.warning("aiokv: salvaged %s: kept %d entries; the damaged files are kept as %s",
+                       self.path, len(chain.entries), ", ".join(kept.values()))
 
     def _create_log(self, entries: dict[str, Value], expiries: dict[str, float], *,
                     new: bool = False) -> None:
-        """Atomically write a compacted log holding ``entries``; adopt and open it.
+        """Atomically write a base file holding ``entries``, appended to from
+        now on; adopt and open it. The log files of the chain it replaces go.
 
-        ``new``: no file is there to replace (see _write_file_atomically).
+        ``new``: no file is there to replace (see LogFiles.write_atomically).
         """
         frames = list(_snapshot_frames(entries, expiries))
         length = HEADER_SIZE + sum(map(len, frames))
-        header = encode_header(self._compactions, self._last_compaction or 0.0, length)
-        self._log.fd = self._disk.write_atomically(self._disk.file, [header, *frames], as_log=True,
-                                               new=new)
-        self._log.end = length
-        self._vouch_from(length)
+        self._put_base(frames, length, new=new)
         self._table.take(entries, expiries)
         self._table.live_bytes = length
+        self._vouch_from(length)
 
     def _create_empty_log(self) -> None:
-        """Create the log file again after clear(); memory is left as it is."""
-        header = encode_header(self._compactions, self._last_compaction or 0.0, HEADER_SIZE)
-        self._log.fd = self._disk.write_atomically(self._disk.file, [header], as_log=True, new=True)
-        self._log.end = HEADER_SIZE
+        """Create the base file again after clear(); memory is left as it is."""
+        self._put_base([], HEADER_SIZE, new=True)
         self._vouch_from(HEADER_SIZE)
         self.log_missing = False
+
+    def _put_base(self, frames: list[bytes], length: int, *, new: bool) -> None:
+        """Put a base file holding ``frames`` in place, appended to from now on.
+
+        Its first log file is numbered past every log file there is, so
+        that none of them can be taken for one that follows it; they are
+        removed once it is in place (or at the next open).
+        """
+        stale = self._disk.log_numbers()
+        first = max([self._next_log, *(number + 1 for number in stale)])
+        header = encode_header(self._compactions, self._last_compaction or 0.0, length, first)
+        fd = self._disk.write_atomically(self._disk.file, [header, *frames], as_log=True,
+                                         new=new)
+        self._close_files()
+        self._base_fd = self._log.fd = fd
+        self._log.end = length
+        self._chain, self._chain_bytes, self._next_log = [], 0, first
+        self._log_floor = 0
+        self._disk.remove_logs(stale)
 
     def _vouch_from(self, end: int, vouched: bool = True, marked: int | None = None) -> None:
         """A new log (or one just opened) is fsynced up to ``end``. Hold _lock.
@@ -825,9 +907,7 @@ class Engine:
             # Everything is on disk: from here on close() completes. A failing
             # close(2) still frees the descriptor (and with it the flock).
             with self._io, self._lock:
-                if self._log.fd is not None:
-                    self._disk.close_quietly(self._log.fd)
-                    self._log.fd = None
+                self._close_files()
                 if self._lock_fd is not None:
                     try:
                         self._files.unlock(self._lock_fd)
@@ -957,13 +1037,13 @@ class Engine:
             table = self._table
             expired = table.count_expired()
             held = table.held
-            live = table.live_bytes if held else HEADER_SIZE
+            live = (table.live_bytes if held else HEADER_SIZE) + self._log_floor
             return Stats(
                 path=self.path,
                 keys=held - expired,
-                file_bytes=self._log.end,
+                file_bytes=self._chain_bytes + self._log.end,
                 live_bytes=live,
-                dead_bytes=max(0, self._log.end - live),
+                dead_bytes=max(0, self._chain_bytes + self._log.end - live),
                 compactions=self._compactions,
                 last_compaction=self._last_compaction,
                 durability=self.durability,
@@ -1070,8 +1150,6 @@ class Engine:
 
     def _set_framed(self, key: str, stored: Value, frame: bytes) -> Commit | None:
         """set() without a ttl, once its frame is encoded, off the hot path."""
-        if self._hand_over:
-            self._let_compaction_run()
         size = len(frame)
         if self._state is not _OPEN or self.readonly:  # unlocked: see forsake_after_fork
             raise self._unusable()
@@ -1121,9 +1199,8 @@ class Engine:
             if queued:
                 return self._queue(frame, key, (old_value, old_expiry))
             self._log.end += size
-            if (self._rewrite is not None or not self._unsynced
-                    or self._log.end >= self._next_compaction_check):
-                self._after_append(frame)
+            if not self._unsynced or self._log.end >= self._next_compaction_check:
+                self._after_append()
             if window is not None:
                 self._grant_fast_room()
             return None
@@ -1139,9 +1216,9 @@ class Engine:
         ends one of the conditions revokes it where it happens: close(),
         _update_detour() (a SYNCED frame due, a split), every unmap of the
         window (reserve, clear, cut, close), the writer thread's end, a
-        compaction's start and swap, _count_towards_hand_over() and _sync()
-        (unsynced no longer). The next set past it takes the general path,
-        which grants the room again. Paths with no window ("fsync",
+        compaction's move to a new log file, and _sync() (unsynced no
+        longer). The next set past it takes the general path, which grants
+        the room again. Paths with no window ("fsync",
         "buffered", open) need nothing: the room is only granted with one.
         """
         if self._hot_path_open():
@@ -1152,13 +1229,10 @@ class Engine:
     def _hot_path_open(self) -> bool:
         """Whether the hot path may be given room now (see _grant_fast_room). Hold _lock."""
         return (self._state is _OPEN and self._log.window is not None and self._unsynced
-                and not self._detour and not self._hand_over and self._rewrite is None
-                and not self._table.split and not self._log.tail_dirty
+                and not self._detour and not self._table.split and not self._log.tail_dirty
                 and self._write_failure is None)
 
     def _set_expiring(self, key: str, stored: Value, ttl: float | None) -> Commit | None:
-        if self._hand_over:
-            self._let_compaction_run()
         if self._state is not _OPEN or self.readonly:  # unlocked: see forsake_after_fork
             raise self._unusable()
         with self._lock:
@@ -1195,8 +1269,6 @@ class Engine:
         if isinstance(amount, bool) or not isinstance(amount, int):
             raise TypeError(f"amount must be an int, not {type(amount).__name__}")
         amount = int(amount)  # an IntEnum would be stored as one, and fail the next incr
-        if self._hand_over:
-            self._let_compaction_run()
         hot_ttl = type(ttl) in _TTL_TYPES and 0 < ttl < _HOT_TTL_LIMIT  # type: ignore[operator]
         seconds = ttl if hot_ttl else _check_ttl(ttl)
         if self._state is not _OPEN or self.readonly:  # unlocked: see forsake_after_fork
@@ -1248,8 +1320,6 @@ class Engine:
             key = _check_key(key)
         stored: Value = value if type(value) in _AS_IS else _prepare(key, value)  # type: ignore[assignment]
         seconds = _check_ttl(ttl)
-        if self._hand_over:
-            self._let_compaction_run()
         if self._state is not _OPEN or self.readonly:  # unlocked: see forsake_after_fork
             raise self._unusable()
         with self._lock:
@@ -1282,8 +1352,6 @@ class Engine:
 
     def delete(self, key: str) -> Commit | None:
         """Remove ``key`` (absent is fine); Commit at "fsync", else None."""
-        if self._hand_over:
-            self._let_compaction_run()
         if type(key) is not str:
             key = _check_key(key)
         if self._state is not _OPEN or self.readonly:  # unlocked: see forsake_after_fork
@@ -1320,8 +1388,6 @@ class Engine:
         if not writes.frames:
             # Woken once: the writer looks for more frames after every batch.
             self._wake.set()
-        if self._rewrite is not None:
-            self._count_towards_hand_over()
         return writes.add(frame, (key, *old))
 
     def _last_commit(self) -> Commit | None:
@@ -1359,13 +1425,10 @@ class Engine:
                 self._unmark(previous)
                 raise
         self._log.write_frame(frame)
-        self._after_append(frame)
+        self._after_append()
 
-    def _after_append(self, frame: bytes) -> None:
+    def _after_append(self) -> None:
         """What an append at the "flush" level sometimes needs. Hold _lock."""
-        if self._rewrite is not None:
-            self._rewrite.append(frame)
-            self._count_towards_hand_over()
         if not self._unsynced:
             self._unsynced = True
             self._unsynced_since = time.monotonic()
@@ -1373,28 +1436,17 @@ class Engine:
         if self._log.end >= self._next_compaction_check:
             self._maybe_compact()
 
-    def _count_towards_hand_over(self) -> None:
-        """One more write while a compaction runs. Hold _lock."""
-        self._until_hand_over -= 1
-        if not self._until_hand_over:
-            self._until_hand_over = HAND_OVER_EVERY
-            self._hand_over = True
-            self._log.revoke_room()
-
-    def _let_compaction_run(self) -> None:
-        """Sleep PAUSE: the compaction thread gets the GIL (see HAND_OVER_EVERY)."""
-        self._hand_over = False
-        time.sleep(PAUSE)
-
     # -- clear --------------------------------------------------------------
 
     def clear(self) -> None:
-        """Remove every entry and the log file. Raises OSError on failure.
+        """Remove every entry and the store's files. Raises OSError on failure.
 
-        If the file cannot be removed, nothing changes. If it was removed but
-        the directory could not be synced, the entries are gone (memory and
-        file agree) and the error is raised: a power loss might bring the old
-        file back.
+        If the base file cannot be removed, nothing changes. Its log files
+        follow nothing once it is gone: a failure to remove one is logged,
+        and the next open removes it. If the base was removed but the
+        directory could not be synced, the entries are gone (memory and
+        files agree) and the error is raised: a power loss might bring the
+        old files back.
         """
         if self._state is not _OPEN or self.readonly:  # unlocked: see forsake_after_fork
             raise self._unusable()
@@ -1407,8 +1459,9 @@ class Engine:
                 self._log.drop_window()
                 self._log.reserved_end = 0
                 # From here on the clear has happened: nothing may stop it.
-                self._disk.close_quietly(self._log.fd)
-                self._log.fd = None
+                self._close_files()
+                self._disk.remove_logs(self._chain)
+                self._chain, self._chain_bytes, self._log_floor = [], 0, 0
                 self.log_missing = True
             superseded = self._writes.drop()
             clearing = self._clearing = Commit()
@@ -1418,7 +1471,6 @@ class Engine:
             self._log.end = 0
             self._log.tail_dirty = False
             self._unsynced = False
-            self._rewrite = None
         # The writes queued before the clear are superseded by it: their
         # writers, and whoever waits on the clear (see _last_commit), are
         # answered once the removal is durable, not before.
@@ -1591,6 +1643,7 @@ class Engine:
             data = batch.vouch + b"".join(frames)
             started = time.monotonic()
             try:
+                self._sync_retired()
                 self._files.write_synced(batch.fd, data)
                 if self._dir_unsynced:
                     self._files.fsync_dir(self._disk.directory)
@@ -1698,9 +1751,8 @@ class Engine:
         """Ready the log for a batch of frames written outside _lock. Hold _io, _lock.
 
         Creates the log if clear() removed it and cuts a failed write's tail;
-        raises OSError if that fails, with nothing changed. Then the frames
-        join a running compaction's copy, and the SYNCED frame due (if any)
-        is taken to lead the batch.
+        raises OSError if that fails, with nothing changed. Then the SYNCED
+        frame due (if any) is taken to lead the batch.
         """
         if self._log.fd is None:
             self._create_empty_log()
@@ -1708,12 +1760,8 @@ class Engine:
             self._log.cut_tail()
         fd = self._log.fd
         assert fd is not None
-        rewrite_mark = None
-        if self._rewrite is not None:
-            rewrite_mark = len(self._rewrite)
-            self._rewrite.extend(frames)
         vouch, vouched_before = self._take_mark()
-        return _Batch(fd, self._log.end, rewrite_mark, vouch, vouched_before)
+        return _Batch(fd, self._log.end, vouch, vouched_before)
 
     def _abandon_batch(self, batch: _Batch) -> None:
         """The batch's write failed: undo what _begin_batch did, cut the tail. Hold _lock."""
@@ -1721,8 +1769,6 @@ class Engine:
         if batch.vouch:
             self._unmark(batch.vouched_before)
         self._log.cut_tail_after_failure()
-        if batch.rewrite_mark is not None and self._rewrite is not None:
-            del self._rewrite[batch.rewrite_mark:]
 
     def _sync(self) -> None:
         """fsync the log (and its directory after a compaction or creation)."""
@@ -1736,6 +1782,7 @@ class Engine:
             if fd is None:
                 return
             try:
+                self._sync_retired()
                 self._files.fsync(fd)
                 with self._lock:
                     if self._log.fd == fd:  # not replaced by a compaction meanwhile
@@ -1752,6 +1799,18 @@ class Engine:
                 # pages: rewrite everything from memory into a new file.
                 self._request_compaction()
                 raise
+
+    def _sync_retired(self) -> None:
+        """fsync the files appends moved away from, before the one appended to
+        is fsynced: so a power loss can only lose a suffix of the chain (see
+        _chain). Hold _io. Raises OSError; what failed is tried again."""
+        with self._lock:
+            pending = list(self._retired_unsynced)
+        for fd in pending:
+            self._files.fsync(fd)
+            with self._lock:
+                if fd in self._retired_unsynced:
+                    self._retired_unsynced.remove(fd)
 
     def flush(self) -> None:
         """Return once everything acknowledged so far is fsynced."""
@@ -1801,8 +1860,9 @@ class Engine:
         """
         self._next_compaction_check = self._log.end + COMPACTION_CHECK_BYTES
         self._log.limit_room(self._next_compaction_check - 1)  # the hot path checks again there
-        live = self._table.live_bytes
-        if self._log.end - live > live + COMPACT_SLACK and self._compaction is None:
+        live = self._table.live_bytes + self._log_floor
+        total = self._chain_bytes + self._log.end
+        if total - live > live + COMPACT_SLACK and self._compaction is None:
             self._request_compaction_locked()
 
     def _request_compaction(self) -> Commit:
@@ -1860,30 +1920,61 @@ class Engine:
             with self._lock:
                 self._compaction = None
                 self._compaction_thread = None
-                self._rewrite = None
             commit.settle(error)
 
     def _compact_once(self) -> None:
-        with self._io, self._lock:
+        """Move appends to a new log file, then write a new base from memory.
+
+        Nothing chases the writers: from the moment appends move (under
+        ``_lock``, a few system calls), what they write goes to the new log
+        file, which the new base names as its first; the base holds what
+        the walk takes of the table, each batch as the log files hold it.
+        """
+        with self._lock:
             if self._state is not _OPEN:
                 raise self._unusable()
             if self._log.fd is None:
                 return  # cleared: there is no log to compact
             generation = self._generation
-            # Every frame written from here on reaches the new file through
-            # the rewrite buffer, so the walk may take each batch later.
-            self._rewrite = []
-            self._log.revoke_room()
-            table = self._table
-            live_at_snapshot = table.live_bytes
-            compactions = self._compactions + 1
-            # A key that a queued "fsync" delete took out of the entries is
-            # not on the walk, but the log still holds it: it goes first.
-            undo = self._writes.undo
-            first = durable_batch(pending_deletions(undo, table.entries), undo,
-                                  table.expiries, self._clock())
-            walk = table.start_split()
-            self._update_detour()
+            number = self._next_log
+            base_compactions = self._compactions
+        # Created, with its directory entry, fsynced before it takes a frame:
+        # writers go on appending to the old file meanwhile.
+        self._disk.remove_logs([number])  # left by a compaction that failed
+        header = encode_header(base_compactions, 0.0, HEADER_SIZE, number, log_file=True)
+        log_fd = self._disk.write_atomically(self._disk.log_path(number), [header],
+                                             as_log=True, new=True)
+        with self._io:
+            assert log_fd is not None
+            try:
+                with self._lock:
+                    self._check_compaction_still_wanted(generation)
+                    if self._log.tail_dirty:
+                        self._log.cut_tail()
+                    self._log.release_reserved()  # no appends go there any more
+                    table = self._table
+                    # A key that a queued "fsync" delete took out of the entries
+                    # is not on the walk, but the old files still hold it: it
+                    # goes first.
+                    undo = self._writes.undo
+                    first = durable_batch(pending_deletions(undo, table.entries), undo,
+                                          table.expiries, self._clock())
+                    follows = encode_follows(self._chain[-1] if self._chain else 0,
+                                             self._log.end, base_compactions)
+                    self._disk.write_all(log_fd, follows)
+                    # From here on nothing fails: appends move, the walk starts.
+                    self._move_appends(log_fd, number, HEADER_SIZE + len(follows))
+                    live_at_snapshot = table.live_bytes
+                    walk = table.start_split()
+                    self._update_detour()
+            except BaseException:
+                self._disk.close_quietly(log_fd)
+                self._disk.remove_logs([number])
+                raise
+            # Now, so that the new log file may be fsynced at once. Should it
+            # fail, so does the compaction; _sync() tries again before any
+            # fsync of the new log file.
+            self._sync_retired()
         temp = self._disk.temp_path()
         try:
             fd = self._files.create(temp)
@@ -1902,61 +1993,50 @@ class Engine:
                 snapshot_end = self._disk.write_at(fd, HEADER_SIZE, frames)
             finally:
                 self._fold_split()
+            stamp = self._clock()
+            compactions = base_compactions + 1
+            self._disk.write_at(fd, 0, [encode_header(compactions, stamp, snapshot_end,
+                                                      number)])
+            self._files.fsync(fd)
             with self._io:
+                # The walk saw writes made after appends moved: the log file
+                # holding them is fsynced before a base reflecting them is in
+                # place (and the files before it before that).
+                self._sync_retired()
                 with self._lock:
                     self._check_compaction_still_wanted(generation)
-                    chunk, self._rewrite = self._rewrite or [], []
-                end = self._disk.write_at(fd, snapshot_end, _joined(chunk))
-                stamp = self._clock()
-                self._disk.write_at(fd, 0, [encode_header(compactions, stamp, end)])
-                self._files.fsync(fd)
-                # Catch up with the frames appended meanwhile outside _lock,
-                # until few enough are left to copy while writers wait.
-                for round_ in itertools.count(1):
+                    log_fd, end = self._log.fd, self._log.end
+                assert log_fd is not None
+                self._files.fsync(log_fd)
+                new_base = self._files.open_append(temp)
+                try:
+                    # Claimed before it is in place (see LogFiles.claim).
+                    if not self._files.lock_open_file(new_base):
+                        raise LockedError(self.path)
                     with self._lock:
+                        self._synced(end)
                         self._check_compaction_still_wanted(generation)
-                        rest = self._rewrite or []
-                        if len(rest) <= CATCH_UP_FRAMES or round_ >= CATCH_UP_ROUNDS:
-                            self._rewrite = None
-                            final = self._disk.write_at(fd, end, [b"".join(rest)])
-                            # Opened before the rename, so that once the new
-                            # log is in place nothing can fail before appends
-                            # go to it.
-                            new_fd = self._files.open_append(temp)
-                            try:
-                                # Claimed before it is in place (see _claim_log).
-                                if not self._files.lock_open_file(new_fd):
-                                    raise LockedError(self.path)
-                                self._files.replace(temp, self._disk.file)
-                            except BaseException:
-                                self._disk.close_quietly(new_fd)
-                                raise
-                            swapped = True
-                            old_fd, self._log.fd = self._log.fd, new_fd
-                            old_window, self._log.window = self._log.window, None
-                            self._log.revoke_room()
-                            self._log.window_end = self._log.reserved_end = 0
-                            self._log.end = final
-                            self._vouch_from(end)  # the header's compacted length
-                            self._next_compaction_check = final + COMPACTION_CHECK_BYTES
-                            self._log.tail_dirty = False
-                            self._compactions = compactions
-                            self._last_compaction = stamp
-                            table.live_bytes += snapshot_end - live_at_snapshot
-                            self._dir_unsynced = True
-                            if final > end and not self._unsynced:
-                                self._unsynced = True
-                                self._unsynced_since = time.monotonic()
-                                self._wake.set()
-                            break
-                        self._rewrite = []
-                    end = self._disk.write_at(fd, end, _joined(rest))
-                if old_window is not None:
-                    old_window.close()
-                if old_fd is not None:
-                    self._disk.close_quietly(old_fd)  # the new log is in place
+                        self._files.replace(temp, self._disk.file)
+                        swapped = True
+                        old_base, self._base_fd = self._base_fd, new_base
+                        done = [n for n in self._chain if n < number]
+                        retired, self._retired, self._retired_unsynced = self._retired, [], []
+                        self._chain = [n for n in self._chain if n >= number]
+                        self._chain_bytes = snapshot_end
+                        self._compactions = compactions
+                        self._last_compaction = stamp
+                        table.live_bytes += snapshot_end - live_at_snapshot
+                        self._dir_unsynced = True
+                except BaseException:
+                    if not swapped:
+                        self._disk.close_quietly(new_base)
+                    raise
+                for old_fd in (old_base, *retired):
+                    if old_fd is not None:
+                        self._disk.close_quietly(old_fd)
                 self._files.fsync_dir(self._disk.directory)
                 self._dir_unsynced = False
+                self._disk.remove_logs(done)  # or the next open: the base holds them
         finally:
             self._files.close(fd)
             if not swapped:
@@ -1965,14 +2045,43 @@ class Engine:
                 except OSError:
                     logger.warning("aiokv: could not remove %s", temp)
 
+    def _move_appends(self, fd: int, number: int, end: int) -> None:
+        """From now on appends go to log file ``number``, open at ``fd``,
+        whose header is fsynced and which holds ``end`` bytes. Hold _io, _lock.
+
+        The file appended to until now joins the files fsynced before it.
+        """
+        old = self._log
+        old.revoke_room()
+        log = LogWriter(self._files, self.path)
+        log.fd = fd
+        log.map_appends = old.map_appends
+        log.end = end
+        log.vouch_from(HEADER_SIZE)  # the header is fsynced, not yet what follows it
+        self._log = log
+        assert old.fd is not None
+        if old.fd != self._base_fd:
+            self._retired.append(old.fd)
+        self._retired_unsynced.append(old.fd)
+        self._chain_bytes += old.end
+        self._chain.append(number)
+        self._log_floor = end
+        self._next_log = number + 1
+        self._next_compaction_check = end + COMPACTION_CHECK_BYTES
+        self._update_detour()
+        if not self._unsynced:
+            self._unsynced = True
+            self._unsynced_since = time.monotonic()
+            self._wake.set()
+
     def _snapshot_frames(self, walk: Iterator[tuple[str, Value]],
                          generation: int) -> Iterator[bytes]:
         """The snapshot's frames, taking ``walk`` a batch per lock hold.
 
         Each batch is taken as it is on disk at that moment: tombstones are
         left out, and so are the effects of queued "fsync" writes (which may
-        still be rolled back; their frames reach the new file through the
-        rewrite buffer once written). Holding _io, no batch is half written.
+        still be rolled back; their frames reach the new log file once
+        written). Holding _io, no batch is half written.
         """
         pacer = _Pacer()
         while True:
@@ -2013,6 +2122,14 @@ class Engine:
             raise _CompactionVoid
 
 
+def _log_floor(logs: list[tuple[int, bytes]]) -> int:
+    """The bytes the last of ``logs`` starts with (see Engine._log_floor)."""
+    if not logs:
+        return 0
+    opening = follows_of(logs[-1][1])
+    return HEADER_SIZE if opening is None else opening.end
+
+
 def pending_deletions(undo: list[Undo],
                       entries: dict[str, Value]) -> list[tuple[str, object]]:
     """The keys a queued write removed from ``entries``, as a batch for
@@ -2033,7 +2150,7 @@ def durable_batch(
     lists the queued "fsync" writes, oldest first, as (key, value before,
     expiry before). Keys with a queued write get their value from before the
     oldest one: those writes may still be rolled back, and their frames reach
-    the new file through the rewrite buffer once written. Keys expired by
+    the new log file once written. Keys expired by
     ``now`` are left out; the caller reads the clock with the batch, so a key
     still live at that instant is kept, and a later expire() record that
     extends it finds it on replay.
@@ -2089,14 +2206,6 @@ def _expiries_of(keys: Iterable[str], expiries: dict[str, float]) -> dict[str, f
     if not expiries:
         return {}
     return {key: expiries[key] for key in expiries.keys() & keys}
-
-
-def _joined(frames: list[bytes]) -> Iterator[bytes]:
-    """``frames`` joined JOIN_FRAMES at a time: few writes, short GIL holds."""
-    pacer = _Pacer()
-    for start in range(0, len(frames), JOIN_FRAMES):
-        yield b"".join(frames[start : start + JOIN_FRAMES])
-        pacer.step()
 
 
 class _Pacer:

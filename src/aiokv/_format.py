@@ -26,12 +26,14 @@ from typing import Final, Union, cast
 import msgpack
 
 MAGIC: Final = b"\x89aiokv\r\n"
-FORMAT_VERSION: Final = 2
-"""The version new files are written with. Version 2 added BULK and SYNCED frames."""
-READABLE_VERSIONS: Final = frozenset({1, 2})
+FORMAT_VERSION: Final = 3
+"""The version new files are written with. Version 2 added BULK and SYNCED
+frames; version 3 the log files that follow a base file (LOG_FILE, FOLLOWS)."""
+READABLE_VERSIONS: Final = frozenset({1, 2, 3})
 
-# magic, version, flags, compactions, compacted_at, compacted_length, reserved
-_HEADER_BODY: Final = struct.Struct(">8sHHIdQ4s")
+# magic, version, flags, compactions, compacted_at, compacted_length,
+# log_number (reserved, zero, before version 3)
+_HEADER_BODY: Final = struct.Struct(">8sHHIdQI")
 _HEADER_CRC: Final = struct.Struct(">I")
 HEADER_SIZE: Final = _HEADER_BODY.size + _HEADER_CRC.size  # 40
 
@@ -73,7 +75,17 @@ stretch of bytes that never reached the disk can only lie past the last
 offset a SYNCED record vouches for (see ``_recovery``).
 """
 
-KINDS: Final = frozenset({SET, SET_ENCODED, DELETE, SNAPSHOT, EXPIRE, BULK, SYNCED})
+FOLLOWS: Final = 8
+"""a = the number of the file this log file follows (0: the base file),
+b = that file's length when appends moved here, c = the base file's
+compaction count at that moment.
+
+The first frame of every log file (version 3). It changes no entry; recovery
+uses it to tell whether the file before it lost bytes it held when appends
+moved on (see ``_chain``).
+"""
+
+KINDS: Final = frozenset({SET, SET_ENCODED, DELETE, SNAPSHOT, EXPIRE, BULK, SYNCED, FOLLOWS})
 
 SCALAR_TYPES: Final = frozenset({type(None), bool, int, float, str, bytes})
 """Value types kept in memory as they are: immutable, so never copied."""
@@ -111,17 +123,29 @@ class Header:
     vouched: bool = False
     """Whether appends to this file are followed, after each fsync, by a SYNCED
     record (the VOUCHED flag): files written by versions before it are not."""
+    log_number: int = 0
+    """In a base file: the number of the first log file that follows it (0
+    before version 3: none). In a log file (``log_file``): its own number."""
+    log_file: bool = False
+    """Whether this is a log file (``<base>.log-<n>``) rather than a base file."""
 
 
 VOUCHED: Final = 0x0001
 """Header flag: the writer records each fsync of appended frames in a SYNCED
 frame (see ``_recovery``). Every file this version creates has it."""
-_KNOWN_FLAGS: Final = VOUCHED
+LOG_FILE: Final = 0x0002
+"""Header flag (version 3): a log file holding appends that follow a base
+file, never a store of its own."""
+_KNOWN_FLAGS: Final = VOUCHED | LOG_FILE
 
 
-def encode_header(compactions: int, compacted_at: float, compacted_length: int) -> bytes:
+def encode_header(compactions: int, compacted_at: float, compacted_length: int,
+                  log_number: int = 1, *, log_file: bool = False) -> bytes:
+    """A header. ``log_number``: see ``Header``; a base file names the log
+    file its appends move to once a compaction starts."""
+    flags = VOUCHED | (LOG_FILE if log_file else 0)
     body = _HEADER_BODY.pack(
-        MAGIC, FORMAT_VERSION, VOUCHED, compactions, compacted_at, compacted_length, b"\0" * 4
+        MAGIC, FORMAT_VERSION, flags, compactions, compacted_at, compacted_length, log_number
     )
     return body + _HEADER_CRC.pack(zlib.crc32(body))
 
@@ -153,17 +177,21 @@ def decode_header(data: bytes) -> Header:
     (checksum,) = _HEADER_CRC.unpack_from(data, _HEADER_BODY.size)
     if zlib.crc32(body) != checksum:
         raise HeaderError("header checksum does not match")
-    _, version, flags, compactions, compacted_at, compacted_length, _ = _HEADER_BODY.unpack(
-        body
-    )
+    _, version, flags, compactions, compacted_at, compacted_length, log_number = (
+        _HEADER_BODY.unpack(body))
     if version not in READABLE_VERSIONS:
         raise HeaderError(f"unsupported format version {version}")
-    if flags & ~_KNOWN_FLAGS or (flags and version < 2):
+    if flags & ~_KNOWN_FLAGS or (flags and version < 2) or (flags & LOG_FILE and version < 3):
         raise HeaderError(f"unknown header flags {flags:#x}")
     if compacted_length < HEADER_SIZE:
         raise HeaderError("compacted length points inside the header")
+    if version < 3:
+        log_number = 0  # reserved bytes, zero in every file written
+    elif log_number < 1:
+        raise HeaderError("log number 0 in a version 3 header")
     return Header(version, compactions, compacted_at, compacted_length,
-                  vouched=bool(flags & VOUCHED))
+                  vouched=bool(flags & VOUCHED), log_number=log_number,
+                  log_file=bool(flags & LOG_FILE))
 
 
 # The first six bytes of every frame shorter than 256 bytes, by length: most
@@ -183,6 +211,11 @@ def encode_record(kind: int, a: object, b: object, c: object) -> bytes:
     else:
         raise ValueError(f"record of {length} bytes exceeds the {MAX_FRAME_SIZE}-byte limit")
     return body + zlib.crc32(body, SEED).to_bytes(4, "little")
+
+
+def encode_follows(previous: int, length: int, base_compactions: int) -> bytes:
+    """The FOLLOWS record that opens a log file."""
+    return encode_record(FOLLOWS, previous, length, base_compactions)
 
 
 def encode_synced(offset: int) -> bytes:

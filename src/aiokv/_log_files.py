@@ -13,18 +13,47 @@ import itertools
 import logging
 import os
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 
+from ._chain import first_log, log_numbers, log_path, peek_header
 from ._errors import LockedError
 from ._files import FileSystem, Permissions, real_path
+from ._format import Header
 
 logger = logging.getLogger("aiokv")
 
 TEMP_INFIX = ".tmp-"
 """Temporary files are named ``<log>.tmp-<pid>-<n>``; an open removes leftovers."""
+READ_ATTEMPTS = 5
+"""Reads of a store's files before a gap in the log numbers is believed."""
 WRITE_CHUNK = 256 * 1024
 """``write_at`` writes this many bytes at a time: each write releases the GIL,
 which a busy event loop's thread may then keep for a whole switch interval,
 so few large writes keep a compaction moving."""
+
+
+@dataclass
+class OnDisk:
+    """The files of a store as read at one moment (``LogFiles.read``)."""
+
+    base: bytes | None
+    """The base file's bytes (None: there is none)."""
+    header: Header | None
+    logs: list[tuple[int, bytes]] = field(default_factory=list)
+    """The consecutive log files that follow the base, from its first."""
+    below: list[int] = field(default_factory=list)
+    """Log files numbered below the base's first: their records are in the
+    base (left by a crash after a compaction put it in place)."""
+    beyond: list[int] = field(default_factory=list)
+    """Log files past a gap in the numbers, or with no base: they follow a
+    file that is gone, and nothing can replay them."""
+
+    @property
+    def next_number(self) -> int:
+        """The number for the log file appends move to next."""
+        if self.logs:
+            return self.logs[-1][0] + 1
+        return first_log(self.header) if self.header is not None else 1
 
 
 class LogFiles:
@@ -79,6 +108,57 @@ class LogFiles:
             # the file there now is the one to claim.
             self._files.close(fd)
         raise LockedError(self.path)
+
+    def log_path(self, number: int) -> str:
+        """Where log file ``number`` of this store is (beside the base file)."""
+        return log_path(self.file, number)
+
+    def log_numbers(self) -> list[int]:
+        """The numbers of every log file of this store there is, sorted."""
+        return log_numbers(os.path.basename(self.file), self._files.listdir(self.directory or "."))
+
+    def read(self) -> OnDisk:
+        """Read the base file and the log files that follow it.
+
+        A file found past a gap may mean that the owner's compaction put a
+        new base in place and removed the old log files between two reads
+        here (readonly=True, the tools): then all is read again.
+        """
+        for _ in range(READ_ATTEMPTS - 1):
+            found = self._read_once()
+            if not found.beyond or found.base is None:
+                return found
+        return self._read_once()
+
+    def _read_once(self) -> OnDisk:
+        base = self._files.read(self.file)
+        header = None if base is None else peek_header(base)
+        numbers = self.log_numbers()
+        if header is None or header.log_file:
+            return OnDisk(base, header, beyond=numbers)
+        found = OnDisk(base, header)
+        expected = first_log(header)
+        for number in numbers:
+            if number < first_log(header):
+                found.below.append(number)
+                continue
+            data = self._files.read(self.log_path(number)) if number == expected else None
+            if data is None:
+                found.beyond.append(number)
+                continue
+            found.logs.append((number, data))
+            expected += 1
+        return found
+
+    def remove_logs(self, numbers: Iterable[int]) -> None:
+        """Remove these log files; a failure is logged (the next open retries)."""
+        for number in numbers:
+            try:
+                self._files.remove(self.log_path(number))
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                logger.warning("aiokv: could not remove %s: %s", self.log_path(number), exc)
 
     def free_name(self, base: str, data: bytes) -> str | None:
         """``base``, or ``base.N`` if taken; None if a copy of ``data`` is there."""

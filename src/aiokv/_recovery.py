@@ -42,6 +42,7 @@ from ._format import (
     BULK,
     DELETE,
     EXPIRE,
+    FOLLOWS,
     FORMAT_VERSION,
     FRAME_START,
     HEADER_SIZE,
@@ -220,6 +221,9 @@ def _check_record(
         )
     elif kind == SYNCED:
         ok = type(a) is int and a >= HEADER_SIZE and b is None and c is None
+    elif kind == FOLLOWS:
+        ok = (type(a) is int and a >= 0 and type(b) is int and b >= HEADER_SIZE
+              and type(c) is int and c >= 0)
     elif kind == BULK:
         ok = (
             type(a) is tuple
@@ -324,7 +328,7 @@ def count_frames(data: bytes) -> int:
 def apply(frame: Frame, entries: dict[str, Value], expiries: dict[str, float]) -> None:
     """Apply one valid frame (see ``read_frame``) to the replayed state."""
     kind = frame.kind
-    if kind == SYNCED:
+    if kind in (SYNCED, FOLLOWS):
         return
     if kind == SNAPSHOT:
         scalars = cast("dict[str, Value]", frame.a)
@@ -386,47 +390,72 @@ def is_log(data: bytes) -> bool:
     return find_next_frame(data, HEADER_SIZE) is not None
 
 
-def replay(data: bytes, *, salvage: bool = False) -> Replay:
+class Spoiled(Exception):
+    """Replaying onto given entries, the fast path changed them before it
+    found a record it leaves to the walk: the caller must start again from
+    entries it still has (``replay_chain`` does, walking every log file)."""
+
+
+def replay(data: bytes, *, salvage: bool = False,
+           onto: tuple[dict[str, Value], dict[str, float]] | None = None,
+           walk: bool = False) -> Replay:
     """Rebuild the entries that the log ``data`` holds.
 
-    Never raises for any content of ``data``: problems are reported in the
-    returned ``Replay`` (``corruption``, ``torn_tail``, ``skipped``).
+    ``onto``: entries and expiries to apply the records to (a log file
+    following a base file), changed in place and returned in the result.
+    ``walk``: frame by frame, never the fast path (which raises Spoiled
+    when it gives up after changing ``onto``).
+
+    Never raises for any content of ``data`` otherwise: problems are
+    reported in the returned ``Replay`` (``corruption``, ``torn_tail``,
+    ``skipped``).
     """
+    entries, expiries = onto if onto is not None else (new_entries(), {})
     if is_unfinished_header(data):
-        return Replay(header=None)
+        return Replay(header=None, entries=entries, expiries=expiries)
     try:
         header = decode_header(data)
     except HeaderError as exc:
         damage = Damage(0, min(len(data), HEADER_SIZE), f"the header is damaged: {exc}")
         if not salvage or len(data) <= HEADER_SIZE:
-            return Replay(header=None, corruption=damage)
+            return Replay(header=None, entries=entries, expiries=expiries, corruption=damage)
         # Whatever the header says (a flipped byte in its counter or its
         # magic), the frames after it carry their own checksums: keep each.
-        result = _replay_frame_by_frame(data, STAND_IN_HEADER, salvage=True)
+        result = _replay_frame_by_frame(data, STAND_IN_HEADER, True, onto)
         result.skipped.insert(0, damage)
         return result
-    fast = _replay_intact(data, header)
-    if fast is not None:
-        return fast
-    return _replay_frame_by_frame(data, header, salvage)
+    if not walk:
+        fast = _replay_intact(data, header, onto)
+        if fast is not None:
+            return fast
+        if onto is not None and _frames_intact(data, header):
+            raise Spoiled
+    return _replay_frame_by_frame(data, header, salvage, onto)
 
 
-def _replay_intact(data: bytes, header: Header) -> Replay | None:  # noqa: PLR0911
+def _frames_intact(data: bytes, header: Header) -> bool:
+    """Whether every frame checks out as one run (see ``_format``)."""
+    return header.compacted_length <= len(data) and zlib.crc32(
+        memoryview(data)[HEADER_SIZE:], SEED) == SEED
+
+
+def _replay_intact(  # noqa: PLR0911
+    data: bytes, header: Header,
+    onto: tuple[dict[str, Value], dict[str, float]] | None = None,
+) -> Replay | None:
     """The fast path for a log with no damage at all, or None to walk it.
 
-    One CRC over every frame (see ``_format``), then one msgpack stream. It
+    One CRC over every frame (see ``_format``), then one msgpack stream.
+    ``onto``: see ``replay``; changed only once the CRC holds. It
     returns None wherever the walk would find damage, so that both give the
     same result for every log: each record is held to ``read_frame``'s rule,
     by cheaper means where records are common (the comments say which). The
     one CRC stands in for each frame's own checksum and framing bytes.
     """
-    if header.compacted_length > len(data):
+    if not _frames_intact(data, header):
         return None
     body = memoryview(data)[HEADER_SIZE:]
-    if zlib.crc32(body, SEED) != SEED:
-        return None
-    entries = new_entries()
-    expiries: dict[str, float] = {}
+    entries, expiries = onto if onto is not None else (new_entries(), {})
     stream = io.BytesIO(data)  # shares the bytes of ``data``: no copy
     stream.seek(HEADER_SIZE)
     limit = max(len(body), 1)
@@ -530,8 +559,13 @@ def _replay_intact(data: bytes, header: Header) -> Replay | None:  # noqa: PLR09
                   durable_end=durable_end)
 
 
-def _replay_frame_by_frame(data: bytes, header: Header, salvage: bool) -> Replay:
+def _replay_frame_by_frame(
+    data: bytes, header: Header, salvage: bool,
+    onto: tuple[dict[str, Value], dict[str, float]] | None = None,
+) -> Replay:
     result = Replay(header=header)
+    if onto is not None:
+        result.entries, result.expiries = onto
     offset = HEADER_SIZE
     size = len(data)
     protected_end = header.compacted_length
