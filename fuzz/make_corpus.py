@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import zlib
 
 from aiokv._format import (
     HEADER_SIZE,
@@ -12,12 +13,19 @@ from aiokv._format import (
     encode_bulk,
     encode_delete,
     encode_expire,
+    encode_follows,
     encode_header,
     encode_set,
     encode_snapshot,
     encode_synced,
     encode_value,
 )
+
+
+def version_2(header: bytes) -> bytes:
+    """``header`` as aiokv 0.3 wrote it: version 2, reserved bytes zero."""
+    body = header[:8] + (2).to_bytes(2, "big") + header[10:32] + bytes(4)
+    return body + zlib.crc32(body).to_bytes(4, "big")
 
 
 def seeds() -> dict[str, bytes]:
@@ -47,6 +55,7 @@ def seeds() -> dict[str, bytes]:
     return {
         "log-intact.bin": log,
         "log-torn.bin": log[:-9],
+        "log-version-2.bin": version_2(header) + b"".join(frames),
         "log-zero-tail.bin": log + b"\x00" * 64,
         "log-flipped.bin": bytes(flipped),
         "log-synced.bin": synced,
@@ -55,6 +64,12 @@ def seeds() -> dict[str, bytes]:
         "frame-only.bin": frames[4],
         "header-only.bin": header,
         "header-cut.bin": header[:13],
+        # A log file (format 3) following a base of len(log) bytes, vouched
+        # for after its first record, and a torn one.
+        "logfile-intact.bin": (logfile := encode_header(0, 0.0, HEADER_SIZE, 1, log_file=True)
+                               + encode_follows(0, len(log), 0) + frames[0])
+                              + encode_synced(len(logfile)) + b"".join(frames[1:]),
+        "logfile-torn.bin": logfile[:-5],
         "legacy.json": json.dumps({"last_command": "ping", "n": [1, 2.5, None]}).encode(),
         "junk.bin": b"hello, not a store",
         "empty.bin": b"",

@@ -103,6 +103,27 @@ def test_a_source_open_elsewhere_or_the_same_store_is_refused(
         copy_store(str(tmp_path / "missing.kv"), url_of["redis"])
 
 
+def test_a_live_copy_backs_up_a_store_its_program_has_open_after_compactions(
+        tmp_path: Path) -> None:
+    """docs/guarantees.md: back up a running program's store with a live copy:
+    every acknowledged write, in the base and in its log files."""
+    local, backup = str(tmp_path / "state.kv"), str(tmp_path / "backup.kv")
+    with KV(local) as writer:
+        for i in range(300):
+            writer.set(f"k{i % 50}", i)
+        writer.compact()
+        writer.set("after the compaction", {"in": "the log file"}, ttl=3600)
+        writer.delete("k0")
+        report = copy_store(local, backup, live=True)
+        expected = {**{f"k{i}": 250 + i for i in range(1, 50)},
+                    "after the compaction": {"in": "the log file"}}
+        assert report.copied == len(expected) and not report.mismatched
+        writer.set("k1", "changed after the copy")
+    with KV(backup) as copy:
+        assert copy.get_all() == expected
+        assert 3590 < copy.ttl("after the compaction") <= 3600
+
+
 def test_the_copy_command_reports_progress_and_its_exit_codes(
         tmp_path: Path, url_of: dict[str, str], capsys: pytest.CaptureFixture[str]) -> None:
     local = str(tmp_path / "state.kv")

@@ -66,6 +66,7 @@ import pytest
 
 from aiokv import _engine as engine_module
 from aiokv import _log_files as log_files_module
+from aiokv._chain import LOG_INFIX
 from aiokv._engine import Engine
 from aiokv._files import FileSystem, Window
 from aiokv._format import HEADER_SIZE
@@ -721,7 +722,14 @@ def test_enough_crash_points_are_tried(level: str) -> None:
         calls = {point.label.split("(")[1].split(")")[0] for point in recording.points
                  if point.label.startswith("call ") and point.label.endswith(f"{label!r}")}
         assert calls >= {"create", "pwrite", "fsync", "open_append", "replace", "fsync_dir",
-                         "close"}, (label, calls)
+                         "close", "link", "write"}, (label, calls)  # link, write: the log file
+    # The third compaction moves appends on from a log file, and removes it.
+    third = {point.label.split("(")[1].split(")")[0] for point in recording.points
+             if point.label.startswith("call ") and point.label.endswith("'compact #3'")}
+    assert "remove" in third
+    # Crash images hold log files: the base and its chain are what is checked.
+    assert any(LOG_INFIX in name for point in recording.points
+               for state in point.name_states for name, _ in state)
     # A crash in a compaction, between the rename and the directory fsync, may
     # show either log.
     assert any(len(point.name_states) > 1 for point in recording.points)

@@ -28,7 +28,16 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from ._format import FOLLOWS, HEADER_SIZE, SYNCED, Header, HeaderError, Value, decode_header
+from ._format import (
+    FOLLOWS,
+    HEADER_SIZE,
+    SYNCED,
+    Header,
+    HeaderError,
+    Value,
+    decode_header,
+    is_unfinished_header,
+)
 from ._recovery import Damage, Frame, Replay, Spoiled, new_entries, read_frame, replay
 
 LOG_INFIX = ".log-"
@@ -185,6 +194,11 @@ def _replay_chain(base: bytes, logs: Sequence[tuple[int, bytes]], salvage: bool,
             chain.skipped.append((number, damage))
             chain.dropped = [n for n, _ in logs[index:]]
             chain.dropped_reason = damage.reason
+            return chain
+        if header is None and is_unfinished_header(data):
+            # Log files are put in place whole: this one holds nothing.
+            chain.dropped = [n for n, _ in logs[index:]]
+            chain.dropped_reason = f"log file {number} holds no complete header"
             return chain
         follows = follows_of(data)
         if follows is not None and follows.previous == previous and (

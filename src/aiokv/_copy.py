@@ -1,7 +1,8 @@
 """``aiokv copy SRC DST``: move a store between a local log and a server.
 
 Either end is a path or a URL (``from_url``'s forms). The source is read
-whole (a local one under its lock: a store open elsewhere is refused), its
+whole (a local one under its lock: a store open elsewhere is refused,
+unless ``live``: then its files are read as they are, read-only), its
 expired entries left out; the entries go to the destination a thousand at a
 time, each with its expiry time; a key the destination already holds is
 left as it is unless ``overwrite``; at the end every copied value is read
@@ -47,24 +48,31 @@ class CopyError(Exception):
 
 
 def copy_store(source: str, destination: str, *, overwrite: bool = False,
-               relative_ttl: bool = False,
+               relative_ttl: bool = False, live: bool = False,
                progress: Callable[[int, int], None] | None = None) -> CopyReport:
-    """Copy every live entry of ``source`` into ``destination``."""
+    """Copy every live entry of ``source`` into ``destination``.
+
+    ``live``: a local source open in another process (a running program's
+    store, to back it up) is read from its files without its lock, as
+    ``readonly=True`` reads them: everything its writer has written to them
+    (at "flush" and "fsync", every write it acknowledged; at "buffered",
+    what its writer thread has written so far).
+    """
     started = time.monotonic()
     src, dst = parse_target(source), parse_target(destination)
     if _same(src, dst):
         raise CopyError(f"{source!r} and {destination!r} are the same store")
-    items = _read_all(src, source)
+    items = _read_all(src, source, live)
     report = CopyReport()
     with _Destination(dst) as writer:
         done = 0
         for chunk in _chunks(items):
             now = time.time()
-            live = [item for item in chunk if item[2] is None or item[2] > now]
-            report.expired += len(chunk) - len(live)
-            left = writer.put(live, overwrite=overwrite, absolute=not relative_ttl)
+            unexpired = [item for item in chunk if item[2] is None or item[2] > now]
+            report.expired += len(chunk) - len(unexpired)
+            left = writer.put(unexpired, overwrite=overwrite, absolute=not relative_ttl)
             report.existing.extend(left)
-            report.copied += len(live) - len(left)
+            report.copied += len(unexpired) - len(left)
             done += len(chunk)
             if progress is not None:
                 progress(done, len(items))
@@ -89,7 +97,7 @@ def _same(src: Target, dst: Target) -> bool:
     return False
 
 
-def _read_all(src: Target, given: str) -> list[Item]:
+def _read_all(src: Target, given: str, live: bool) -> list[Item]:
     if isinstance(src, LocalTarget):
         if not os.path.exists(src.path):
             raise CopyError(f"{given}: no such store")
@@ -97,8 +105,12 @@ def _read_all(src: Target, given: str) -> list[Item]:
             with KV(src.path) as kv:
                 return kv._engine.items_with_expiry()
         except LockedError:
-            raise CopyError(f"{given} is open in another process: stop the writer first, "
-                            "so that the copy is the whole store") from None
+            if not live:
+                raise CopyError(f"{given} is open in another process: stop the writer "
+                                "first, so that the copy is the whole store, or copy what "
+                                "its files hold now with --live") from None
+        with KV(src.path, readonly=True) as kv:
+            return kv._engine.items_with_expiry()
     executor = sync_executor(src)
     try:
         return executor.run(plans.items_with_expiry(_names(src), src.display))

@@ -12,21 +12,22 @@ The engine coordinates parts that each keep one thing:
   "fsync" batches them.
 * ``LogWriter`` (_log_writer.py): the end of the log being appended to,
   its mapped window, its SYNCED frames, and the hot path's room.
-* ``LogFiles`` (_log_files.py): where the files are, claiming the log,
-  writing a file atomically beside it.
+* ``LogFiles`` (_log_files.py): where the files are (the base file and the
+  log files of its chain, _chain.py), claiming the base, writing a file
+  atomically beside it.
 * ``plan_round`` and ``FailureLog`` (_writer_thread.py): what the writer
   thread does each round, and how its failures are logged.
-* ``replay`` (_recovery.py) and the record format (_format.py), pure.
+* ``replay_chain`` (_chain.py), ``replay`` (_recovery.py) and the record
+  format (_format.py), pure.
 
 What a write does on the caller's thread (the event loop's, for ``AioKV``):
 at "flush", it copies its frame into the mapped window past the log's end, or
 appends it with ``write(2)`` where the log is not mapped. Now and then that
 same call also reserves and maps the next window (``fallocate`` + ``mmap``),
 cuts the tail a failed write left, or, after ``clear()`` removed the log,
-creates a new one (written, fsynced and renamed into place). While a
-compaction runs it sleeps ``PAUSE`` once every ``HAND_OVER_EVERY`` writes, so
-that the compaction thread gets the GIL (see there). At "buffered" and
-"fsync" a write only queues its frame (``PendingWrites``).
+creates a new one (written, fsynced and renamed into place). It never
+sleeps and never waits for a compaction. At "buffered" and "fsync" a write
+only queues its frame (``PendingWrites``).
 
 Locks, always taken in this order:
 
@@ -41,14 +42,17 @@ Locks, always taken in this order:
 Reads take no lock (``get``, ``exists``); see ``Table.lookup_aside`` for why
 that is safe, and what it relies on.
 
-A compaction does not copy the entries under ``_lock``: it walks the live
-dict a batch at a time, releasing the lock between batches. While it walks,
-the dict's layout must not change (the "split" state of ``Table``).
-Frames written during the walk reach the new file through the rewrite
-buffer, and replaying them after the snapshot gives the same state whatever
-moment each batch was taken at, because every record sets its key's state
-outright. Calls that do work proportional to the number of keys under
-``_lock``, at C speed: ``items()``, ``keys()`` and ``get_all()`` copy the
+A compaction does not chase the writers (``_compact_once``): when it starts
+it moves appends to a new log file, which the base it then writes names as
+its first, so nothing written meanwhile is copied. It does not copy the
+entries under ``_lock`` either: it walks the live dict a batch at a time,
+releasing the lock between batches. While it walks, the dict's layout must
+not change (the "split" state of ``Table``). Replaying the new log file after
+the snapshot gives the same state whatever moment each batch was taken at,
+because every record sets its key's state outright.
+
+Calls that do work proportional to the number of keys under ``_lock``, at C
+speed: ``items()``, ``keys()`` and ``get_all()`` copy the
 entries; ``stats()`` counts the keys that have expired.
 """
 
@@ -647,7 +651,8 @@ class Engine:
                     "reach the disk (a power loss); truncating %d bytes, %d records after "
                     "the gap included", name, result.end, result.torn_tail,
                     result.dropped_frames)
-            elif (found.logs[-1][1] if number else data).count(0, result.end) == result.torn_tail:
+            elif (dict(found.logs)[number] if number else data).count(
+                    0, result.end) == result.torn_tail:
                 logger.info("aiokv: %s ends in %d zero bytes at offset %d (space reserved "
                             "for appends, or a torn write); truncating them", name,
                             result.torn_tail, result.end)
