@@ -18,8 +18,9 @@ import pytest
 from scripted_files import ScriptedFiles
 
 from aiokv import KV
-from aiokv._engine import Engine, durable_batch, pending_deletions
+from aiokv._engine import Engine
 from aiokv._format import HEADER_SIZE
+from aiokv._snapshot import durable_batch, pending_deletions
 from aiokv._table import MISSING
 
 LEVELS = ("fsync", "flush", "buffered")

@@ -70,7 +70,7 @@ import stat
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from ._chain import ChainReplay, first_log, follows_of, holds_records, replay_chain
@@ -97,14 +97,12 @@ from ._format import (
     Encoded,
     Value,
     decode_value,
-    encode_bulk,
     encode_delete,
     encode_expire,
     encode_float_set,
     encode_follows,
     encode_header,
     encode_record,
-    encode_snapshot,
     encode_uint32_set,
     encode_value,
     entry_size,
@@ -115,6 +113,14 @@ from ._legacy import INTS_AS_STRINGS_HINT, ints_as_strings, parse_legacy_json
 from ._log_files import WRITE_CHUNK, LogFiles, OnDisk
 from ._log_writer import LogWriter
 from ._recovery import Damage, is_log, new_entries
+from ._snapshot import (
+    SNAPSHOT_BATCH,
+    Pacer,
+    batch_frames,
+    durable_batch,
+    pending_deletions,
+    snapshot_frames,
+)
 from ._table import MISSING, Table, expiry_size
 from ._writer_thread import FailureLog, plan_round
 
@@ -127,20 +133,6 @@ COMPACT_SLACK = 640 * 1024
 """Compaction starts once dead bytes exceed live bytes by this much."""
 COMPACTION_CHECK_BYTES = 16 * 1024
 """How much may be appended between two checks of the compaction rule."""
-SNAPSHOT_BATCH = 512
-"""Entries per snapshot frame: small enough that encoding one batch never
-holds the GIL for long, large enough that a snapshot replays at C speed."""
-SLICE = 0.0005
-MAX_SLICE = 0.002
-PAUSE = 0.0001
-"""A compaction's thread works for SLICE seconds, then sleeps PAUSE seconds
-(only that thread: writers never wait for a compaction). A thread that only
-releases the GIL for a system call takes it straight back, and the event
-loop's thread then waits out the whole 5 ms switch interval; a real sleep
-hands the GIL over at once. When getting the GIL back took long (a busy loop
-thread keeps it for a whole switch interval), the next slice is longer, up
-to MAX_SLICE."""
-
 _NEW, _OPEN, _CLOSING, _CLOSED = "new", "open", "closing", "closed"
 _FORKED = "forked"
 """The state of an engine inherited by the child of a fork (see forsake_after_fork)."""
@@ -774,7 +766,7 @@ class Engine:
 
         ``new``: no file is there to replace (see LogFiles.write_atomically).
         """
-        frames = list(_snapshot_frames(entries, expiries))
+        frames = list(snapshot_frames(entries, expiries))
         length = HEADER_SIZE + sum(map(len, frames))
         self._put_base(frames, length, new=new)
         self._table.take(entries, expiries)
@@ -1993,7 +1985,7 @@ class Engine:
                     self._files.give_permissions(fd, self._disk.permissions)
                 # A placeholder header; the real one is written before the fsync.
                 self._disk.write_at(fd, 0, [encode_header(0, 0.0, HEADER_SIZE)])
-                frames = itertools.chain(_batch_frames(*first) if first[0] else (),
+                frames = itertools.chain(batch_frames(*first) if first[0] else (),
                                          self._snapshot_frames(walk, generation))
                 snapshot_end = self._disk.write_at(fd, HEADER_SIZE, frames)
             finally:
@@ -2088,7 +2080,7 @@ class Engine:
         still be rolled back; their frames reach the new log file once
         written). Holding _io, no batch is half written.
         """
-        pacer = _Pacer()
+        pacer = Pacer()
         while True:
             with self._io, self._lock:
                 self._check_compaction_still_wanted(generation)
@@ -2106,12 +2098,12 @@ class Engine:
                     kept, kept_expiries = durable_batch(batch, undo, table.expiries,
                                                         self._clock())
             if kept:
-                yield from _batch_frames(kept, kept_expiries)
+                yield from batch_frames(kept, kept_expiries)
             pacer.step()
 
     def _fold_split(self) -> None:
         """End the split state: fold it back, a batch per lock hold (Table.fold_batch)."""
-        pacer = _Pacer()
+        pacer = Pacer()
         while True:
             with self._lock:
                 if self._table.fold_batch():
@@ -2133,97 +2125,3 @@ def _log_floor(logs: list[tuple[int, bytes]]) -> int:
         return 0
     opening = follows_of(logs[-1][1])
     return HEADER_SIZE if opening is None else opening.end
-
-
-def pending_deletions(undo: list[Undo],
-                      entries: dict[str, Value]) -> list[tuple[str, object]]:
-    """The keys a queued write removed from ``entries``, as a batch for
-    ``durable_batch`` (which gives each its value from before the queue)."""
-    return [(key, MISSING) for key in dict.fromkeys(key for key, _, _ in undo)
-            if key not in entries]
-
-
-def durable_batch(
-    batch: Sequence[tuple[str, object]],
-    undo: list[Undo],
-    expiries: dict[str, float],
-    now: float,
-) -> tuple[list[tuple[str, Value]], dict[str, float]]:
-    """A batch of a compaction's walk as the log holds it, with expiry times.
-
-    ``batch`` is taken from the live entries (tombstones included); ``undo``
-    lists the queued "fsync" writes, oldest first, as (key, value before,
-    expiry before). Keys with a queued write get their value from before the
-    oldest one: those writes may still be rolled back, and their frames reach
-    the new log file once written. Keys expired by
-    ``now`` are left out; the caller reads the clock with the batch, so a key
-    still live at that instant is kept, and a later expire() record that
-    extends it finds it on replay.
-    """
-    undone: dict[str, tuple[object, float | None]] = {}
-    for key, old, old_expiry in reversed(undo):  # the oldest wins
-        undone[key] = (old, old_expiry)
-    kept: list[tuple[str, Value]] = []
-    kept_expiries: dict[str, float] = {}
-    for key, value in batch:
-        if key in undone:
-            held, when = undone[key]
-        else:
-            held, when = value, expiries.get(key)
-        if held is MISSING or (when is not None and when <= now):
-            continue
-        kept.append((key, held))  # type: ignore[arg-type]
-        if when is not None:
-            kept_expiries[key] = when
-    return kept, kept_expiries
-
-
-def _snapshot_frames(entries: dict[str, Value], expiries: dict[str, float]) -> Iterable[bytes]:
-    """Frames holding ``entries``, SNAPSHOT_BATCH at a time."""
-    items = iter(entries.items())
-    while True:
-        batch = list(itertools.islice(items, SNAPSHOT_BATCH))
-        if not batch:
-            return
-        yield from _batch_frames(batch, expiries)
-
-
-def _batch_frames(batch: list[tuple[str, Value]], expiries: dict[str, float]
-                  ) -> Iterator[bytes]:
-    """Frames holding the entries of ``batch`` and their expiry times.
-
-    Scalars go into a BULK frame (the fastest to replay); encoded lists and
-    maps, which a BULK array could not tell from bytes values, into a
-    SNAPSHOT frame.
-    """
-    keys, values = zip(*batch, strict=True)
-    if Encoded in set(map(type, values)):
-        scalars = [(k, v) for k, v in batch if type(v) is not Encoded]
-        encoded: dict[str, bytes] = {k: v for k, v in batch if isinstance(v, Encoded)}
-        keys, values = zip(*scalars, strict=True) if scalars else ((), ())
-        yield encode_snapshot({}, encoded, _expiries_of(encoded, expiries))
-    if keys:
-        yield encode_bulk(keys, values, _expiries_of(keys, expiries))
-
-
-def _expiries_of(keys: Iterable[str], expiries: dict[str, float]) -> dict[str, float]:
-    """The expiry times of those of ``keys`` that have one."""
-    if not expiries:
-        return {}
-    return {key: expiries[key] for key in expiries.keys() & keys}
-
-
-class _Pacer:
-    """Sleeps PAUSE after each slice of a background thread's work."""
-
-    def __init__(self) -> None:
-        self._since = time.perf_counter()
-        self._slice = SLICE
-
-    def step(self) -> None:
-        now = time.perf_counter()
-        if now - self._since >= self._slice:
-            time.sleep(PAUSE)
-            self._since = time.perf_counter()
-            waited = self._since - now  # the sleep, and getting the GIL back
-            self._slice = min(MAX_SLICE, max(SLICE, waited / 4))
