@@ -206,12 +206,16 @@ def _replay_chain(base: bytes, logs: Sequence[tuple[int, bytes]], salvage: bool,
             if held.end < follows.length:
                 reason = (f"log file {number} follows {_name(previous)} at offset "
                           f"{follows.length}, which holds only {held.end} valid bytes")
-                if _fsynced_past_follows(data) and not salvage:
-                    chain.corruption = (previous, Damage(held.end, follows.length, reason))
+                if _fsynced_past_follows(data):  # the earlier file lost fsynced bytes
+                    damage = Damage(held.end, follows.length, reason)
+                    if not salvage:
+                        chain.corruption = (previous, damage)
+                        return chain
+                    chain.skipped.append((previous, damage))
+                else:
+                    chain.dropped = [n for n, _ in logs[index:]]
+                    chain.dropped_reason = reason + " (never fsynced: a power loss)"
                     return chain
-                chain.dropped = [n for n, _ in logs[index:]]
-                chain.dropped_reason = reason + " (never fsynced: a power loss)"
-                return chain
             if held.end > follows.length:
                 damage = Damage(follows.length, held.end,
                                 f"{_name(previous)} holds frames past offset {follows.length}"

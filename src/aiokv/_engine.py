@@ -656,6 +656,10 @@ class Engine:
         # Appended frames no SYNCED frame vouches for (the writer was killed
         # before it could write one): fsync them, and vouch for them at once.
         unvouched = vouched and result.end > result.durable_end
+        # The files before the last, fsynced before it ever is (as when
+        # appends moved on): a kill may have come before the compaction did it.
+        for earlier, _ in chain.files[:-1]:
+            self._fsync_file(claimed if earlier == 0 else None, self._file_of(earlier))
         self._base_fd = claimed
         fd = claimed if number == 0 else self._files.open_append(name)
         self._log.fd = fd  # closed with the others should what follows fail
@@ -684,6 +688,17 @@ class Engine:
         synced = end if result.torn_tail or unvouched or deletes else result.durable_end
         self._vouch_from(synced, vouched, result.durable_end)
         self._seal()
+
+    def _fsync_file(self, fd: int | None, path: str) -> None:
+        """fsync the file open at ``fd``, or else the one at ``path``."""
+        if fd is not None:
+            self._files.fsync(fd)
+            return
+        opened = self._files.open_append(path)
+        try:
+            self._files.fsync(opened)
+        finally:
+            self._disk.close_quietly(opened)
 
     def _adopt(self, chain: ChainReplay, found: OnDisk) -> None:
         """Take the entries of a replayed chain, minus those already expired."""
