@@ -122,6 +122,12 @@ def test_a_live_copy_backs_up_a_store_its_program_has_open_after_compactions(
     with KV(backup) as copy:
         assert copy.get_all() == expected
         assert 3590 < copy.ttl("after the compaction") <= 3600
+    with KV(local) as writer:  # the command, while the program has the store open
+        other = str(tmp_path / "other.kv")
+        assert main(["copy", local, other]) == 1  # without --live: refused
+        assert main(["copy", "--live", "--quiet", local, other]) == 0
+    with KV(other) as copy:
+        assert copy.get("k1") == "changed after the copy"
 
 
 def test_the_copy_command_reports_progress_and_its_exit_codes(

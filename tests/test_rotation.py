@@ -677,3 +677,27 @@ def test_a_store_reopened_after_a_kill_mid_compaction_survives_a_power_loss(
     with KV(path) as kv:
         # A prefix of the writes: all of them, or those before the lost one.
         assert kv.get_all() in ({"k": 1, "j": "unsynced", "after": 1}, {"k": 0})
+
+
+def test_salvage_of_a_base_with_a_damaged_header_keeps_a_copy_of_its_log_files(
+    path: str,
+) -> None:
+    """The header names the first log file: damaged, no log file can be placed
+    after the base. Salvage keeps the base's records and copies each log file
+    aside before the new base replaces the chain (nothing is deleted unseen)."""
+    with KV(path) as kv:
+        kv.set("in the base", 1)
+        kv.compact()
+        kv.set("in the log file", 2)
+    logged = read(log(path, 1))
+    damaged = bytearray(read(path))
+    damaged[13] ^= 0xFF  # the compaction count: the header's checksum fails
+    write(path, bytes(damaged))
+    with pytest.raises(CorruptionError):
+        KV(path).open()
+    with KV(path, recovery="salvage") as kv:
+        assert kv.get_all() == {"in the base": 1}
+    copies = [name for name in os.listdir(os.path.dirname(path))
+              if name.startswith("s.kv.log-1.corrupt-")]
+    assert len(copies) == 1
+    assert read(os.path.join(os.path.dirname(path), copies[0])) == logged

@@ -1,7 +1,8 @@
 """The ``aiokv`` command (also ``python -m aiokv``).
 
-``check`` and ``dump`` only read the file; every other subcommand opens the
-store through ``KV`` and so takes its lock.
+``check`` and ``dump`` only read the store's files (its base file, then the
+log files ``<base>.log-N`` that follow it: see ``_chain``); every other
+subcommand opens the store through ``KV`` and so takes its lock.
 """
 
 from __future__ import annotations
@@ -15,20 +16,24 @@ import json
 import logging
 import os
 import random
+import re
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 
 from ._async_kv import AioKV
 from ._blocking_kv import KV
+from ._chain import LOG_INFIX, ChainReplay, follows_of, log_path, peek_header, replay_chain
 from ._copy import CopyError, copy_store
 from ._engine import COMPACT_SLACK, Engine
 from ._errors import AioKVError
 from ._files import REAL_FILES
 from ._format import decode_value
 from ._legacy import ints_as_strings, parse_legacy_json
+from ._log_files import LogFiles, OnDisk
 from ._protocols import Store
-from ._recovery import Replay, count_frames, holds_a_record, is_log, replay
+from ._recovery import Damage, Replay, count_frames, holds_a_record, is_log
 from ._redis_client import sync_executor
 from ._redis_plans import Names, items_with_expiry
 from ._target import LocalTarget, ServerTarget, parse_target
@@ -184,6 +189,10 @@ def _entries(count: int) -> str:
     return f"{count} entry" if count == 1 else f"{count} entries"
 
 
+def _files(count: int) -> str:
+    return f"{count} file" if count == 1 else f"{count} files"
+
+
 def _read(path: str) -> bytes:
     """The whole file; a usage error for a missing file or one that is not a
     regular file (never blocks on a FIFO nor reads a device)."""
@@ -206,7 +215,18 @@ def _not_a_log_message(path: str, data: bytes) -> str:
     return f"{path}: not an aiokv log (nor a legacy JSON state file)"
 
 
-def _require_store(path: str) -> None:
+def _log_file_message(path: str, verb: str) -> str:
+    """Why a log file of a store (``<base>.log-N``) given as the store is refused:
+    its records mean nothing without the files before it."""
+    match = re.search(re.escape(LOG_INFIX) + r"[1-9][0-9]*\Z", path)
+    if match is None or match.start() == 0:
+        return (f"{path}: a log file of a store (it follows the store's base file, named "
+                f"like it without the {LOG_INFIX}N suffix), not a store; {verb} that instead")
+    base = path[:match.start()]
+    return f"{path}: a log file of the store at {base}, not a store; {verb} {base} instead"
+
+
+def _require_store(path: str, verb: str = "use") -> None:
     """Refuse, before opening, a missing file or one that is not a log.
 
     Opening would otherwise create a store, or silently convert a legacy
@@ -218,25 +238,133 @@ def _require_store(path: str) -> None:
             raise _UsageError(f"{path} looks like a legacy JSON state file; convert it "
                               f"first with `aiokv migrate {path}`")
         raise _UsageError(f"{path} is not an aiokv log")
+    header = peek_header(data)
+    if header is not None and header.log_file:
+        raise _UsageError(_log_file_message(path, verb))
 
 
-def _replay_log(path: str) -> Replay:
-    data = _read(path)
-    if not is_log(data):
-        raise _UsageError(_not_a_log_message(path, data))
-    result = replay(data)
-    if result.corruption is not None:
-        raise _UsageError(f"{path} is corrupt at byte {result.corruption.offset}: "
-                          f"{result.corruption.reason} (see `aiokv check`, `aiokv repair`)")
+@dataclass
+class _OnDisk:
+    """The files of a store as read at one moment, without opening it: its
+    base file (the path given), then the log files that follow it."""
+
+    path: str
+    """The store's path as given (the base file)."""
+    disk: LogFiles
+    found: OnDisk
+
+    @property
+    def base(self) -> bytes:
+        return self.found.base or b""
+
+    def numbers(self) -> list[int]:
+        """Every file there is: 0 for the base, then each log file's number."""
+        return [0, *sorted(self.found.below + [n for n, _ in self.found.logs]
+                           + self.found.beyond)]
+
+    @property
+    def several(self) -> bool:
+        """Whether the store is more than its base file."""
+        return len(self.numbers()) > 1
+
+    def name(self, number: int) -> str:
+        """A file of the store (0: the base) as shown: beside the path given."""
+        if number == 0:
+            return self.path
+        if self.disk.file == os.path.abspath(self.path):
+            return log_path(self.path, number)
+        return self.disk.log_path(number)  # beside the file a link leads to
+
+    def real_name(self, number: int) -> str:
+        """Where a file of the store is, links resolved (as the store names it)."""
+        return self.disk.file if number == 0 else self.disk.log_path(number)
+
+    def data(self, number: int) -> bytes:
+        """The bytes of the base (0) or of a log file of the chain."""
+        return self.base if number == 0 else dict(self.found.logs)[number]
+
+    def chain_data(self) -> list[bytes]:
+        """The bytes of every file a replay reads: the base, then its log files."""
+        return [self.base, *(data for _, data in self.found.logs)]
+
+    def size(self, number: int) -> int | None:
+        """A file's size (None: it is gone, or was never read)."""
+        if number == 0 or any(n == number for n, _ in self.found.logs):
+            return len(self.data(number))
+        try:
+            return os.path.getsize(self.real_name(number))
+        except OSError:
+            return None
+
+    def replay(self, *, salvage: bool = False) -> ChainReplay:
+        return replay_chain(self.base, self.found.logs, salvage=salvage)
+
+    def names(self, numbers: Iterable[int]) -> str:
+        return ", ".join(map(self.name, numbers))
+
+
+def _read_store(path: str, verb: str) -> _OnDisk:
+    """The base file at ``path`` and the log files that follow it; a usage
+    error for a missing base, one that is not a regular file, or a log file
+    given in its place (``verb``: what to do with its base instead)."""
+    disk = LogFiles(os.path.abspath(path), REAL_FILES)
+    disk.resolve()  # as the store does: its log files are beside the file a link leads to
+    try:
+        found = disk.read()
+    except OSError as exc:
+        where = path if exc.filename in (None, disk.file) else str(exc.filename)
+        if isinstance(exc, IsADirectoryError):
+            raise _UsageError(f"{where}: is a directory") from None
+        if isinstance(exc, FileNotFoundError):  # its directory is missing
+            raise _UsageError(f"{path}: no such file") from None
+        raise _UsageError(f"{where}: cannot read: {exc.strerror or exc}") from None
+    if found.base is None:
+        raise _UsageError(f"{path}: no such file")
+    if found.header is not None and found.header.log_file:
+        raise _UsageError(_log_file_message(path, verb))
+    return _OnDisk(path, disk, found)
+
+
+def _replay_log(path: str) -> ChainReplay:
+    """Replay the store at ``path`` (every file of it) as dump shows it."""
+    store = _read_store(path, "dump")
+    if not is_log(store.base):
+        raise _UsageError(_not_a_log_message(path, store.base))
+    chain = store.replay()
+    if chain.corruption is not None:
+        number, damage = chain.corruption
+        raise _UsageError(f"{store.name(number)} is corrupt at byte {damage.offset}: "
+                          f"{damage.reason} (see `aiokv check`, `aiokv repair`)")
+    if chain.dropped:
+        print(f"aiokv: warning: {path}: {chain.dropped_reason}; left out "
+              f"{store.names(chain.dropped)}", file=sys.stderr)
+    if store.found.beyond:
+        print(f"aiokv: warning: {path}: left out {store.names(store.found.beyond)}: they "
+              f"follow no file of the store", file=sys.stderr)
+    number, result = chain.last
+    data = store.data(number)
     if result.torn_tail and data.count(0, result.end) != result.torn_tail:
         # Zero bytes after the last record are space a store open at "flush"
         # reserves (check calls that clean too): no warning for them.
-        print(f"aiokv: warning: {path} ends in a torn record ({result.torn_tail} bytes at "
-              f"offset {result.end}), ignored", file=sys.stderr)
-    return result
+        print(f"aiokv: warning: {store.name(number)} ends in a torn record "
+              f"({result.torn_tail} bytes at offset {result.end}), ignored", file=sys.stderr)
+    return chain
 
 
-def _live(result: Replay, now: float) -> dict[str, float | None]:
+def _records(store: _OnDisk, chain: ChainReplay) -> int:
+    """How many records the files of the chain hold (the FOLLOWS record that
+    opens each log file and the SYNCED frames aside)."""
+    count = 0
+    for number, result in chain.files:
+        data = store.data(number)
+        count += count_frames(data[:result.end])
+        opening = follows_of(data) if number else None
+        if opening is not None and opening.end <= result.end:
+            count -= 1  # the FOLLOWS record: where the file's appends came from
+    return count
+
+
+def _live(result: Replay | ChainReplay, now: float) -> dict[str, float | None]:
     """The live keys, sorted, each with its expiry time or None."""
     return {
         key: result.expiries.get(key)
@@ -330,7 +458,8 @@ def _cmd_stats(args: argparse.Namespace) -> int:
         return 0
     with _to_read(args.file) as kv:
         stats = kv.stats()
-        records = count_frames(_read(args.file)[:stats.file_bytes])
+        store = _read_store(args.file, "use")
+    records = _records(store, store.replay())
     fields: dict[str, object] = {
         "keys": stats.keys,
         "live_bytes": stats.live_bytes,
@@ -365,7 +494,7 @@ def _cmd_copy(args: argparse.Namespace) -> int:
 
     try:
         report = copy_store(args.source, args.destination, overwrite=args.overwrite,
-                            relative_ttl=args.relative_ttl, progress=progress)
+                            relative_ttl=args.relative_ttl, live=args.live, progress=progress)
     except CopyError as exc:
         raise _UsageError(str(exc)) from None
     if report.mismatched:
@@ -382,104 +511,209 @@ def _cmd_copy(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_check(args: argparse.Namespace) -> int:  # noqa: PLR0911 (one exit per verdict)
+def _cmd_check(args: argparse.Namespace) -> int:
     path = args.file
     try:
-        data = _read(path)
+        store = _read_store(path, "check")
     except _UsageError as exc:
         print(f"aiokv: error: cannot check {exc}", file=sys.stderr)
         return CHECK_FAILED
-    if not is_log(data):
-        print(f"aiokv: error: cannot check {_not_a_log_message(path, data)}",
+    if not is_log(store.base):
+        print(f"aiokv: error: cannot check {_not_a_log_message(path, store.base)}",
               file=sys.stderr)
         return CHECK_FAILED
-    result = replay(data)
-    if result.header is None and result.corruption is None:
-        print(f"{path}: empty (a header cut short while being created): {len(data)} bytes; "
-              f"opening the store would rewrite it")
+    chain = store.replay()
+    verdict = _check_verdict(store, chain)
+    if store.several:
+        _print_files(store, chain)
+    return verdict
+
+
+def _check_verdict(store: _OnDisk, chain: ChainReplay) -> int:
+    """Print what ``check`` found in the files of a store; its exit code."""
+    path = store.path
+    if chain.header is None and chain.corruption is None:
+        print(f"{path}: empty (a header cut short while being created): {len(store.base)} "
+              f"bytes; opening the store would rewrite it")
         return CHECK_FIXABLE
-    if result.corruption is not None:
-        damage = result.corruption
-        salvage = replay(data, salvage=True)
-        print(f"{path}: corrupt at byte {damage.offset}: {damage.reason}")
-        if holds_a_record(data):
+    if chain.corruption is not None:
+        number, damage = chain.corruption
+        print(f"{store.name(number)}: corrupt at byte {damage.offset}: {damage.reason}")
+        if any(map(holds_a_record, store.chain_data())):
+            salvage = store.replay(salvage=True)
             print(f"  opening the store fails; `aiokv repair {path}` would keep "
                   f"{_entries(len(salvage.entries))} and copy the damaged file aside")
         else:
             print("  opening the store fails, and no intact record is left in it for "
                   "`aiokv repair` to keep")
         return CHECK_CORRUPT
-    entries = len(_live(result, time.time()))
-    if result.torn_tail and data.count(0, result.end) == result.torn_tail:
-        print(f"{path}: clean: {_entries(entries)}, {result.end} bytes, then "
-              f"{result.torn_tail} zero bytes (space a store open at \"flush\" reserves "
-              f"for appends; cut when it closes, or at the next open after a crash)")
-        return CHECK_CLEAN
+    entries = _entries(len(_live(chain, time.time())))
+    number, result = chain.last
+    name, data = store.name(number), store.data(number)
+    in_files = f" in {_files(len(chain.files))}" if len(chain.files) > 1 else ""
+    fixable = []
+    if chain.dropped:
+        fixable.append(f"{path}: {chain.dropped_reason}; opening the store leaves out "
+                       f"{store.names(chain.dropped)} (removing them) and keeps {entries}")
+    if store.found.beyond:
+        fixable.append(f"{path}: {store.names(store.found.beyond)} follow no file of the store "
+                       f"(a gap in the numbers); nothing can replay them, and opening the "
+                       f"store removes them")
+    reserved = result.torn_tail and data.count(0, result.end) == result.torn_tail
     if result.dropped_frames:
-        print(f"{path}: torn tail: {result.torn_tail} bytes at offset {result.end}: a gap "
-              f"of bytes never fsynced (a power loss), then {result.dropped_frames} "
-              f"record(s) that did reach the disk; opening the store truncates them all "
-              f"and keeps {_entries(entries)}")
+        fixable.append(f"{name}: torn tail: {result.torn_tail} bytes at offset {result.end}: "
+                       f"a gap of bytes never fsynced (a power loss), then "
+                       f"{result.dropped_frames} record(s) that did reach the disk; opening "
+                       f"the store truncates them all and keeps {entries}")
+    elif result.torn_tail and not reserved:
+        fixable.append(f"{name}: torn tail: {result.torn_tail} bytes at offset {result.end} "
+                       f"(a record cut short by a crash); opening the store truncates them "
+                       f"and keeps {entries}")
+    if fixable:
+        print("\n".join(fixable))
         return CHECK_FIXABLE
-    if result.torn_tail:
-        print(f"{path}: torn tail: {result.torn_tail} bytes at offset {result.end} "
-              f"(a record cut short by a crash); opening the store truncates them "
-              f"and keeps {_entries(entries)}")
-        return CHECK_FIXABLE
-    print(f"{path}: clean: {_entries(entries)}, {len(data)} bytes")
+    if reserved:
+        where = f" at the end of {name}" if number else ""
+        print(f"{path}: clean: {entries}, {chain.before_last + result.end} bytes{in_files}, "
+              f"then {result.torn_tail} zero bytes{where} (space a store open at \"flush\" "
+              f"reserves for appends; cut when it closes, or at the next open after a crash)")
+        return CHECK_CLEAN
+    size = sum(len(store.data(number)) for number, _ in chain.files)
+    print(f"{path}: clean: {entries}, {size} bytes{in_files}")
     return CHECK_CLEAN
 
 
-def _corrupt_copies(path: str) -> set[str]:
-    folder = os.path.dirname(path)
-    prefix = os.path.basename(path) + ".corrupt-"
-    return {os.path.join(folder, name) for name in os.listdir(folder or ".")
-            if name.startswith(prefix)}
+def _print_files(store: _OnDisk, chain: ChainReplay) -> None:
+    """List every file of a store with its size, and what became of it."""
+    replayed = dict(chain.files)
+    corrupt = chain.corruption[0] if chain.corruption is not None else None
+    last = chain.last[0]
+    print("  the store's files:")
+    for number in store.numbers():
+        size = store.size(number)
+        shown = "gone" if size is None else f"{size} bytes"
+        result = replayed.get(number)
+        if number == corrupt:
+            note = "corrupt"
+        elif number in store.found.below:
+            note = ("left by a compaction cut short: the base file holds its records; "
+                    "opening the store removes it")
+        elif number in store.found.beyond:
+            note = "follows no file of the store"
+        elif number in chain.dropped:
+            note = "left out: it follows a file a power loss cut short"
+        elif result is None:
+            note = "not read: it follows the corruption"
+        elif number != last and size is not None and result.end < size:
+            note = f"{size - result.end} bytes past offset {result.end}, where appends moved on"
+        else:
+            note = "the base file" if number == 0 else ""
+        print(f"    {store.name(number)}: {shown}" + (f" ({note})" if note else ""))
+
+
+def _corrupt_copies(store: _OnDisk) -> set[str]:
+    """The damaged files kept aside beside the store: ``<base>.corrupt-*``
+    and ``<base>.log-N.corrupt-*`` (as the store names them, links resolved)."""
+    real_folder = os.path.dirname(store.disk.file)
+    shown_folder = (os.path.dirname(store.path)
+                    if store.disk.file == os.path.abspath(store.path) else real_folder)
+    pattern = re.compile(re.escape(os.path.basename(store.disk.file))
+                         + r"(" + re.escape(LOG_INFIX) + r"[1-9][0-9]*)?\.corrupt-")
+    return {os.path.join(shown_folder, name) for name in os.listdir(real_folder or ".")
+            if pattern.match(name)}
 
 
 def _cmd_repair(args: argparse.Namespace) -> int:
     path = args.file
-    _require_store(path)
-    data = _read(path)
-    before = replay(data, salvage=True)
+    _require_store(path, "repair")
+    store = _read_store(path, "repair")
+    before = store.replay(salvage=True)
     damage = list(before.skipped)
     if before.corruption is not None:
         damage.append(before.corruption)
-    if damage and not holds_a_record(data):
-        # A file that held bytes, and not one intact record among them:
-        # rewriting it would keep nothing, so it is left as it is.
-        raise _UsageError(f"no intact record was found in {path} ({len(data)} bytes, damaged "
-                          f"from byte {damage[0].offset}); it is left as it is")
-    copies = _corrupt_copies(path)
+    if damage and not any(map(holds_a_record, store.chain_data())):
+        # Files that held bytes, and not one intact record among them:
+        # rewriting the store would keep nothing, so it is left as it is.
+        first, where = damage[0]
+        if not store.found.logs:
+            raise _UsageError(f"no intact record was found in {path} ({len(store.base)} "
+                              f"bytes, damaged from byte {where.offset}); it is left as it is")
+        size = sum(map(len, store.chain_data()))
+        raise _UsageError(f"no intact record was found in the files of {path} ({size} bytes "
+                          f"in {_files(len(store.chain_data()))}, {store.name(first)} damaged "
+                          f"from byte {where.offset}); they are left as they are")
+    copies = _corrupt_copies(store)
     with _said_here(), KV(path, recovery="salvage") as kv:  # the store would log the salvage too
         stats = kv.stats()
-    new_copies = sorted(_corrupt_copies(path) - copies)
-    if damage:
-        dropped = sum(item.end - item.offset for item in damage)
-        print(f"{path}: skipped {len(damage)} damaged range(s), {dropped} bytes, "
-              f"the first at byte {damage[0].offset}")
-        if new_copies:
-            print(f"  the damaged original is kept as {new_copies[0]}")
-        else:
-            print("  an identical copy of the damaged original was already kept")
-    elif before.torn_tail:
-        print(f"{path}: cut a torn tail of {before.torn_tail} bytes at offset {before.end}")
-    else:
+    new_copies = sorted(_corrupt_copies(store) - copies)
+    said = _repair_summary(store, before, damage, new_copies)
+    if not said:
         print(f"{path}: no damage found")
+    files = 1 + len(store.disk.log_numbers())
+    held_in = "file" if files == 1 else f"{_files(files)},"
     print(f"kept {_entries(stats.keys)} ({stats.ttl_keys} with an expiry), "
-          f"file {stats.file_bytes} bytes")
+          f"{held_in} {stats.file_bytes} bytes")
     return 0
+
+
+def _repair_summary(store: _OnDisk, before: ChainReplay, damage: list[tuple[int, Damage]],
+                    new_copies: list[str]) -> bool:
+    """Say what ``repair`` found and did; whether there was anything to say."""
+    path = store.path
+    if damage:
+        by_file: dict[int, list[Damage]] = {}
+        for number, item in damage:
+            by_file.setdefault(number, []).append(item)
+        indent = ""
+        if len(by_file) > 1:
+            print(f"{path}: skipped {len(damage)} damaged range(s) in "
+                  f"{_files(len(by_file))}, {sum(d.end - d.offset for _, d in damage)} bytes")
+            indent = "  "
+        for number, items in by_file.items():
+            dropped = sum(item.end - item.offset for item in items)
+            print(f"{indent}{store.name(number)}: skipped {len(items)} damaged range(s), "
+                  f"{dropped} bytes, the first at byte {items[0].offset}")
+            prefix = os.path.basename(store.real_name(number)) + ".corrupt-"
+            kept = [copy for copy in new_copies if os.path.basename(copy).startswith(prefix)]
+            if kept:
+                print(f"{indent}  the damaged original is kept as {kept[0]}")
+            else:
+                print(f"{indent}  an identical copy of the damaged original was already kept")
+        return True
+    said = False
+    if before.dropped:
+        print(f"{path}: {before.dropped_reason}; left out and removed "
+              f"{store.names(before.dropped)}")
+        said = True
+    if store.found.beyond:
+        print(f"{path}: removed {store.names(store.found.beyond)}: they follow no file of the "
+              f"store")
+        said = True
+    number, result = before.last
+    if result.torn_tail:
+        print(f"{store.name(number)}: cut a torn tail of {result.torn_tail} bytes at offset "
+              f"{result.end}")
+        said = True
+    return said
 
 
 def _cmd_compact(args: argparse.Namespace) -> int:
     path = args.file
-    _require_store(path)
-    before = os.path.getsize(path)
+    _require_store(path, "compact")
+    before = _store_bytes(path)
     with KV(path) as kv:
         kv.compact()
-    after = os.path.getsize(path)
+    after = _store_bytes(path)
     print(f"{path}: {before} bytes -> {after} bytes")
     return 0
+
+
+def _store_bytes(path: str) -> int:
+    """The bytes of the base file at ``path`` and of every log file of it."""
+    disk = LogFiles(os.path.abspath(path), REAL_FILES)
+    disk.resolve()
+    names = [disk.file, *map(disk.log_path, disk.log_numbers())]
+    return sum(os.path.getsize(name) for name in names if os.path.exists(name))
 
 
 def _cmd_migrate(args: argparse.Namespace) -> int:
@@ -567,14 +801,18 @@ def _cmd_torture(args: argparse.Namespace) -> int:
 _CHECK_EPILOG = """\
 exit codes (as fsck's):
   0  clean (possibly followed by zero bytes: space reserved for appends)
-  1  fixable: a torn tail (a record cut short by a crash, or records past a
-     gap of bytes never fsynced that a power loss left; opening the store
-     truncates it) or an empty file (a header cut short while being created;
-     opening the store rewrites it)
-  4  corruption: bytes changed after they were written; opening the store
-     fails (see `aiokv repair`)
-  8  could not check: missing, unreadable, or not an aiokv log (a legacy
-     JSON state file is converted by `aiokv migrate`)
+  1  fixable: a torn tail of the last file (a record cut short by a crash,
+     or records past a gap of bytes never fsynced that a power loss left;
+     opening the store truncates it), log files left out after a power loss
+     or that follow no file of the store (opening the store removes them),
+     or an empty file (a header cut short while being created; opening the
+     store rewrites it)
+  4  corruption: bytes changed after they were written, in the base file or
+     in a log file (the one named); opening the store fails (see `aiokv
+     repair`)
+  8  could not check: missing, unreadable, not an aiokv log (a legacy JSON
+     state file is converted by `aiokv migrate`), or a log file of a store
+     (check its base file: the path without .log-N)
 """
 
 _TORTURE_EPILOG = """\
@@ -588,8 +826,8 @@ only as a suffix of the writes, never past an acknowledged clear or a flush
 that returned.
 
 The stores are made in a new subdirectory of DIR, on the disk you want to
-test; those with a violation are kept there (state.kv.as-killed is the log
-as the kill left it), the others deleted.
+test; those with a violation are kept there (state.kv.as-killed and its
+.log-N files are the store as the kill left it), the others deleted.
 
 exit codes:
   0  no violation found
@@ -650,8 +888,9 @@ def _parser() -> argparse.ArgumentParser:
 
     def add_file(sub: argparse.ArgumentParser, *, url: bool = False) -> None:
         sub.add_argument("file", metavar="FILE", help=(
-            "the store's log file, or the URL of a store on a server (redis://...?prefix=)"
-            if url else "the store's log file"))
+            "the store's file (its log files FILE.log-N are found beside it), or the URL "
+            "of a store on a server (redis://...?prefix=)"
+            if url else "the store's file (its log files FILE.log-N are found beside it)"))
 
     demo = add(
         "demo", _cmd_demo, "store some state, reopen the store and print it",
@@ -712,23 +951,26 @@ def _parser() -> argparse.ArgumentParser:
 
     check = add(
         "check", _cmd_check, "verify every frame without opening the store",
-        "Read FILE and verify its header and every frame, without opening the store\n"
-        "(no lock taken, nothing written). On a store being written elsewhere, a\n"
-        "record half-written at that instant shows as a torn tail.",
+        "Read FILE and the log files that follow it (FILE.log-N) and verify each\n"
+        "header and every frame, without opening the store (no lock taken, nothing\n"
+        "written). On a store being written elsewhere, a record half-written at that\n"
+        "instant shows as a torn tail. A store of several files is listed file by file.",
         epilog=_CHECK_EPILOG,
     )
     add_file(check)
 
     repair = add(
         "repair", _cmd_repair, "salvage a corrupt store",
-        "Open the store with recovery=\"salvage\": a damaged file is copied aside to\n"
-        "FILE.corrupt-<time> and rewritten with every record that validates.\n"
-        "Prints what was kept.",
+        "Open the store with recovery=\"salvage\": each damaged file (FILE or one of\n"
+        "its log files FILE.log-N) is copied aside to <that file>.corrupt-<time>, and\n"
+        "the store is rewritten with every record that validates. Prints what was\n"
+        "skipped in each file and what was kept.",
     )
     add_file(repair)
 
     compact = add("compact", _cmd_compact, "rewrite the log with only the live entries",
-                  "Compact the store now; prints the file size before and after.")
+                  "Compact the store now; prints the bytes of its files (FILE and\n"
+                  "its log files FILE.log-N) before and after.")
     add_file(compact)
 
     copy = add(
@@ -736,7 +978,8 @@ def _parser() -> argparse.ArgumentParser:
         "Copy every live entry of SOURCE into DESTINATION, each with its expiry time.\n"
         "Either is a path or a URL (redis://, rediss://, unix://, redis+sentinel://;\n"
         "see docs/redis.md). A local SOURCE is read under its lock: stop its writer\n"
-        "first. A key DESTINATION holds already is left as it is unless --overwrite.\n"
+        "first, or back up the store of a running program with --live. A key\n"
+        "DESTINATION holds already is left as it is unless --overwrite.\n"
         "At the end every copied value is read back and compared.",
         epilog="Exit codes: 0 copied and verified; 1 error (nothing verified, or a value\n"
                f"differs); 2 bad usage; {COPY_LEFT_EXISTING} copied, but keys the "
@@ -751,6 +994,10 @@ def _parser() -> argparse.ArgumentParser:
                            "machine's clock, not as the same time on the server's clock "
                            "(for a server whose clock differs)")
     copy.add_argument("--quiet", action="store_true", help="no progress lines")
+    copy.add_argument("--live", action="store_true",
+                      help="a local SOURCE open in another process is read from its files "
+                           "as they are, read-only (every write its program acknowledged at "
+                           "\"flush\" and \"fsync\"): a backup of a running program's store")
 
     migrate = add(
         "migrate", _cmd_migrate, "convert a legacy JSON state file to a log",

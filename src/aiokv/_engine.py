@@ -764,6 +764,18 @@ class Engine:
             if aside is not None:
                 self._disk.write_atomically(aside, [data])
             kept[number] = aside or "(an identical earlier copy)"
+        # Log files the replay could not place (the base's header, which
+        # names its first, is damaged): kept aside before the new base
+        # replaces the chain and they go.
+        for number in found.beyond:
+            data = self._files.read(self._disk.log_path(number)) or b""
+            aside = self._disk.free_name(f"{self._disk.log_path(number)}.corrupt-{stamp}", data)
+            if aside is not None:
+                self._disk.write_atomically(aside, [data])
+            kept[number] = aside or "(an identical earlier copy)"
+            logger.warning("aiokv: salvaging %s: %s follows no file that could be read; "
+                           "its records are not kept in the store", self.path,
+                           self._disk.log_path(number))
         for number, item in damage:
             logger.warning("aiokv: salvaging %s: skipped bytes %d-%d (%s)",
                            self._file_of(number), item.offset, item.end, item.reason)

@@ -87,6 +87,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ._async_kv import AioKV
+from ._chain import log_numbers, log_path
 from ._engine import Engine
 
 DURABILITIES = ("flush", "fsync", "buffered")
@@ -1012,8 +1013,25 @@ class _Store:
 
     @property
     def as_killed(self) -> Path:
-        """A copy of the log as the last kill left it, before reopening changed it."""
+        """A copy of the store's base file as the last kill left it, before
+        reopening changed it; its log files are copied beside it as
+        ``state.kv.as-killed.log-N``, so that the copy is a store of its own."""
         return self.directory / "state.kv.as-killed"
+
+    def keep_as_killed(self) -> None:
+        """Copy every file of the store (base and log files) to ``as_killed``."""
+        self.forget_as_killed()
+        shutil.copyfile(self.path, self.as_killed)
+        names = [entry.name for entry in self.directory.iterdir()]
+        for number in log_numbers(self.path.name, names):
+            shutil.copyfile(log_path(str(self.path), number), log_path(str(self.as_killed), number))
+
+    def forget_as_killed(self) -> None:
+        """Remove the copy of an earlier kill, its log files included."""
+        self.as_killed.unlink(missing_ok=True)
+        names = [entry.name for entry in self.directory.iterdir()]
+        for number in log_numbers(self.as_killed.name, names):
+            Path(log_path(str(self.as_killed), number)).unlink(missing_ok=True)
 
 
 def _check_reopened(store: _Store, child: ChildRun, reopened: _Reopened,
@@ -1054,9 +1072,9 @@ def _trial(store: _Store, durability: str, run: int, rng: random.Random,
     marker = {"trial": result.trials, "run": run}
     log_left = store.path.exists()
     if log_left:  # kept so that a violation can be replayed on it
-        shutil.copyfile(store.path, store.as_killed)
+        store.keep_as_killed()
     else:  # killed after a clear, before the next write (or before the first open)
-        store.as_killed.unlink(missing_ok=True)
+        store.forget_as_killed()
         result.killed_without_log += had_log
     reopened: _Reopened | None = None
     try:
@@ -1087,8 +1105,9 @@ def torture(directory: str | os.PathLike[str], seconds: float, durability: str, 
     """Kill writing children for ``seconds`` (or ``trials`` trials, if fewer).
 
     The stores live in a new subdirectory of ``directory``; those a violation
-    was found in are kept there (``result.kept``, with the log as the kill
-    left it in ``state.kv.as-killed``), the others are deleted.
+    was found in are kept there (``result.kept``, with the store as the kill
+    left it in ``state.kv.as-killed`` and its ``.log-N`` files), the others
+    are deleted.
     ``seed`` replays the random choices (not the timing) of an earlier run.
     Call it outside any running event loop: it reopens stores with
     ``asyncio.run``.
