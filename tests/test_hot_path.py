@@ -183,6 +183,12 @@ def test_sets_while_a_compaction_runs_reach_the_new_file(
         stop.set()
         checker.join()
     try:
+        # Started during the sets; under a busy writer its thread gets the GIL
+        # once per switch interval (writes never wait for it), so it may end
+        # after them.
+        deadline = time.monotonic() + 10.0
+        while engine.stats().compactions == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
         assert engine.stats().compactions > 0
         assert not unsound
         expected = {f"k{i % 500}": float(i) for i in range(20_000)}

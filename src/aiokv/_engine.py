@@ -106,7 +106,7 @@ from ._format import (
     encode_uint32_set,
     encode_value,
     entry_size,
-    value_size,
+    size_change,
 )
 from ._group_commit import PendingWrites, Undo
 from ._legacy import INTS_AS_STRINGS_HINT, ints_as_strings, parse_legacy_json
@@ -1128,8 +1128,7 @@ class Engine:
                         if old_value is MISSING:
                             table.live_bytes += entry_size(key, value)  # type: ignore[arg-type]
                         elif type(old_value) is not float or type(value) is not float:
-                            table.live_bytes += (value_size(value)  # type: ignore[arg-type]
-                                                 - value_size(old_value))  # type: ignore[arg-type]
+                            table.live_bytes += size_change(value, old_value)  # type: ignore[arg-type]
                         return None
                 finally:
                     lock.release()
@@ -1216,7 +1215,7 @@ class Engine:
             if old_value is MISSING:
                 table.live_bytes += entry_size(key, stored)
             elif type(old_value) is not float or type(stored) is not float:
-                table.live_bytes += value_size(stored) - value_size(old_value)  # type: ignore[arg-type]
+                table.live_bytes += size_change(stored, old_value)  # type: ignore[arg-type]
             old_expiry = table.expiries.pop(key, None) if table.expiries else None
             if old_expiry is not None:
                 table.live_bytes -= expiry_size(key)

@@ -372,6 +372,21 @@ def value_size(value: Value) -> int:
     return len(_pack(value))
 
 
+def size_change(new: Value, old: Value) -> int:
+    """``value_size(new) - value_size(old)``, without sizing two values of one
+    size class (floats; ints both in -32..127, or both uint32: a counter, a
+    Unix time), which is most overwrites: sizing two ints costs ~0.3 us."""
+    kind = type(new)
+    if kind is type(old):
+        if kind is float:
+            return 0
+        if kind is int and ((-32 <= new < 128 and -32 <= old < 128)  # type: ignore[operator]
+                            or (UINT32_MIN <= new < UINT32_END  # type: ignore[operator]
+                            and UINT32_MIN <= old < UINT32_END)):  # type: ignore[operator]
+            return 0
+    return value_size(new) - value_size(old)
+
+
 def entry_size(key: str, value: Value) -> int:
     """Bytes one entry adds to a snapshot or bulk frame (its key and value)."""
     n = len(key)

@@ -18,7 +18,7 @@ import itertools
 from collections.abc import Callable, Iterator
 
 from . import _format
-from ._format import HEADER_SIZE, Value, entry_size, value_size
+from ._format import HEADER_SIZE, Value, entry_size, size_change
 from ._recovery import new_entries
 
 MISSING: object = object()
@@ -154,7 +154,7 @@ class Table:
         if old is MISSING:
             live = self.live_bytes + entry_size(key, stored)
         else:
-            live = self.live_bytes + value_size(stored) - value_size(old)  # type: ignore[arg-type]
+            live = self.live_bytes + size_change(stored, old)  # type: ignore[arg-type]
         old_expiry = None
         if expires is not None:
             old_expiry = self.expiries.get(key)
