@@ -475,6 +475,12 @@ class _EngineMatchesADict(RuleBasedStateMachine):
             # has not dropped the key from memory yet.
             if commit is not None:
                 commit.wait()
+        elif self.fsync and not present:
+            # Engine.delete: an absent key is acknowledged once what is
+            # queued is durable: a Commit while the writer thread's sweep has
+            # queued the delete of another expired key, else None.
+            if commit is not None:
+                commit.wait()
         else:
             self._wait(commit, expect_commit=present and self.fsync)
         self.model.delete(key)

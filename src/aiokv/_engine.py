@@ -1289,14 +1289,18 @@ class Engine:
         """
         if type(key) is not str:
             key = _check_key(key)
-        if isinstance(amount, bool) or not isinstance(amount, int):
-            raise TypeError(f"amount must be an int, not {type(amount).__name__}")
-        amount = int(amount)  # an IntEnum would be stored as one, and fail the next incr
+        if type(amount) is not int:
+            if isinstance(amount, bool) or not isinstance(amount, int):
+                raise TypeError(f"amount must be an int, not {type(amount).__name__}")
+            amount = int(amount)  # an IntEnum would be stored as one, and fail the next incr
         hot_ttl = type(ttl) in _TTL_TYPES and 0 < ttl < _HOT_TTL_LIMIT  # type: ignore[operator]
         seconds = ttl if hot_ttl else _check_ttl(ttl)
         if self._state is not _OPEN or self.readonly:  # unlocked: see forsake_after_fork
             raise self._unusable()
-        with self._lock:
+        # acquire() and release() rather than "with": half the cost (see set()).
+        lock = self._lock
+        lock.acquire()
+        try:
             if self._state is not _OPEN:
                 raise self._unusable()
             # Table.live_value, written out: the lock is held, so one look
@@ -1322,11 +1326,20 @@ class Engine:
                 expires = when
             if not -(1 << 63) <= value < (1 << 64):
                 raise ValueError(f"key {key!r}: {value} is out of the 64-bit range")
-            frame = _encode_put(key, value, expires)
+            try:
+                frame = encode_record(SET, key, value, expires)
+            except ValueError as exc:  # a lone surrogate in the key
+                raise ValueError(f"key {key!r}: cannot be stored: {exc}") from None
             if self._log.append_in_room(frame):  # the hot path (see _grant_fast_room)
-                table.put(key, value, expires)
+                if current is MISSING or table.split:
+                    table.put(key, value, expires)
+                else:  # Table.put, written out: the key keeps its expiry
+                    table.entries[key] = value
+                    table.live_bytes += size_change(value, current)  # type: ignore[arg-type]
                 return value, None
             return value, self._write_put(key, value, expires, frame)
+        finally:
+            lock.release()
 
     def add(self, key: str, value: object,
             ttl: float | None = None) -> tuple[bool, Commit | None]:
