@@ -539,3 +539,26 @@ def test_a_chain_replays_as_its_records_would_in_one_file(
     assert all(result.torn_tail == 0 for _, result in chain.files)
     assert chain.before_last + chain.last[1].end == len(base) + sum(
         len(data) for _, data in logs)
+
+
+def test_a_compacted_base_whose_first_log_file_is_missing_is_corruption() -> None:
+    """A base a compaction wrote (HAS_LOG) existed only after its first log
+    file did: without it, what was written since the compaction is gone (a
+    base moved or copied alone), which a store must not open silently."""
+    snapshot = encode_set("k", 1)
+    base = encode_header(1, 0.0, HEADER_SIZE + len(snapshot), 4, has_log=True) + snapshot
+    follows_a_gone_file = log_file(4, 3, 100, encode_set("k", 2), base_compactions=0)
+    whole = replay_chain(base, [(4, follows_a_gone_file)])
+    assert whole.corruption is None and whole.entries == {"k": 2}
+    for logs in ([], [(5, log_file(5, 4, HEADER_SIZE))]):
+        alone = replay_chain(base, logs)
+        assert alone.corruption is not None
+        number, damage = alone.corruption
+        assert number == 0 and "log file 4" in damage.reason and "missing" in damage.reason
+        salvaged = replay_chain(base, logs, salvage=True)
+        assert salvaged.corruption is None and salvaged.entries == {"k": 1}
+        assert [where for where, _ in salvaged.skipped] == [0]
+    # A base written whole at open (appends go into it) names a log file
+    # that does not exist yet: nothing is missing.
+    plain = encode_header(1, 0.0, HEADER_SIZE + len(snapshot), 4) + snapshot
+    assert replay_chain(plain, []).corruption is None

@@ -701,3 +701,21 @@ def test_salvage_of_a_base_with_a_damaged_header_keeps_a_copy_of_its_log_files(
               if name.startswith("s.kv.log-1.corrupt-")]
     assert len(copies) == 1
     assert read(os.path.join(os.path.dirname(path), copies[0])) == logged
+
+
+def test_a_base_moved_without_its_log_file_is_refused_naming_the_missing_log_file(
+    path: str, tmp_path: Path,
+) -> None:
+    with KV(path) as kv:
+        kv.set("before", 1)
+        kv.compact()
+        kv.set("after", 2)  # in log file 1 only
+    moved = str(tmp_path / "moved.kv")
+    os.rename(path, moved)  # the base alone: its log file stays behind
+    before = read(moved)
+    with pytest.raises(CorruptionError, match="log file 1.*missing"):
+        KV(moved).open()
+    assert read(moved) == before  # refused, untouched
+    with KV(moved, recovery="salvage") as kv:  # what the base alone holds
+        assert kv.get_all() == {"before": 1}
+    assert os.path.exists(log(path, 1))  # the log file is where it was, untouched

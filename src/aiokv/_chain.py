@@ -182,6 +182,14 @@ def _replay_chain(base: bytes, logs: Sequence[tuple[int, bytes]], salvage: bool,
     chain.skipped.extend((0, damage) for damage in first.skipped)
     if first.header is None or first.header.log_file:
         return chain  # nothing can follow: the caller says why
+    if first.header.has_log and (not logs or logs[0][0] != first_log(first.header)):
+        damage = Damage(0, HEADER_SIZE, f"its log file {first_log(first.header)}, which "
+                        "holds what was written since this base was, is missing (the base "
+                        "moved or copied without its log files?)")
+        if not salvage:
+            chain.corruption = (0, damage)
+            return chain
+        chain.skipped.append((0, damage))
     for index, (number, data) in enumerate(logs):
         previous, held = chain.files[-1]
         header = peek_header(data)

@@ -2032,7 +2032,7 @@ class Engine:
             stamp = self._clock()
             compactions = base_compactions + 1
             self._disk.write_at(fd, 0, [encode_header(compactions, stamp, snapshot_end,
-                                                      number)])
+                                                      number, has_log=True)])
             self._files.fsync(fd)
             with self._io:
                 # The walk saw writes made after appends moved: the log file

@@ -128,6 +128,9 @@ class Header:
     before version 3: none). In a log file (``log_file``): its own number."""
     log_file: bool = False
     """Whether this is a log file (``<base>.log-<n>``) rather than a base file."""
+    has_log: bool = False
+    """A base written by a compaction (HAS_LOG): its first log file existed
+    before it was put in place, so the store is not whole without it."""
 
 
 VOUCHED: Final = 0x0001
@@ -136,14 +139,20 @@ frame (see ``_recovery``). Every file this version creates has it."""
 LOG_FILE: Final = 0x0002
 """Header flag (version 3): a log file holding appends that follow a base
 file, never a store of its own."""
-_KNOWN_FLAGS: Final = VOUCHED | LOG_FILE
+HAS_LOG: Final = 0x0004
+"""Header flag (version 3): a base written by a compaction, whose first log
+file was created before it; a store whose base has it and that log file is
+missing has lost what was written since (a base moved or copied alone)."""
+_KNOWN_FLAGS: Final = VOUCHED | LOG_FILE | HAS_LOG
 
 
 def encode_header(compactions: int, compacted_at: float, compacted_length: int,
-                  log_number: int = 1, *, log_file: bool = False) -> bytes:
+                  log_number: int = 1, *, log_file: bool = False,
+                  has_log: bool = False) -> bytes:
     """A header. ``log_number``: see ``Header``; a base file names the log
-    file its appends move to once a compaction starts."""
-    flags = VOUCHED | (LOG_FILE if log_file else 0)
+    file its appends move to once a compaction starts (or, ``has_log``, the
+    one they moved to when the compaction that wrote it started)."""
+    flags = VOUCHED | (LOG_FILE if log_file else 0) | (HAS_LOG if has_log else 0)
     body = _HEADER_BODY.pack(
         MAGIC, FORMAT_VERSION, flags, compactions, compacted_at, compacted_length, log_number
     )
@@ -181,7 +190,8 @@ def decode_header(data: bytes) -> Header:
         _HEADER_BODY.unpack(body))
     if version not in READABLE_VERSIONS:
         raise HeaderError(f"unsupported format version {version}")
-    if flags & ~_KNOWN_FLAGS or (flags and version < 2) or (flags & LOG_FILE and version < 3):
+    if (flags & ~_KNOWN_FLAGS or (flags and version < 2)
+            or (flags & (LOG_FILE | HAS_LOG) and version < 3)):
         raise HeaderError(f"unknown header flags {flags:#x}")
     if compacted_length < HEADER_SIZE:
         raise HeaderError("compacted length points inside the header")
@@ -191,7 +201,7 @@ def decode_header(data: bytes) -> Header:
         raise HeaderError("log number 0 in a version 3 header")
     return Header(version, compactions, compacted_at, compacted_length,
                   vouched=bool(flags & VOUCHED), log_number=log_number,
-                  log_file=bool(flags & LOG_FILE))
+                  log_file=bool(flags & LOG_FILE), has_log=bool(flags & HAS_LOG))
 
 
 # The first six bytes of every frame shorter than 256 bytes, by length: most
