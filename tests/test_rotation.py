@@ -713,7 +713,7 @@ def test_a_base_moved_without_its_log_file_is_refused_naming_the_missing_log_fil
     moved = str(tmp_path / "moved.kv")
     os.rename(path, moved)  # the base alone: its log file stays behind
     before = read(moved)
-    with pytest.raises(CorruptionError, match="log file 1.*missing"):
+    with pytest.raises(CorruptionError, match=r"log file 1.*missing"):
         KV(moved).open()
     assert read(moved) == before  # refused, untouched
     with KV(moved, recovery="salvage") as kv:  # what the base alone holds

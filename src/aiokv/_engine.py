@@ -330,6 +330,8 @@ class Engine:
         self.recovery = recovery
         self._files = files
         self._clock = clock
+        self.clock = clock
+        """The store's clock (Unix seconds): expiry times, and ``set(key)``'s value."""
         self._disk = LogFiles(self.path, files)
         self._inline_writes = durability == "flush"
 
@@ -974,8 +976,9 @@ class Engine:
     # -- reads --------------------------------------------------------------
 
     def timestamp(self) -> int:
-        """What ``set(key)`` without a value stores: ``int`` of the clock."""
-        return int(self._clock())
+        """What ``set(key)`` without a value stores: ``int`` of the clock
+        (the shells compute it themselves from ``clock``: a call less)."""
+        return int(self.clock())
 
     def get(self, key: str, default: object = None) -> object:
         if self._state is not _OPEN:
@@ -1127,7 +1130,12 @@ class Engine:
                         entries[key] = value  # type: ignore[assignment]
                         if old_value is MISSING:
                             table.live_bytes += entry_size(key, value)  # type: ignore[arg-type]
-                        elif type(old_value) is not float or type(value) is not float:
+                        elif type(value) is not type(old_value) or (
+                                type(value) is not float and (
+                                    type(value) is not int
+                                    or not UINT32_MIN <= value < UINT32_END
+                                    or not UINT32_MIN <= old_value < UINT32_END)):  # type: ignore[operator]
+                            # Floats, and uint32 ints (Unix times), keep their size.
                             table.live_bytes += size_change(value, old_value)  # type: ignore[arg-type]
                         return None
                 finally:
