@@ -69,6 +69,13 @@ def assert_holds(path: str, model: dict[str, object]) -> None:
         assert kv.get_all() == model
 
 
+def set_keys(store: Engine | KV, model: dict[str, object], numbers: range) -> None:
+    """Set ``k<i>`` to ``i`` for each number, in the store and in ``model``."""
+    for i in numbers:
+        store.set(f"k{i}", i)
+        model[f"k{i}"] = i
+
+
 def base_file(*frames: bytes, compactions: int = 0, first: int = 1) -> bytes:
     return encode_header(compactions, 0.0, HEADER_SIZE, first) + b"".join(frames)
 
@@ -114,9 +121,7 @@ def test_a_write_never_sleeps_while_a_compaction_runs(
 ) -> None:
     engine, files = engine_on
     model: dict[str, object] = {}
-    for i in range(1000):
-        engine.set(f"k{i}", i)
-        model[f"k{i}"] = i
+    set_keys(engine, model, range(1000))
     # The compaction thread's second create is the temp file of the new base:
     # by then it has moved appends to log file 1 and started its walk.
     held = files.hold("create", when=nth(2, in_thread("aiokv-compact")))
@@ -194,9 +199,7 @@ def test_appends_move_to_a_new_log_file_when_a_compaction_starts(path: str) -> N
         assert follows is not None
         assert (follows.previous, follows.length, follows.base_compactions) == (0, old_end, 0)
 
-        for i in range(100, 200):
-            kv.set(f"k{i}", i)
-            model[f"k{i}"] = i
+        set_keys(kv, model, range(100, 200))
         kv.delete("k1")
         del model["k1"]
         kv.flush()
@@ -360,15 +363,21 @@ def test_a_dropped_log_file_is_removed_before_appends_continue_in_the_file_befor
     assert store_files(path) == kept
 
 
-def test_a_log_file_fsynced_after_the_base_lost_bytes_makes_the_store_corrupt(
-    path: str,
-) -> None:
+def a_log_file_fsynced_after_the_base_lost_bytes(path: str) -> None:
+    """A base whose last frame is gone, and a log file that follows it at its
+    old length and was fsynced (a SYNCED frame vouches for its records)."""
     lost = encode_set("lost", 1)
     base = base_file(encode_set("k", 0), lost)
     write(path, base)
     opening = log_file(1, 0, len(base), encode_set("k", 1), encode_set("j", 1))
     write(log(path, 1), opening + encode_synced(len(opening)))
     lose_last_frame(path, lost)
+
+
+def test_a_log_file_fsynced_after_the_base_lost_bytes_makes_the_store_corrupt(
+    path: str,
+) -> None:
+    a_log_file_fsynced_after_the_base_lost_bytes(path)
 
     with pytest.raises(CorruptionError) as raised, KV(path) as kv:
         kv.get("k")
@@ -379,12 +388,7 @@ def test_a_log_file_fsynced_after_the_base_lost_bytes_makes_the_store_corrupt(
 def test_salvage_keeps_a_log_file_fsynced_after_the_base_lost_bytes(path: str) -> None:
     """recovery="salvage" keeps every valid record and sets the damaged file
     aside: the records of a log file that was fsynced are no power loss."""
-    lost = encode_set("lost", 1)
-    base = base_file(encode_set("k", 0), lost)
-    write(path, base)
-    opening = log_file(1, 0, len(base), encode_set("k", 1), encode_set("j", 1))
-    write(log(path, 1), opening + encode_synced(len(opening)))
-    lose_last_frame(path, lost)
+    a_log_file_fsynced_after_the_base_lost_bytes(path)
 
     with KV(path, recovery="salvage") as kv:
         assert kv.get_all() == {"k": 1, "j": 1}
@@ -550,9 +554,7 @@ def test_a_failed_creation_of_the_next_log_file_fails_only_that_compaction(
 ) -> None:
     engine, files = engine_on
     model: dict[str, object] = {}
-    for i in range(50):
-        engine.set(f"k{i}", i)
-        model[f"k{i}"] = i
+    set_keys(engine, model, range(50))
     failure = files.fail(call, OSError(errno.ENOSPC, "No space left on device"),
                          when=nth(1, in_thread("aiokv-compact")))
 
@@ -563,9 +565,7 @@ def test_a_failed_creation_of_the_next_log_file_fails_only_that_compaction(
     assert store_files(path) == [path]
     assert sorted(os.listdir(os.path.dirname(path))) == ["s.kv", "s.kv.lock"]
     assert engine.stats().compactions == 0
-    for i in range(50, 100):
-        engine.set(f"k{i}", i)
-        model[f"k{i}"] = i
+    set_keys(engine, model, range(50, 100))
     assert engine.items() == model
 
     engine.compact()
@@ -583,9 +583,7 @@ def test_a_compaction_that_fails_after_appends_moved_leaves_a_chain_the_next_one
 ) -> None:
     engine, files = engine_on
     model: dict[str, object] = {}
-    for i in range(50):
-        engine.set(f"k{i}", i)
-        model[f"k{i}"] = i
+    set_keys(engine, model, range(50))
     # The second create: the new base's temp file, after appends moved.
     files.fail("create", OSError(errno.ENOSPC, "No space left on device"),
                when=nth(2, in_thread("aiokv-compact")))
