@@ -32,12 +32,16 @@ only queues its frame (``PendingWrites``).
 Locks, always taken in this order:
 
 * ``_io`` serializes the background work that touches descriptors (group
-  commit, fsync, the final swap of a compaction, clear, close), so a
-  descriptor is never closed while another thread uses it.
-* ``_lock`` guards the entries, the queue of unwritten frames and the write
-  position. Held for short sections, plus the file calls a write makes on
-  the caller's thread (above): an append, a reservation, a cut, and the
-  creation of a new log after ``clear()``, which includes an fsync.
+  commit, fsync, a compaction's move of appends and its swap of the base,
+  clear, close), so a descriptor is never closed while another thread uses
+  it, and no fsync of a log file precedes that of the file before it.
+* ``_lock`` guards the entries, the queue of unwritten frames, the write
+  position and the chain of files (``_base_fd``, ``_chain``, ``_retired``...).
+  Held for short sections, plus the file calls a write makes on the
+  caller's thread (above): an append, a reservation, a cut, and the
+  creation of a new base after ``clear()``, which includes an fsync; and
+  those of a compaction's move of appends (cutting the old file's reserved
+  space, writing the FOLLOWS record) and of its rename of the new base.
 
 Reads take no lock (``get``, ``exists``); see ``Table.lookup_aside`` for why
 that is safe, and what it relies on.
