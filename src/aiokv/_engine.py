@@ -36,7 +36,7 @@ Locks, always taken in this order:
   clear, close), so a descriptor is never closed while another thread uses
   it, and no fsync of a log file precedes that of the file before it.
 * ``_lock`` guards the entries, the queue of unwritten frames, the write
-  position and the chain of files (``_base_fd``, ``_chain``, ``_retired``...).
+  position and the chain of files (``_store``, a ``StoreFiles``).
   Held for short sections, plus the file calls a write makes on the
   caller's thread (above): an append, a reservation, a cut, and the
   creation of a new base after ``clear()``, which includes an fsync; and
@@ -125,6 +125,7 @@ from ._snapshot import (
     pending_deletions,
     snapshot_frames,
 )
+from ._store_files import StoreFiles
 from ._table import MISSING, Table, expiry_size
 from ._writer_thread import FailureLog, plan_round
 
@@ -358,22 +359,7 @@ class Engine:
         self._log = LogWriter(files, self.path)
         # The chain of files on disk (see _chain): the base file, locked
         # while the store is open, and the log files after it.
-        self._base_fd: int | None = None
-        self._chain: list[int] = []
-        """Numbers of the log files after the base; appends go to the last."""
-        self._chain_bytes = 0
-        """Bytes of the files before the one appended to (stats, compaction rule)."""
-        self._log_floor = 0
-        """The bytes a log file starts with (header, FOLLOWS frame): live, as
-        the smallest chain holding the entries has them (0: appends go to
-        the base file)."""
-        self._next_log = 1
-        """The number of the log file appends move to at the next compaction."""
-        self._retired: list[int] = []
-        """Descriptors of earlier log files of the chain, open until removed."""
-        self._retired_unsynced: list[int] = []
-        """Those of them (or the base's) not yet fsynced since appends moved
-        on: fsynced before any fsync of the log appended to (_sync_retired)."""
+        self._store = StoreFiles()
         # The hot path of set() takes the general path when this is true:
         # during a compaction's split state, or when a SYNCED frame is due.
         self._detour = False
@@ -485,15 +471,13 @@ class Engine:
 
     def _close_files(self, *, quietly: bool = True) -> None:
         """Close every descriptor of the chain (the log, the base, retired ones)."""
-        fds = dict.fromkeys([self._log.fd, self._base_fd, *self._retired])
-        self._log.fd = self._base_fd = None
-        self._retired, self._retired_unsynced = [], []
+        fds = self._store.let_go(self._log.fd)
+        self._log.fd = None
         for fd in fds:
-            if fd is not None:
-                if quietly:
-                    self._disk.close_quietly(fd)
-                else:
-                    self._files.close(fd)
+            if quietly:
+                self._disk.close_quietly(fd)
+            else:
+                self._files.close(fd)
 
     def _unusable(self) -> AioKVError:
         """The error for a call on a store that is not open (or, opened
@@ -521,14 +505,13 @@ class Engine:
         self.is_open = False
         self._log.revoke_room()
         self._log.window = None  # the child's copy of the mapping goes with it
-        for fd in dict.fromkeys([self._log.fd, self._base_fd, *self._retired, self._lock_fd]):
+        for fd in [*self._store.let_go(self._log.fd), self._lock_fd]:
             if fd is not None:
                 try:
                     os.close(fd)
                 except OSError:
                     pass
-        self._log.fd = self._lock_fd = self._base_fd = None
-        self._retired, self._retired_unsynced = [], []
+        self._log.fd = self._lock_fd = None
         self._syncer = self._compaction_thread = None
 
     def _read_only(self) -> None:
@@ -554,9 +537,9 @@ class Engine:
                 self._compactions = chain.header.compactions
                 self._last_compaction = chain.header.compacted_at or None
             entries, expiries = chain.entries, chain.expiries
-            self._chain = [number for number, _ in chain.files[1:]]
-            self._chain_bytes = chain.before_last
-            self._log_floor = _log_floor(found.logs[:len(chain.files) - 1])
+            self._store.adopt(None, [number for number, _ in chain.files[1:]],
+                              chain.before_last, _log_floor(found.logs[:len(chain.files) - 1]),
+                              found.next_number)
             self._log.end = chain.last[1].end
         self._table.take(entries, expiries)
         self._table.live_bytes = self._table.estimate_live_bytes()
@@ -586,7 +569,7 @@ class Engine:
         try:
             self._recover_claimed(claimed)
         finally:
-            if claimed is not None and self._base_fd != claimed:
+            if claimed is not None and self._store.base_fd != claimed:
                 self._disk.close_quietly(claimed)  # a new base replaced it, or opening failed
 
     def _recover_claimed(self, claimed: int | None) -> None:
@@ -666,12 +649,12 @@ class Engine:
         # appends moved on): a kill may have come before the compaction did it.
         for earlier, _ in chain.files[:-1]:
             self._fsync_file(claimed if earlier == 0 else None, self._file_of(earlier))
-        self._base_fd = claimed
+        logs = [n for n, _ in chain.files[1:]]
+        self._store.adopt(claimed, logs, chain.before_last,
+                          _log_floor(found.logs[:len(logs)]),
+                          logs[-1] + 1 if logs else first_log(chain.header))  # type: ignore[arg-type]
         fd = claimed if number == 0 else self._files.open_append(name)
         self._log.fd = fd  # closed with the others should what follows fail
-        self._chain = [n for n, _ in chain.files[1:]]
-        self._chain_bytes = chain.before_last
-        self._next_log = (self._chain[-1] + 1) if self._chain else first_log(chain.header)  # type: ignore[arg-type]
         if result.torn_tail:
             self._files.truncate(fd, result.end)
         # The expired keys the replay dropped: their removal goes into the log
@@ -682,7 +665,7 @@ class Engine:
         if len(deletes) > COMPACT_SLACK:
             if fd != claimed:
                 self._disk.close_quietly(fd)
-            self._log.fd = self._base_fd = None  # claimed: closed by _recover
+            self._log.fd = self._store.base_fd = None  # claimed: closed by _recover
             self._create_log(self._table.entries, self._table.expiries)
             return
         end = result.end + len(deletes)
@@ -716,12 +699,11 @@ class Engine:
         self._expired_at_open = dropped
         base = chain.files[0][1]
         kept = found.logs[:len(chain.files) - 1]
-        self._log_floor = _log_floor(kept)
         if (base.end == chain.header.compacted_length and not dropped
                 and not any(holds_records(log) for _, log in kept)):
             # Nothing was appended since a compaction wrote the base, and
             # nothing expired since: every byte is live.
-            table.live_bytes = chain.before_last + chain.last[1].end - self._log_floor
+            table.live_bytes = chain.before_last + chain.last[1].end - _log_floor(kept)
         else:
             table.live_bytes = table.estimate_live_bytes()
 
@@ -820,15 +802,15 @@ class Engine:
         removed once it is in place (or at the next open).
         """
         stale = self._disk.log_numbers()
-        first = max([self._next_log, *(number + 1 for number in stale)])
+        first = max([self._store.next_log, *(number + 1 for number in stale)])
         header = encode_header(self._compactions, self._last_compaction or 0.0, length, first)
         fd = self._disk.write_atomically(self._disk.file, [header, *frames], as_log=True,
                                          new=new)
         self._close_files()
-        self._base_fd = self._log.fd = fd
+        assert fd is not None
+        self._store.new_base(fd, first)
+        self._log.fd = fd
         self._log.end = length
-        self._chain, self._chain_bytes, self._next_log = [], 0, first
-        self._log_floor = 0
         self._disk.remove_logs(stale)
 
     def _vouch_from(self, end: int, vouched: bool = True, marked: int | None = None) -> None:
@@ -1068,13 +1050,13 @@ class Engine:
             table = self._table
             expired = table.count_expired()
             held = table.held
-            live = (table.live_bytes if held else HEADER_SIZE) + self._log_floor
+            live = (table.live_bytes if held else HEADER_SIZE) + self._store.log_floor
             return Stats(
                 path=self.path,
                 keys=held - expired,
-                file_bytes=self._chain_bytes + self._log.end,
+                file_bytes=self._store.total(self._log.end),
                 live_bytes=live,
-                dead_bytes=max(0, self._chain_bytes + self._log.end - live),
+                dead_bytes=max(0, self._store.total(self._log.end) - live),
                 compactions=self._compactions,
                 last_compaction=self._last_compaction,
                 durability=self.durability,
@@ -1508,8 +1490,7 @@ class Engine:
                 self._log.reserved_end = 0
                 # From here on the clear has happened: nothing may stop it.
                 self._close_files()
-                self._disk.remove_logs(self._chain)
-                self._chain, self._chain_bytes, self._log_floor = [], 0, 0
+                self._disk.remove_logs(self._store.cleared())
                 self.log_missing = True
             superseded = self._writes.drop()
             clearing = self._clearing = Commit()
@@ -1853,12 +1834,11 @@ class Engine:
         is fsynced: so a power loss can only lose a suffix of the chain (see
         _chain). Hold _io. Raises OSError; what failed is tried again."""
         with self._lock:
-            pending = list(self._retired_unsynced)
+            pending = list(self._store.retired_unsynced)
         for fd in pending:
             self._files.fsync(fd)
             with self._lock:
-                if fd in self._retired_unsynced:
-                    self._retired_unsynced.remove(fd)
+                self._store.synced(fd)
 
     def flush(self) -> None:
         """Return once everything acknowledged so far is fsynced."""
@@ -1908,8 +1888,8 @@ class Engine:
         """
         self._next_compaction_check = self._log.end + COMPACTION_CHECK_BYTES
         self._log.limit_room(self._next_compaction_check - 1)  # the hot path checks again there
-        live = self._table.live_bytes + self._log_floor
-        total = self._chain_bytes + self._log.end
+        live = self._table.live_bytes + self._store.log_floor
+        total = self._store.total(self._log.end)
         if total - live > live + COMPACT_SLACK and self._compaction is None:
             self._request_compaction_locked()
 
@@ -1984,7 +1964,7 @@ class Engine:
             if self._log.fd is None:
                 return  # cleared: there is no log to compact
             generation = self._generation
-            number = self._next_log
+            number = self._store.next_log
             base_compactions = self._compactions
         # Created, with its directory entry, fsynced before it takes a frame:
         # writers go on appending to the old file meanwhile.
@@ -2007,8 +1987,8 @@ class Engine:
                     undo = self._writes.undo
                     first = durable_batch(pending_deletions(undo, table.entries), undo,
                                           table.expiries, self._clock())
-                    follows = encode_follows(self._chain[-1] if self._chain else 0,
-                                             self._log.end, base_compactions)
+                    follows = encode_follows(self._store.previous(), self._log.end,
+                                             base_compactions)
                     self._disk.write_all(log_fd, follows)
                     # From here on nothing fails: appends move, the walk starts.
                     self._move_appends(log_fd, number, HEADER_SIZE + len(follows))
@@ -2066,11 +2046,8 @@ class Engine:
                         self._check_compaction_still_wanted(generation)
                         self._files.replace(temp, self._disk.file)
                         swapped = True
-                        old_base, self._base_fd = self._base_fd, new_base
-                        done = [n for n in self._chain if n < number]
-                        retired, self._retired, self._retired_unsynced = self._retired, [], []
-                        self._chain = [n for n in self._chain if n >= number]
-                        self._chain_bytes = snapshot_end
+                        old_base, retired, done = self._store.compacted(new_base, number,
+                                                                        snapshot_end)
                         self._compactions = compactions
                         self._last_compaction = stamp
                         table.live_bytes += snapshot_end - live_at_snapshot
@@ -2108,13 +2085,7 @@ class Engine:
         log.vouch_from(HEADER_SIZE)  # the header is fsynced, not yet what follows it
         self._log = log
         assert old.fd is not None
-        if old.fd != self._base_fd:
-            self._retired.append(old.fd)
-        self._retired_unsynced.append(old.fd)
-        self._chain_bytes += old.end
-        self._chain.append(number)
-        self._log_floor = end
-        self._next_log = number + 1
+        self._store.moved(old.fd, old.end, number, end)
         self._next_compaction_check = end + COMPACTION_CHECK_BYTES
         self._update_detour()
         if not self._unsynced:
@@ -2171,7 +2142,7 @@ class Engine:
 
 
 def _log_floor(logs: list[tuple[int, bytes]]) -> int:
-    """The bytes the last of ``logs`` starts with (see Engine._log_floor)."""
+    """The bytes the last of ``logs`` starts with (see StoreFiles.log_floor)."""
     if not logs:
         return 0
     opening = follows_of(logs[-1][1])
