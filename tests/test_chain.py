@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from aiokv._chain import first_log, follows_of, log_numbers, log_path, replay_chain
-from aiokv._files import REAL_FILES
+from aiokv._files import REAL_FILES, FileSystem
 from aiokv._format import (
     HEADER_SIZE,
     MAGIC,
@@ -562,3 +562,44 @@ def test_a_compacted_base_whose_first_log_file_is_missing_is_corruption() -> Non
     # that does not exist yet: nothing is missing.
     plain = encode_header(1, 0.0, HEADER_SIZE + len(snapshot), 4) + snapshot
     assert replay_chain(plain, []).corruption is None
+
+
+class CompactsBetweenReads(FileSystem):
+    """Real files, and an owner that compacts right after a reader has read
+    the base: the new base (first log file 2) is put in place and log
+    file 1 removed before the reader lists the directory."""
+
+    def __init__(self, base: str, new_base: bytes, new_log: bytes) -> None:
+        self.base, self.new_base, self.new_log = base, new_base, new_log
+        self.compacted = False
+
+    def read(self, path: str) -> bytes | None:
+        data = super().read(path)
+        if path == self.base and not self.compacted:
+            self.compacted = True
+            Path(log_path(self.base, 2)).write_bytes(self.new_log)
+            Path(self.base).write_bytes(self.new_base)
+            os.remove(log_path(self.base, 1))
+        return data
+
+
+def test_a_reader_that_a_compaction_overtakes_reads_the_new_chain_whole(
+    tmp_path: Path,
+) -> None:
+    """readonly=True and the tools read without the lock: a compaction may put
+    a new base in place and remove the old log files between the read of the
+    base and the read of its log files. The old base then seems to be
+    followed by a gap: LogFiles.read reads again, and gets the new chain."""
+    base = str(tmp_path / "s.kv")
+    old_base = base_file(encode_set("k", 0))
+    Path(base).write_bytes(old_base)
+    Path(log_path(base, 1)).write_bytes(log_file(1, 0, len(old_base), encode_set("k", 1)))
+    snapshot = encode_set("k", 1)
+    new_base = encode_header(1, 0.0, HEADER_SIZE + len(snapshot), 2, has_log=True) + snapshot
+    new_log = log_file(2, 1, 999, encode_set("k", 2))
+    files = CompactsBetweenReads(base, new_base, new_log)
+    found = LogFiles(base, files).read()
+    assert files.compacted
+    assert found.base == new_base and [n for n, _ in found.logs] == [2]
+    assert not found.beyond and not found.below
+    assert replay_chain(found.base, found.logs).entries == {"k": 2}
