@@ -390,10 +390,12 @@ def size_change(new: Value, old: Value) -> int:
     if kind is type(old):
         if kind is float:
             return 0
-        if kind is int and ((-32 <= new < 128 and -32 <= old < 128)  # type: ignore[operator]
-                            or (UINT32_MIN <= new < UINT32_END  # type: ignore[operator]
-                            and UINT32_MIN <= old < UINT32_END)):  # type: ignore[operator]
-            return 0
+        if kind is int:
+            if ((-32 <= new < 128 and -32 <= old < 128)  # type: ignore[operator]
+                    or (UINT32_MIN <= new < UINT32_END  # type: ignore[operator]
+                        and UINT32_MIN <= old < UINT32_END)):  # type: ignore[operator]
+                return 0
+            return _int_size(new) - _int_size(old)  # type: ignore[arg-type]
     return value_size(new) - value_size(old)
 
 
