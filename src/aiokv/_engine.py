@@ -334,9 +334,9 @@ class Engine:
         self.flush_interval = float(flush_interval)
         self.recovery = recovery
         self._files = files
-        self._clock = clock
         self.clock = clock
-        """The store's clock (Unix seconds): expiry times, and ``set(key)``'s value."""
+        """The store's clock (Unix seconds): expiry times, and ``set(key)``'s
+        value (the shells compute that as ``int(engine.clock())``)."""
         self._disk = LogFiles(self.path, files)
         self._inline_writes = durability == "flush"
 
@@ -622,7 +622,9 @@ class Engine:
         if unusable:
             self._files.fsync_dir(self._disk.directory)
         self._disk.remove_logs(found.below)  # their records are in the base
-        self._adopt(chain, found)
+        kept = found.logs[:len(chain.files) - 1]
+        floor = _log_floor(kept)
+        self._adopt(chain, kept, floor)
         number, result = chain.last
         name = self._file_of(number)
         if result.torn_tail:
@@ -650,8 +652,7 @@ class Engine:
         for earlier, _ in chain.files[:-1]:
             self._fsync_file(claimed if earlier == 0 else None, self._file_of(earlier))
         logs = [n for n, _ in chain.files[1:]]
-        self._store.adopt(claimed, logs, chain.before_last,
-                          _log_floor(found.logs[:len(logs)]),
+        self._store.adopt(claimed, logs, chain.before_last, floor,
                           logs[-1] + 1 if logs else first_log(chain.header))  # type: ignore[arg-type]
         fd = claimed if number == 0 else self._files.open_append(name)
         self._log.fd = fd  # closed with the others should what follows fail
@@ -689,8 +690,11 @@ class Engine:
         finally:
             self._disk.close_quietly(opened)
 
-    def _adopt(self, chain: ChainReplay, found: OnDisk) -> None:
-        """Take the entries of a replayed chain, minus those already expired."""
+    def _adopt(self, chain: ChainReplay, kept: list[tuple[int, bytes]], floor: int) -> None:
+        """Take the entries of a replayed chain, minus those already expired.
+
+        ``kept``: the log files replayed; ``floor``: what the last starts with.
+        """
         assert chain.header is not None
         self._compactions = chain.header.compactions
         self._last_compaction = chain.header.compacted_at or None
@@ -698,12 +702,11 @@ class Engine:
         dropped = table.take(chain.entries, chain.expiries)
         self._expired_at_open = dropped
         base = chain.files[0][1]
-        kept = found.logs[:len(chain.files) - 1]
         if (base.end == chain.header.compacted_length and not dropped
                 and not any(holds_records(log) for _, log in kept)):
             # Nothing was appended since a compaction wrote the base, and
             # nothing expired since: every byte is live.
-            table.live_bytes = chain.before_last + chain.last[1].end - _log_floor(kept)
+            table.live_bytes = chain.before_last + chain.last[1].end - floor
         else:
             table.live_bytes = table.estimate_live_bytes()
 
@@ -740,7 +743,7 @@ class Engine:
                        backup or self._disk.file + ".bak")
 
     def _salvage(self, found: OnDisk, chain: ChainReplay) -> None:
-        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(self._clock()))
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(self.clock()))
         damage = list(chain.skipped)
         if chain.corruption is not None:
             damage.append(chain.corruption)
@@ -961,11 +964,6 @@ class Engine:
 
     # -- reads --------------------------------------------------------------
 
-    def timestamp(self) -> int:
-        """What ``set(key)`` without a value stores: ``int`` of the clock
-        (the shells compute it themselves from ``clock``: a call less)."""
-        return int(self.clock())
-
     def get(self, key: str, default: object = None) -> object:
         if self._state is not _OPEN:
             raise self._unusable()
@@ -1040,7 +1038,7 @@ class Engine:
             when = self._table.expiries.get(key)
             if when is None:
                 return -1
-            left = when - self._clock()
+            left = when - self.clock()
         return -2 if left <= 0 else math.ceil(left)
 
     def stats(self) -> Stats:
@@ -1132,7 +1130,7 @@ class Engine:
             # The same with a ttl (a session, a cooldown): memory through the
             # table, since the key gains an expiry. Anything the encoding
             # refuses takes the general path, which says why.
-            expires = self._clock() + ttl  # type: ignore[operator]
+            expires = self.clock() + ttl  # type: ignore[operator]
             try:
                 frame = encode_record(SET, key, value, expires)
             except (ValueError, OverflowError):
@@ -1255,7 +1253,7 @@ class Engine:
         with self._lock:
             if self._state is not _OPEN:
                 raise self._unusable()
-            expires = None if ttl is None else self._clock() + ttl
+            expires = None if ttl is None else self.clock() + ttl
             return self._write_put(key, stored, expires)
 
     def _write_put(self, key: str, stored: Value, expires: float | None,
@@ -1302,7 +1300,7 @@ class Engine:
             table = self._table
             expiries = table.expiries
             when = expiries.get(key) if expiries else None
-            if when is not None and when <= self._clock():
+            if when is not None and when <= self.clock():
                 current = MISSING  # expired: counts as absent
             else:
                 current = table.entries.get(key, MISSING)
@@ -1310,7 +1308,7 @@ class Engine:
                     current = table.added.get(key, MISSING)
             if current is MISSING:
                 value = amount
-                expires = None if seconds is None else self._clock() + seconds
+                expires = None if seconds is None else self.clock() + seconds
             elif type(current) is not int:
                 # A list or dict, as a read would give it, not an Encoded.
                 held = type(decode_value(current)).__name__  # type: ignore[arg-type]
@@ -1325,11 +1323,10 @@ class Engine:
             except ValueError as exc:  # a lone surrogate in the key
                 raise ValueError(f"key {key!r}: cannot be stored: {exc}") from None
             if self._log.append_in_room(frame):  # the hot path (see _grant_fast_room)
-                if current is MISSING or table.split:
+                if current is MISSING:
                     table.put(key, value, expires)
-                else:  # Table.put, written out: the key keeps its expiry
-                    table.entries[key] = value
-                    table.live_bytes += size_change(value, current)  # type: ignore[arg-type]
+                else:
+                    table.overwrite(key, value, current)  # type: ignore[arg-type]
                 return value, None
             return value, self._write_put(key, value, expires, frame)
         finally:
@@ -1357,7 +1354,7 @@ class Engine:
                 raise self._unusable()
             if self._table.live_value(key) is not MISSING:
                 return False, self._last_commit() if self.durability == "fsync" else None
-            expires = None if seconds is None else self._clock() + seconds
+            expires = None if seconds is None else self.clock() + seconds
             return True, self._write_put(key, stored, expires)
 
     def expire(self, key: str, ttl: float | None) -> tuple[bool, Commit | None]:
@@ -1376,7 +1373,7 @@ class Engine:
             current = self._table.live_value(key)
             if current is MISSING:
                 return False, None
-            expires = None if seconds is None else self._clock() + seconds
+            expires = None if seconds is None else self.clock() + seconds
             frame = encode_expire(key, expires)
             return True, self._write_put(key, current, expires, frame)  # type: ignore[arg-type]
 
@@ -1629,7 +1626,7 @@ class Engine:
             return None
         if self._write_failure is not None:
             return SWEEP_INTERVAL  # nothing can be logged: the keys stay, invisible
-        now = self._clock()
+        now = self.clock()
         removed = 0
         while removed < SWEEP_BATCH and (due := table.pop_expired(now)) is not None:
             when, key = due
@@ -1986,7 +1983,7 @@ class Engine:
                     # goes first.
                     undo = self._writes.undo
                     first = durable_batch(pending_deletions(undo, table.entries), undo,
-                                          table.expiries, self._clock())
+                                          table.expiries, self.clock())
                     follows = encode_follows(self._store.previous(), self._log.end,
                                              base_compactions)
                     self._disk.write_all(log_fd, follows)
@@ -2021,7 +2018,7 @@ class Engine:
                 snapshot_end = self._disk.write_at(fd, HEADER_SIZE, frames)
             finally:
                 self._fold_split()
-            stamp = self._clock()
+            stamp = self.clock()
             compactions = base_compactions + 1
             self._disk.write_at(fd, 0, [encode_header(compactions, stamp, snapshot_end,
                                                       number, has_log=True)])
@@ -2118,7 +2115,7 @@ class Engine:
                     kept = batch
                 else:
                     kept, kept_expiries = durable_batch(batch, undo, table.expiries,
-                                                        self._clock())
+                                                        self.clock())
             if kept:
                 yield from batch_frames(kept, kept_expiries)
             pacer.step()

@@ -172,6 +172,15 @@ class Table:
         self.live_bytes = live
         return old, old_expiry
 
+    def overwrite(self, key: str, stored: Value, old: Value) -> None:
+        """Hold ``key = stored`` in place of the live ``old``, its expiry kept
+        (incr): ``put`` without the expiry's bookkeeping."""
+        if self.split and key not in self.entries:
+            self.added[key] = stored
+        else:
+            self.entries[key] = stored
+        self.live_bytes += size_change(stored, old)
+
     def remove(self, key: str) -> tuple[object, float | None]:
         """Drop ``key`` (absent is fine); returns the undo, as ``put`` does."""
         if not self.split:
