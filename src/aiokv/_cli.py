@@ -325,12 +325,40 @@ def _read_store(path: str, verb: str) -> _OnDisk:
     return _OnDisk(path, disk, found)
 
 
+SETTLE_READS = 5
+SETTLE_PAUSE = 0.02
+"""A store open in another process may show a record half copied at its end,
+or a log file that moved on since it was read: ``_settled`` reads it again,
+up to SETTLE_READS times, this many seconds apart, before reporting either."""
+
+
+def _in_flight(store: _OnDisk, chain: ChainReplay) -> bool:
+    """Whether what a read found may be a writer's append in flight, not a
+    crash's doing: a torn tail that is not all zeros, or log files left out."""
+    if chain.dropped:
+        return True
+    number, result = chain.last
+    torn = result.torn_tail
+    return bool(torn) and store.data(number).count(0, result.end) != torn
+
+
+def _settled(path: str, verb: str) -> tuple[_OnDisk, ChainReplay]:
+    """The files of the store at ``path`` and their replay, read again while
+    they show what a live writer leaves for an instant (``_in_flight``)."""
+    for attempt in range(SETTLE_READS):
+        store = _read_store(path, verb)
+        if not is_log(store.base):
+            raise _UsageError(_not_a_log_message(path, store.base))
+        chain = store.replay()
+        if not _in_flight(store, chain) or attempt == SETTLE_READS - 1:
+            break
+        time.sleep(SETTLE_PAUSE)
+    return store, chain
+
+
 def _replay_log(path: str) -> ChainReplay:
     """Replay the store at ``path`` (every file of it) as dump shows it."""
-    store = _read_store(path, "dump")
-    if not is_log(store.base):
-        raise _UsageError(_not_a_log_message(path, store.base))
-    chain = store.replay()
+    store, chain = _settled(path, "dump")
     if chain.corruption is not None:
         number, damage = chain.corruption
         raise _UsageError(f"{store.name(number)} is corrupt at byte {damage.offset}: "
@@ -514,15 +542,10 @@ def _cmd_copy(args: argparse.Namespace) -> int:
 def _cmd_check(args: argparse.Namespace) -> int:
     path = args.file
     try:
-        store = _read_store(path, "check")
+        store, chain = _settled(path, "check")
     except _UsageError as exc:
         print(f"aiokv: error: cannot check {exc}", file=sys.stderr)
         return CHECK_FAILED
-    if not is_log(store.base):
-        print(f"aiokv: error: cannot check {_not_a_log_message(path, store.base)}",
-              file=sys.stderr)
-        return CHECK_FAILED
-    chain = store.replay()
     verdict = _check_verdict(store, chain)
     if store.several:
         _print_files(store, chain)
