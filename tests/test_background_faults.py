@@ -23,7 +23,7 @@ import pytest
 from calls import returns_within
 
 from aiokv import KV
-from aiokv._engine import MAX_INTERVAL
+from aiokv._writer_thread import MAX_INTERVAL
 
 LEVELS = ["fsync", "flush", "buffered"]
 WAIT = 10.0
@@ -91,7 +91,7 @@ def test_a_round_of_the_writer_thread_that_raises_is_retried(
         tmp_path: Path, durability: str) -> None:
     kv = KV(tmp_path / "state.kv", durability=durability).open()
     engine = kv._engine
-    real_wait = engine._wake.wait
+    real_wait = engine.wake.wait
     failures: list[bool] = []
 
     def wait(timeout: float | None = None) -> bool:
@@ -100,8 +100,8 @@ def test_a_round_of_the_writer_thread_that_raises_is_retried(
             raise OverflowError("timeout value is too large")
         return real_wait(timeout)
 
-    engine._wake.wait = wait  # type: ignore[method-assign]
-    engine._wake.set()
+    engine.wake.wait = wait  # type: ignore[method-assign]
+    engine.wake.set()
     for i in range(20):
         returns_within(WAIT, functools.partial(kv.set, f"k{i}", i))
     returns_within(WAIT, kv.flush)
@@ -200,9 +200,9 @@ def test_a_writer_thread_that_cannot_go_on_releases_every_waiter_and_refuses_wri
     clock.error = SystemExit("a clock that exits")
     assert clock.raised.wait(WAIT)
     engine = kv._engine
-    assert engine._syncer is not None
-    engine._syncer.join(WAIT)
-    assert not engine._syncer.is_alive()
+    assert engine.worker.thread is not None
+    engine.worker.thread.join(WAIT)
+    assert not engine.worker.thread.is_alive()
     with pytest.raises(OSError, match=r"writer thread .* stopped"):
         returns_within(WAIT, lambda: kv.set("after", 1))
     assert kv.get("after") is None
@@ -240,12 +240,12 @@ def test_once_the_writer_thread_has_stopped_every_kind_of_write_is_refused_even_
         kv.set("hot", i)
         kv.set(f"k{i}", float(i))
     engine = kv._engine
-    assert engine._log.fast_end > engine._log.end, "the hot path should be open"
+    assert engine.log.fast_end > engine.log.end, "the hot path should be open"
     before = kv.get_all()
     clock.error = SystemExit("a clock that exits")
     assert clock.raised.wait(WAIT)
-    assert engine._syncer is not None
-    engine._syncer.join(WAIT)
+    assert engine.worker.thread is not None
+    engine.worker.thread.join(WAIT)
     with pytest.raises(OSError, match=r"writer thread .* stopped"):
         returns_within(WAIT, lambda: write(kv))
     assert kv.get_all() == before, kind

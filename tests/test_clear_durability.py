@@ -74,14 +74,14 @@ def fsync_store(path: Path, files: ScriptedFiles) -> tuple[KV, Gate]:
     kv._engine = engine = Engine(path, durability="fsync", files=files)
     kv.open()
     gate = Gate()
-    original = engine._commit_pending
+    original = engine.worker.commit_pending
 
     def gated() -> None:
         if gate.closed:
             assert gate.opened.wait(WAIT)
         original()
 
-    engine._commit_pending = gated  # type: ignore[method-assign]
+    engine.worker.commit_pending = gated  # type: ignore[method-assign]
     return kv, gate
 
 

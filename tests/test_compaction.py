@@ -31,7 +31,7 @@ async def test_an_overwrite_only_workload_keeps_the_file_below_twice_live_plus_o
         was_compacting = False
         for i in range(150_000):
             await kv.set(keys[i % len(keys)], float(i))
-            compacting = engine._compaction is not None
+            compacting = engine.compaction.commit is not None
             if compacting:
                 was_compacting = True
                 continue

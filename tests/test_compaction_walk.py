@@ -65,7 +65,7 @@ class Walk:
         self._thread.start()
         gate.held.wait_reached(30)  # the compaction wrote its first chunk
         engine = kv._engine
-        assert engine._table.frozen and engine._table.split
+        assert engine.table.frozen and engine.table.split
 
     def _compact(self, kv: KV) -> None:
         try:
@@ -144,7 +144,7 @@ def test_writes_of_every_kind_during_a_walk_are_kept_in_memory_and_on_disk(
     assert_store_is(kv, model, EXPIRING)  # reads see the writes while the walk is paused
     assert walk.finish() is None
     engine = kv._engine
-    assert not engine._table.split and not engine._table.added and not engine._table.gone
+    assert not engine.table.split and not engine.table.added and not engine.table.gone
     assert kv.stats().compactions == 1
     assert_store_is(kv, model, EXPIRING)
     kv.set("after", 1)
@@ -161,7 +161,7 @@ def test_a_walk_that_fails_folds_the_writes_back_and_nothing_is_lost(
     kv, gate, model, walk = paused_walk_with_writes(store_path, durability)
     gate.walk_error = OSError(errno.ENOSPC, "No space left on device")
     assert isinstance(walk.finish(), OSError)
-    assert not kv._engine._table.split
+    assert not kv._engine.table.split
     assert_store_is(kv, model, EXPIRING)
     kv.delete("new1")
     del model["new1"]

@@ -211,7 +211,7 @@ def queue_in_two_bursts(engine: Engine, pause: float) -> list[Commit]:
     Holding the engine's I/O lock keeps the writer thread out, as a busy event
     loop's thread holding the GIL does while it runs the woken writers.
     """
-    with engine._io:
+    with engine.io:
         commits = [engine.set(f"k{i}", i) for i in range(16)]
         time.sleep(pause)
         commits += [engine.set(f"k{i}", i) for i in range(16, 40)]
@@ -287,7 +287,7 @@ def test_a_delete_of_an_absent_key_is_acknowledged_with_the_newest_queued_write(
     # for the newest queued write, whether it is in the cut batch or after it.
     files, batches = timed_batches(seconds=0.005)
     with opened_engine(tmp_path / "state.kv", files) as engine:
-        with engine._io:
+        with engine.io:
             for i in range(16):
                 engine.set(f"k{i}", i)
             time.sleep(0.05)

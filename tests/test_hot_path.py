@@ -21,7 +21,7 @@ from engine_invariants import hot_path_is_sound, hot_path_room
 from on_disk import replay_store, store_size
 from scripted_files import ScriptedFiles
 
-from aiokv import _engine
+from aiokv import _compaction
 from aiokv._commit import Commit
 from aiokv._engine import Engine
 from aiokv._format import Value
@@ -60,13 +60,13 @@ def opened(path: Path) -> Iterator[Engine]:
 def sets_off_the_hot_path(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The keys of the sets without a ttl that take the general path, as they come."""
     general: list[str] = []
-    set_framed = engine._set_framed
+    set_framed = engine.writes._set_framed
 
     def counted(key: str, stored: Value, frame: bytes) -> Commit | None:
         general.append(key)
         return set_framed(key, stored, frame)
 
-    monkeypatch.setattr(engine, "_set_framed", counted)
+    monkeypatch.setattr(engine.writes, "_set_framed", counted)
     return general
 
 
@@ -79,7 +79,7 @@ def test_the_hot_path_logs_and_counts_exactly_what_the_general_path_does(
         engine.open()
         sets(engine)
     try:
-        assert mapped._log.map_appends and not written._log.map_appends
+        assert mapped.log.map_appends and not written.log.map_appends
         assert mapped.items() == written.items()
         ours, theirs = mapped.stats(), written.stats()
         assert (ours.keys, ours.file_bytes, ours.live_bytes) == (
@@ -161,8 +161,8 @@ def test_a_set_on_a_key_with_an_expiry_removes_the_expiry(tmp_path: Path) -> Non
 def test_sets_while_a_compaction_runs_reach_the_new_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(_engine, "COMPACT_SLACK", 0)
-    monkeypatch.setattr(_engine, "COMPACTION_CHECK_BYTES", 2048)  # hot path in between
+    monkeypatch.setattr(_compaction, "COMPACT_SLACK", 0)
+    monkeypatch.setattr(_compaction, "COMPACTION_CHECK_BYTES", 2048)  # hot path in between
     path = str(tmp_path / "s.kv")
     engine = Engine(path)
     engine.open()
@@ -171,7 +171,7 @@ def test_sets_while_a_compaction_runs_reach_the_new_file(
     def check() -> None:
         while not stop.is_set():
             if not hot_path_is_sound(engine):
-                unsound.append(engine._log.fast_end)
+                unsound.append(engine.log.fast_end)
 
     stop = threading.Event()
     checker = threading.Thread(target=check)
@@ -252,14 +252,14 @@ def test_sets_with_a_ttl_and_incrs_take_the_hot_path_while_it_is_open(
 ) -> None:
     engine = Engine(str(tmp_path / "s.kv"), files=ScriptedFiles(), fsync_interval=30.0)
     general: list[str] = []
-    write_put = engine._write_put
+    write_put = engine.writes.write_put
 
     def counted(key: str, stored: Value, expires: float | None,
                 frame: bytes | None = None) -> Commit | None:
         general.append(key)
         return write_put(key, stored, expires, frame)
 
-    monkeypatch.setattr(engine, "_write_put", counted)
+    monkeypatch.setattr(engine.writes, "write_put", counted)
     engine.open()
     try:
         engine.set("warm-up", 1, ttl=60)  # the general path grants the room

@@ -64,7 +64,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from aiokv import _engine as engine_module
+from aiokv import _compaction, _writer_thread
 from aiokv import _log_files as log_files_module
 from aiokv._chain import LOG_INFIX
 from aiokv._engine import Engine
@@ -872,8 +872,8 @@ def record_walk(level: str) -> Recording:
     """WALK_WORKLOAD, with a walk of one entry per batch, each batch written
     as soon as it is taken: the writes come between the first two batches."""
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(engine_module, "SNAPSHOT_BATCH", 1)
-        patch.setattr(engine_module, "WRITE_CHUNK", 1)
+        patch.setattr(_compaction, "SNAPSHOT_BATCH", 1)
+        patch.setattr(_writer_thread, "WRITE_CHUNK", 1)
         patch.setattr(log_files_module, "WRITE_CHUNK", 1)
         return record(level, WALK_WORKLOAD)
 

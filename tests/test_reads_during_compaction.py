@@ -75,7 +75,7 @@ class FoldingDict(dict[str, Any]):
         value = super().get(key, default)
         if self.armed:
             self.armed = False
-            self.engine._fold_split()
+            self.engine.compaction.fold_split()
         return value
 
 
@@ -88,17 +88,17 @@ def split_store(path: Path) -> tuple[Engine, dict[str, object]]:
     engine.open()
     for i, key in enumerate(OLD):
         engine.set(key, i)
-    with engine._lock:
-        engine._table.frozen = engine._table.split = True
-        engine._update_detour()
+    with engine.lock:
+        engine.table.frozen = engine.table.split = True
+        engine.writes.update_detour()
     for i, key in enumerate(NEW):
         engine.set(key, -i)
     for key in GONE:
         engine.delete(key)
-    assert set(engine._table.added) == set(NEW)
-    assert engine._table.gone == set(GONE)
-    with engine._lock:
-        engine._table.frozen = False  # as the fold's first step does
+    assert set(engine.table.added) == set(NEW)
+    assert engine.table.gone == set(GONE)
+    with engine.lock:
+        engine.table.frozen = False  # as the fold's first step does
     expected: dict[str, object] = {key: i for i, key in enumerate(OLD) if key not in GONE}
     expected.update({key: -i for i, key in enumerate(NEW)})
     return engine, expected
@@ -125,10 +125,10 @@ def test_no_read_misses_an_acknowledged_key_between_any_two_steps_of_the_fold(
     engine, expected = split_store(tmp_path / "state.kv")
     misses: list[str] = []
     probe = probe_of(engine, expected, misses)
-    engine._table.entries = ProbingDict(engine._table.entries, probe)
-    engine._table.added = ProbingDict(engine._table.added, probe)
-    engine._fold_split()
-    assert not engine._table.split and not engine._table.added and not engine._table.gone
+    engine.table.entries = ProbingDict(engine.table.entries, probe)
+    engine.table.added = ProbingDict(engine.table.added, probe)
+    engine.compaction.fold_split()
+    assert not engine.table.split and not engine.table.added and not engine.table.gone
     assert misses == []
     probe()
     assert misses == []
@@ -141,15 +141,15 @@ def test_a_fold_between_a_readers_own_lookups_makes_it_miss_nothing(
     engine, expected = split_store(tmp_path / "state.kv")
     wrong: list[str] = []
     for key, value in expected.items():
-        if not engine._table.split:  # the previous key's read ended the split: begin anew
+        if not engine.table.split:  # the previous key's read ended the split: begin anew
             engine.close()
             engine, expected = split_store(tmp_path / f"state-{key}.kv")
-        table = engine._table
+        table = engine.table
         folding = FoldingDict(table.entries if where == "entries" else table.added, engine)
         if where == "entries":
-            engine._table.entries = folding
+            engine.table.entries = folding
         else:
-            engine._table.added = folding
+            engine.table.added = folding
         folding.armed = True
         got = engine.get(key)
         if got != value:
@@ -171,13 +171,13 @@ def test_a_key_written_again_while_the_split_ends_is_never_missed(tmp_path: Path
             if not engine.exists(key):
                 misses.append(f"exists({key!r})")
 
-    engine._table.entries = ProbingDict(engine._table.entries, probe)
-    engine._table.added = ProbingDict(engine._table.added, probe)
+    engine.table.entries = ProbingDict(engine.table.entries, probe)
+    engine.table.added = ProbingDict(engine.table.added, probe)
     for key in REVIVED:  # keys in _added, and tombstones: _put takes them back
         writing[key] = f"again-{key}"
         engine.set(key, writing[key])
         expected[key] = writing.pop(key)
-    engine._fold_split()
+    engine.compaction.fold_split()
     assert misses == []
     assert engine.items() == expected
     engine.close()

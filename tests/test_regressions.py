@@ -72,7 +72,7 @@ def test_an_expire_during_a_compaction_keeps_the_key_across_a_reopen(store_path:
     # after it then found no key on replay.
     clock = _ClockPausingCompaction()
     engine = Engine(store_path, clock=clock)
-    clock.lock = engine._lock
+    clock.lock = engine.lock
     engine.open()
     engine.set("session", "alice", ttl=10)
     compaction = threading.Thread(target=engine.compact)

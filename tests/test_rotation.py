@@ -18,7 +18,7 @@ import pytest
 from on_disk import replay_store, store_files, store_size
 from scripted_files import Call, ScriptedFiles, in_thread, nth
 
-from aiokv import KV, CorruptionError, _engine
+from aiokv import KV, CorruptionError, _compaction, _writes
 from aiokv._chain import follows_of
 from aiokv._engine import Engine
 from aiokv._files import REAL_FILES
@@ -131,9 +131,10 @@ def test_a_write_never_sleeps_while_a_compaction_runs(
     def recording_sleep(seconds: float) -> None:
         sleepers.append(threading.get_ident())
         real_sleep(seconds)
-    # time.sleep of the time module the engine uses: every thread's sleep is
-    # seen, and the test's thread (the writer here) must not be among them.
-    assert vars(_engine)["time"] is time
+    # time.sleep of the time module the writes and the compaction use: every
+    # thread's sleep is seen, and the test's thread (the writer here) must
+    # not be among them.
+    assert vars(_writes)["time"] is time and vars(_compaction)["time"] is time
     monkeypatch.setattr(time, "sleep", recording_sleep)
     me = threading.get_ident()
 

@@ -77,7 +77,7 @@ was already swept.
 Compaction during the machine
 -----------------------------
 A ``compact`` rule compacts explicitly. Automatic compaction starts only when
-dead bytes exceed live bytes by ``aiokv._engine.COMPACT_SLACK`` (640 KiB),
+dead bytes exceed live bytes by ``aiokv._compaction.COMPACT_SLACK`` (640 KiB),
 which small examples never reach, so each machine draws a slack in its
 ``initialize`` rule (0, 16 or 256 bytes, or the real value) and patches the
 module constant for the machine's lifetime (``_maybe_compact`` reads it at
@@ -137,7 +137,7 @@ from hypothesis.stateful import (
 from on_disk import store_files, store_size
 from scripted_files import ScriptedFiles, in_thread, nth
 
-from aiokv import AioKV, _engine
+from aiokv import AioKV, _compaction
 from aiokv._commit import Commit
 from aiokv._engine import Engine
 from aiokv._format import DELETE, FOLLOWS, SYNCED, decode_header
@@ -160,11 +160,11 @@ def only_sweep_records_after_the_compacted_part(path: str) -> bool:
     return True
 
 
-REAL_COMPACT_SLACK = _engine.COMPACT_SLACK
+REAL_COMPACT_SLACK = _compaction.COMPACT_SLACK
 REAL_THRESHOLDS = {
-    name: getattr(_engine, name)
+    name: getattr(_compaction, name)
     for name in ("COMPACT_SLACK", "COMPACTION_CHECK_BYTES")
-    if hasattr(_engine, name)
+    if hasattr(_compaction, name)
 }
 """The engine's compaction constants this module patches (those it has)."""
 
@@ -255,7 +255,7 @@ def assert_same(actual: object, wanted: object) -> None:
 def set_compaction_thresholds(**values: int) -> None:
     """Patch the engine's compaction constants; those not given get their real value."""
     for name, real in REAL_THRESHOLDS.items():
-        setattr(_engine, name, values.get(name, real))
+        setattr(_compaction, name, values.get(name, real))
 
 
 @pytest.fixture(autouse=True)

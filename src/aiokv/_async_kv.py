@@ -15,8 +15,9 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any, TypeVar
 
+from ._arguments import NOW
 from ._commit import Commit
-from ._engine import NOW, Engine, Stats
+from ._engine import Engine, Stats
 from ._protocols import AsyncStore
 from ._redis_store import RedisAioKV, check_server_options
 from ._shell import Shell

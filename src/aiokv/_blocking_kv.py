@@ -13,7 +13,8 @@ import os
 from types import TracebackType
 from typing import Any
 
-from ._engine import NOW, Engine, Stats
+from ._arguments import NOW
+from ._engine import Engine, Stats
 from ._protocols import Store
 from ._redis_store import RedisKV, check_server_options
 from ._shell import Shell

@@ -25,8 +25,9 @@ from dataclasses import dataclass
 from ._async_kv import AioKV
 from ._blocking_kv import KV
 from ._chain import LOG_INFIX, ChainReplay, follows_of, log_path, peek_header, replay_chain
+from ._compaction import COMPACT_SLACK
 from ._copy import CopyError, copy_store
-from ._engine import COMPACT_SLACK, Engine
+from ._engine import Engine
 from ._errors import AioKVError
 from ._files import REAL_FILES
 from ._format import decode_value

@@ -18,7 +18,7 @@ turns. No cut while a batch is being written: whatever queues meanwhile
 shares the next fsync.
 
 Nothing here does I/O, starts a thread or takes a lock: ``PendingWrites``
-is guarded by the engine's ``_lock``, held around every call. The clock is
+is guarded by the engine's ``lock``, held around every call. The clock is
 injected, so the policy is tested without sleeping.
 """
 
@@ -70,7 +70,7 @@ class CutPolicy:
 class PendingWrites:
     """The queue of frames the writer thread has yet to write, oldest first.
 
-    Fields are guarded by the engine's ``_lock``. ``frames[i]`` comes with
+    Fields are guarded by the engine's ``lock``. ``frames[i]`` comes with
     ``undo[i]``. At "fsync" (``group_commit``) the first ``cut`` frames, if
     any, are a batch of their own with the commit ``cut_commit``; the frames
     after them share ``commit``; ``inflight`` is the batch being written.

@@ -9,7 +9,7 @@ import logging
 import mmap
 
 from ._files import FileSystem, Window
-from ._format import encode_synced
+from ._format import HEADER_SIZE, encode_synced
 
 logger = logging.getLogger("aiokv")
 
@@ -22,8 +22,8 @@ appends go through: an eighth of the log, within these bounds."""
 class LogWriter:
     """Appends frames to one open log, and keeps its end and its vouching.
 
-    Every field is guarded by the engine's ``_lock``; replacing or closing
-    ``fd`` also takes ``_io`` (the engine does that). The room of set()'s
+    Every field is guarded by the engine's ``lock``; replacing or closing
+    ``fd`` also takes ``io`` (the engine does that). The room of set()'s
     hot path (``fast_end``) lives here, with the window it writes into: the
     engine grants it (``grant_room``) only when nothing else is due, and
     anything that must stop the hot path calls ``revoke_room``.
@@ -55,6 +55,27 @@ class LogWriter:
         self.vouched = False
         self.synced_end = 0
         self.marked_end = 0
+        self.unsynced = False
+        """"flush" and "buffered": frames were written that no fsync has
+        covered yet (the writer thread fsyncs ``fsync_interval`` after)."""
+        self.unsynced_since = 0.0
+        """Since when (``time.monotonic()``) ``unsynced`` holds."""
+
+    def switch(self, fd: int, end: int) -> tuple[int, int]:
+        """Append to another file from now on: the one open at ``fd``, whose
+        first ``end`` bytes are written and its header fsynced. Returns the
+        descriptor and length of the file appended to until now, which the
+        caller keeps. The window must be released first (release_reserved);
+        whether writes are unsynced carries over."""
+        assert self.window is None, "release the window before switching files"
+        old_fd, old_end = self.fd, self.end
+        assert old_fd is not None
+        self.fd, self.end = fd, end
+        self.reserved_end = 0
+        self.tail_dirty = False
+        self.fast_end = 0
+        self.vouch_from(HEADER_SIZE)  # the header is fsynced, not yet what follows it
+        return old_fd, old_end
 
     # -- the hot path's room -------------------------------------------------
 

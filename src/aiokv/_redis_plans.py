@@ -31,7 +31,7 @@ from typing import Any, TypeVar
 
 import msgpack
 
-from ._engine import _check_key, _check_ttl, _prepare
+from ._arguments import check_key, check_ttl, prepare
 from ._errors import CorruptionError
 from ._format import Encoded
 
@@ -175,7 +175,7 @@ def _escape_glob(raw: bytes) -> bytes:
 
 def encode(key: str, value: object) -> bytes:
     """The bytes stored for ``value``, checked as the local store checks it."""
-    stored = _prepare(key, value)
+    stored = prepare(key, value)
     if type(stored) is int:
         return str(stored).encode()
     if type(stored) is Encoded:
@@ -204,7 +204,7 @@ def decode(raw: bytes, key: str, where: str) -> object:
 
 def ttl_ms(ttl: object) -> int | None:
     """``ttl`` (seconds; None or 0: none) in whole milliseconds, rounded up."""
-    seconds = _check_ttl(ttl)
+    seconds = check_ttl(ttl)
     if seconds is None:
         return None
     ms = max(1, math.ceil(seconds * 1000))
@@ -218,13 +218,13 @@ def ttl_ms(ttl: object) -> int | None:
 
 
 def get(names: Names, where: str, key: str, default: object) -> Plan[object]:
-    key = _check_key(key)
+    key = check_key(key)
     raw = yield Command(("GET", names.full(key)))
     return default if raw is None else decode(raw, key, where)
 
 
 def set_(names: Names, key: str, value: object, ttl: object) -> Plan[None]:
-    key = _check_key(key)
+    key = check_key(key)
     payload = encode(key, value)
     ms = ttl_ms(ttl)
     full = names.full(key)
@@ -233,7 +233,7 @@ def set_(names: Names, key: str, value: object, ttl: object) -> Plan[None]:
 
 
 def add(names: Names, key: str, value: object, ttl: object) -> Plan[bool]:
-    key = _check_key(key)
+    key = check_key(key)
     payload = encode(key, value)
     ms = ttl_ms(ttl)
     full = names.full(key)
@@ -244,14 +244,14 @@ def add(names: Names, key: str, value: object, ttl: object) -> Plan[bool]:
 
 
 def delete(names: Names, key: str) -> Plan[bool]:
-    key = _check_key(key)
+    key = check_key(key)
     full = names.full(key)
     yield Command(("UNLINK", full), write=True, route=full)
     return True
 
 
 def exists(names: Names, key: str) -> Plan[bool]:
-    key = _check_key(key)
+    key = check_key(key)
     full = names.full(key)
     return bool((yield Command(("EXISTS", full), route=full)))
 
@@ -259,7 +259,7 @@ def exists(names: Names, key: str) -> Plan[bool]:
 def ttl(names: Names, key: str) -> Plan[int]:
     """As the local store answers: whole seconds left rounded up, -1, -2
     (Redis's TTL rounds to nearest, and says 0 for a live key)."""
-    key = _check_key(key)
+    key = check_key(key)
     full = names.full(key)
     left = yield Command(("PTTL", full), route=full)
     if left < 0:
@@ -268,7 +268,7 @@ def ttl(names: Names, key: str) -> Plan[int]:
 
 
 def expire(names: Names, key: str, ttl: object) -> Plan[bool]:
-    key = _check_key(key)
+    key = check_key(key)
     ms = ttl_ms(ttl)
     full = names.full(key)
     if ms is None:
@@ -279,7 +279,7 @@ def expire(names: Names, key: str, ttl: object) -> Plan[bool]:
 
 
 def incr(names: Names, where: str, key: str, amount: int, ttl: object) -> Plan[int]:
-    key = _check_key(key)
+    key = check_key(key)
     if isinstance(amount, bool) or not isinstance(amount, int):
         raise TypeError(f"amount must be an int, not {type(amount).__name__}")
     amount = int(amount)
@@ -468,7 +468,7 @@ def put_many(names: Names, items: list[tuple[str, object, float | None]], *,
     commands = []
     now = _clock()
     for key, value, expires in items:
-        full = names.full(_check_key(key))
+        full = names.full(check_key(key))
         args: tuple[Any, ...] = ("SET", full, encode(key, value))
         if not overwrite:
             args += ("NX",)

@@ -18,7 +18,8 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from . import _redis_plans as plans
-from ._engine import DURABILITY_LEVELS, NOW, Stats, _check_key
+from ._arguments import NOW, check_key
+from ._engine import DURABILITY_LEVELS, Stats
 from ._errors import ClosedError
 from ._redis_client import async_executor, sync_executor
 from ._target import ServerTarget
@@ -140,7 +141,7 @@ class RedisAioKV(_ServerStore):
 
     async def delete(self, key: str) -> bool:
         self._check_open()
-        key = _check_key(key)
+        key = check_key(key)
         try:
             return await self._run(plans.delete(self._names, key))
         except OSError:
@@ -250,7 +251,7 @@ class RedisKV(_ServerStore):
 
     def delete(self, key: str) -> bool:
         self._check_open()
-        key = _check_key(key)
+        key = check_key(key)
         try:
             return self._run(plans.delete(self._names, key))
         except OSError:

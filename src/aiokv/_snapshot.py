@@ -1,7 +1,7 @@
 """What a compaction writes, as functions of the table's entries: the
 snapshot frames of a batch as the log holds it, and the pacing of the thread
 that writes them. No lock, no file: the engine calls these with its lock held
-where the docstrings say so (see Engine._compact_once).
+where the docstrings say so (see Compaction._compact_once).
 """
 
 from __future__ import annotations

@@ -16,8 +16,8 @@ from __future__ import annotations
 class StoreFiles:
     """The chain of an open store, as the engine holds it.
 
-    Every field is guarded by the engine's ``_lock``; closing a descriptor
-    also takes ``_io`` (the engine does that, with what these methods hand
+    Every field is guarded by the engine's ``lock``; closing a descriptor
+    also takes ``io`` (the engine does that, with what these methods hand
     back). No file call is made here.
     """
 
@@ -38,6 +38,13 @@ class StoreFiles:
         """Descriptors of earlier log files of the chain, open until removed."""
         self.retired_unsynced: list[int] = []
         """Those of them (or the base's) not yet fsynced since appends moved on."""
+        self.dir_unsynced = False
+        """The directory's entries changed (a compaction's rename) and are not
+        yet fsynced: the next fsync of the log does it too."""
+        self.compactions = 0
+        """Compactions the base has gone through (its header says so)."""
+        self.last_compaction: float | None = None
+        """Unix time of the last compaction (its header), None if never."""
 
     def adopt(self, base_fd: int | None, chain: list[int], chain_bytes: int, log_floor: int,
               next_log: int) -> None:

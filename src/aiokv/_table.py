@@ -36,7 +36,7 @@ def expiry_size(key: str) -> int:
 class Table:
     """The store's entries and expiry times, and an estimate of their size on disk.
 
-    Guarded by the engine's ``_lock``: every method that changes the table
+    Guarded by the engine's ``lock``: every method that changes the table
     runs holding it, and so does every read but ``lookup`` (which ``get`` and
     ``exists`` call without it; see ``lookup_aside``). The hot path of the
     engine's ``set()`` changes ``entries`` and ``live_bytes`` itself, under

@@ -88,7 +88,7 @@ from pathlib import Path
 
 from ._async_kv import AioKV
 from ._chain import log_numbers, log_path
-from ._engine import Engine
+from ._compaction import Compaction
 
 DURABILITIES = ("flush", "fsync", "buffered")
 ACKS_SURVIVE_A_KILL = ("flush", "fsync")
@@ -317,16 +317,16 @@ def emit(event: dict[str, object]) -> None:
 
 def _trace_compactions() -> None:
     """Report every compaction the engine runs, automatic ones included."""
-    original = Engine._compact_once
+    original = Compaction._compact_once
 
-    def traced(self: Engine) -> None:
+    def traced(self: Compaction) -> None:
         emit({"e": "compaction-begin"})
         try:
             original(self)
         finally:
             emit({"e": "compaction-end"})
 
-    Engine._compact_once = traced  # type: ignore[method-assign]
+    Compaction._compact_once = traced  # type: ignore[method-assign]
 
 
 class _Sequence:
