@@ -16,12 +16,13 @@ from __future__ import annotations
 import os
 import random
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from aiokv import _torture
+from aiokv import KV, _torture
 from aiokv._torture import (
     DURABILITIES,
     ChildRun,
@@ -299,3 +300,52 @@ def test_contents_compare_key_by_key_in_any_order_with_exact_types() -> None:
     assert not same_contents({"a": 1}, {"a": True})
     assert not same_contents({"a": 1}, {"a": 1, "b": 2})
     assert not same_contents({"m": {"x": 1, "y": 2}}, {"m": {"y": 2, "x": 1}})
+
+
+# -- the fork server ----------------------------------------------------------------
+
+
+def test_a_forked_child_that_exits_by_itself_is_reported(tmp_path: Path) -> None:
+    """Its store cannot be opened: it exits with the traceback, before any kill."""
+    store = tmp_path / "state.kv"
+    store.mkdir()  # not a file: opening it fails
+    forked = 0
+    with _torture.ForkServer() as server:
+        for seed in range(12):
+            child = run_and_kill(store, "fsync", 0, random.Random(seed), server)
+            if child.mode == "starting":  # a new interpreter, killed before it imports aiokv
+                continue
+            forked += 1
+            assert any("exited by itself (status 1)" in problem for problem in child.problems)
+            assert "Traceback" in child.stderr and str(store) in child.stderr
+            assert child.began_opening and not child.opened
+    assert forked >= 6
+
+
+def test_closing_the_server_ends_the_child_it_runs(tmp_path: Path) -> None:
+    with _torture.ForkServer() as server, open(tmp_path / "stderr", "wb") as stderr:
+        child = _torture._Forked(server, tmp_path / "state.kv", "flush", 0, stderr)
+        assert child.stdout.readline().startswith(b'{"e":"opening"}')
+    # The server killed it as it ended: its output ends instead of running for LIFETIME.
+    started = time.monotonic()
+    child.stdout.read()
+    child.stdout.close()
+    assert time.monotonic() - started < 10
+
+
+def test_the_server_signals_none_but_its_own_unreaped_child() -> None:
+    with _torture.ForkServer() as server, pytest.raises(RuntimeError, match="not a child of"):
+        server.stop(os.getpid())
+
+
+def test_the_server_refuses_to_fork_what_a_child_must_not_inherit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A store engine open in the server (or another thread) would be copied into the child."""
+    monkeypatch.setattr(threading, "active_count", lambda: 1)
+    _torture._check_nothing_to_inherit()
+    with KV(tmp_path / "state.kv"), pytest.raises(RuntimeError, match="1 engines"):
+        _torture._check_nothing_to_inherit()
+    monkeypatch.setattr(threading, "active_count", lambda: 2)
+    with pytest.raises(RuntimeError, match="2 threads"):
+        _torture._check_nothing_to_inherit()

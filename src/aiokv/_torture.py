@@ -1,14 +1,20 @@
 """Crash torture: SIGKILL a writing process at random instants, then reopen.
 
 ``torture()`` (and ``aiokv torture DIR``) runs trials. Each trial starts a
-child process (``python -m aiokv._torture child PATH DURABILITY RUN``) that
-writes from many tasks (while others compact, flush and clear the store; at
-"buffered" it first fills the store with more keys than a compaction takes
-in one batch: ``WORKLOADS``) and prints each write's intent before issuing it
-and its acknowledgement once the ``await`` returned. The parent kills the child
-with SIGKILL at a random instant (while Python starts, while the store opens,
-while it writes, right after a compaction began or ended, right after a clear
-began), reopens the store and checks it against the printed lines.
+child process that writes from many tasks (while others compact, flush and
+clear the store; at "buffered" it first fills the store with more keys than
+a compaction takes in one batch: ``WORKLOADS``) and prints each write's
+intent before issuing it and its acknowledgement once the ``await``
+returned. The parent kills the child with SIGKILL at a random instant (while
+Python starts, while the store opens, while it writes, right after a
+compaction began or ended, right after a clear began), reopens the store and
+checks it against the printed lines.
+
+The child is forked from a server process that imported aiokv once and
+never opens a store (``ForkServer``): it opens the store after the fork, as
+a new process would, without an interpreter's start-up every trial. To be
+killed while Python starts, it is a new interpreter instead
+(``python -m aiokv._torture child PATH DURABILITY RUN``).
 
 Which writes must survive depends on the level. At "flush" and "fsync",
 every acknowledged one. At "buffered" a write is acknowledged before it
@@ -76,16 +82,20 @@ import random
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+import traceback
 import zlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO, NoReturn, TypeVar
 
+from . import _engine
 from ._async_kv import AioKV
 from ._chain import log_numbers, log_path
 from ._compaction import Compaction
@@ -575,9 +585,9 @@ class ChildRun:
 class _Reader(threading.Thread):
     """Collects the child's stdout lines and signals the points it reaches."""
 
-    def __init__(self, process: subprocess.Popen[bytes]) -> None:
+    def __init__(self, stdout: IO[bytes]) -> None:
         super().__init__(daemon=True)
-        self.process = process
+        self.stdout = stdout
         self.events: list[dict[str, object]] = []
         self.garbage: list[bytes] = []
         self.opening = threading.Event()
@@ -587,8 +597,7 @@ class _Reader(threading.Thread):
         self.clearing = threading.Event()
 
     def run(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
+        for line in self.stdout:
             try:
                 event = json.loads(line)
             except ValueError:
@@ -642,40 +651,89 @@ def _choose_kill(rng: random.Random) -> tuple[str, float]:
     return mode, rng.uniform(0, 0.004)
 
 
-def run_and_kill(path: Path, durability: str, run: int, rng: random.Random) -> ChildRun:
-    """Start the child on ``path``, SIGKILL it at a random instant, parse its output."""
+class _Spawned:
+    """A child started as a new interpreter: ``python -m aiokv._torture child``."""
+
+    def __init__(self, path: Path, durability: str, run: int, stderr: IO[bytes]) -> None:
+        self._process = subprocess.Popen(
+            _child_command(path, durability, run),
+            stdout=subprocess.PIPE, stderr=stderr, env=_child_env(), cwd=_package_root(),
+        )
+        assert self._process.stdout is not None
+        self.stdout: IO[bytes] = self._process.stdout
+
+    def stop(self) -> tuple[int, bool]:
+        """SIGKILL it unless it exited already, and reap it: its status (as
+        ``Popen.returncode``) and whether it had exited by itself."""
+        exited = self._process.poll() is not None
+        if not exited:
+            # kill() polls first: a child that died meanwhile is reaped, not
+            # signalled, so the signal never reaches a stranger given its pid.
+            self._process.kill()
+        return self._process.wait(), exited
+
+
+class _Forked:
+    """A child the fork server forked, writing its lines into a pipe of ours."""
+
+    def __init__(self, server: ForkServer, path: Path, durability: str, run: int,
+                 stderr: IO[bytes]) -> None:
+        read, write = os.pipe()
+        try:
+            self._pid = server.start(path, durability, run, write, stderr.fileno())
+        except BaseException:
+            os.close(read)
+            raise
+        finally:
+            os.close(write)  # the child holds the only write end: EOF when it dies
+        self._server = server
+        self.stdout: IO[bytes] = open(read, "rb")  # noqa: SIM115 (closed by run_and_kill)
+
+    def stop(self) -> tuple[int, bool]:
+        """As ``_Spawned.stop``: the server kills and reaps its child."""
+        return self._server.stop(self._pid)
+
+
+def _start_child(path: Path, durability: str, run: int, stderr: IO[bytes], *,
+                 server: ForkServer | None, mode: str) -> _Spawned | _Forked:
+    """A forked child, or a new interpreter without a server or to kill
+    while starting: only a new interpreter has a start-up to kill it in."""
+    if server is None or mode == "starting":
+        return _Spawned(path, durability, run, stderr)
+    return _Forked(server, path, durability, run, stderr)
+
+
+def run_and_kill(path: Path, durability: str, run: int, rng: random.Random,
+                 server: ForkServer | None = None) -> ChildRun:
+    """Start the child on ``path``, SIGKILL it at a random instant, parse its output.
+
+    With a ``server``, the child is forked from it (except to kill it while
+    Python starts); without one, it is a new interpreter.
+    """
     mode, delay = _choose_kill(rng)
     result = ChildRun(mode=mode, delay=delay, run=run, durability=durability)
     stderr_path = path.with_name(f"child-{run}.stderr")
     with open(stderr_path, "wb") as stderr:
-        process = subprocess.Popen(
-            _child_command(path, durability, run),
-            stdout=subprocess.PIPE, stderr=stderr, env=_child_env(), cwd=_package_root(),
-        )
-    reader = _Reader(process)
+        child = _start_child(path, durability, run, stderr, server=server, mode=mode)
+    reader = _Reader(child.stdout)
     reader.start()
     try:
         point = {"opening": reader.opening, "writing": reader.acked,
                  "compacting": reader.compacting, "compacted": reader.compacted,
                  "clearing": reader.clearing}.get(mode)
-        if point is not None and not point.wait(WAIT_LIMIT) and process.poll() is None:
+        # The reader sets every point once the child is gone (end of its output).
+        if point is not None and not point.wait(WAIT_LIMIT):
             result.problems.append(f"the child was not {mode} after {WAIT_LIMIT:.0f} s")
         time.sleep(delay)
-        exited = process.poll()
-        if exited is None:
-            # Still our unreaped child (even if it just died), so the pid is its own.
-            os.kill(process.pid, signal.SIGKILL)
-            process.wait(WAIT_LIMIT)
     finally:
-        if process.returncode is None:
-            os.kill(process.pid, signal.SIGKILL)
-            process.wait()
-        reader.join(WAIT_LIMIT)
-        assert process.stdout is not None
-        process.stdout.close()
+        try:
+            status, exited = child.stop()
+        finally:
+            reader.join(WAIT_LIMIT)
+            child.stdout.close()
     result.stderr = stderr_path.read_text(errors="replace")
-    if exited is not None or process.returncode != -signal.SIGKILL:
-        result.problems.append(f"the child exited by itself (status {process.returncode}):\n"
+    if exited or status != -signal.SIGKILL:
+        result.problems.append(f"the child exited by itself (status {status}):\n"
                                f"{result.stderr[-3000:]}")
     if reader.garbage:
         result.problems.append(f"the child printed unexpected lines: {reader.garbage[:3]}")
@@ -724,6 +782,220 @@ def _parse_events(events: list[dict[str, object]], result: ChildRun) -> None:
     issued = {seq for seq, _, _ in result.intents}
     if not result.acked <= issued:
         result.problems.append("the child acknowledged a write it never announced")
+
+
+# -- the parent: the fork server ------------------------------------------------
+
+_Value = TypeVar("_Value")
+
+
+class ForkServer:
+    """A process that imported aiokv once and forks a fresh child per trial.
+
+    Starting an interpreter and importing aiokv took most of a trial (about
+    190 ms of 280 on a shared 2-core machine); forking a process that did
+    both takes about a millisecond. The server never opens a store (it checks
+    before each fork that it has no engine and no thread to hand down), so a
+    child opens the store after the fork, as one started anew would. It reaps
+    a child only when asked to stop it: until then the pid stays that child's.
+
+    Requests and replies are lines of JSON on a Unix socket; a start passes
+    the child's stdout and stderr along (SCM_RIGHTS).
+    """
+
+    def __init__(self) -> None:
+        ours, theirs = socket.socketpair()
+        with theirs:
+            self._process = subprocess.Popen(
+                _serve_command(theirs.fileno()), pass_fds=[theirs.fileno()],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, env=_child_env(),
+                cwd=_package_root(),
+            )
+        self._control = ours
+
+    def __enter__(self) -> ForkServer:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def start(self, path: Path, durability: str, run: int, stdout: int, stderr: int) -> int:
+        """Fork a child that runs ``_child_main`` on ``path``, writing to the
+        descriptors ``stdout`` and ``stderr``: its pid."""
+        reply = self._ask({"op": "start", "path": str(path), "durability": durability,
+                           "run": run}, [stdout, stderr])
+        return _field(reply, "pid", int)
+
+    def stop(self, pid: int) -> tuple[int, bool]:
+        """SIGKILL the child unless it exited already, and reap it: its status
+        (as ``Popen.returncode``) and whether it had exited by itself."""
+        reply = self._ask({"op": "stop", "pid": pid})
+        return _field(reply, "status", int), _field(reply, "exited", bool)
+
+    def close(self) -> None:
+        """End the server (it kills a child still running) and reap it."""
+        self._control.close()
+        try:
+            self._process.wait(WAIT_LIMIT)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
+
+    def _ask(self, request: dict[str, object], fds: Sequence[int] = ()) -> dict[str, object]:
+        _send(self._control, request, fds)
+        reply, _ = _receive(self._control)
+        if reply is None:
+            raise RuntimeError(f"the torture fork server is gone (status {self._process.poll()})")
+        if "error" in reply:
+            raise RuntimeError(f"the torture fork server failed: {reply['error']}")
+        return reply
+
+
+def _serve_command(fd: int) -> list[str]:
+    return [sys.executable, "-m", "aiokv._torture", "serve", str(fd)]
+
+
+def _field(message: dict[str, object], name: str, kind: type[_Value]) -> _Value:
+    """``message[name]``, which must be a ``kind``."""
+    value = message.get(name)
+    if not isinstance(value, kind):
+        raise ValueError(f"{name!r} is not a {kind.__name__}: {message}")
+    return value
+
+
+def _send(control: socket.socket, message: dict[str, object], fds: Sequence[int] = ()) -> None:
+    """Send ``message`` as one line of JSON, with the descriptors ``fds``."""
+    data = json.dumps(message).encode() + b"\n"
+    sent = socket.send_fds(control, [data], list(fds)) if fds else 0
+    control.sendall(data[sent:])
+
+
+def _receive(control: socket.socket) -> tuple[dict[str, object] | None, list[int]]:
+    """The next line of JSON and the descriptors sent with it; None once the
+    other side closed. Requests and replies alternate, so what arrives never
+    runs past the end of one line."""
+    data, fds, _, _ = socket.recv_fds(control, 1 << 16, 2)
+    while data and not data.endswith(b"\n"):
+        more = control.recv(1 << 16)
+        if not more:
+            break
+        data += more
+    if not data.endswith(b"\n"):
+        for fd in fds:
+            os.close(fd)
+        return None, []
+    message = json.loads(data)
+    if not isinstance(message, dict):
+        raise ValueError(f"not a JSON object: {data!r}")
+    return message, fds
+
+
+def _serve(fd: int) -> None:
+    """The fork server (``python -m aiokv._torture serve FD``): start and stop
+    children as the parent asks on the socket ``fd``, until it closes it."""
+    # Ctrl-C reaches the whole process group: the parent ends us by closing.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    unreaped: list[int] = []
+    try:
+        with socket.socket(fileno=fd) as control:
+            _answer(control, unreaped)
+    finally:
+        for pid in unreaped:
+            _stop_child(pid)
+
+
+def _answer(control: socket.socket, unreaped: list[int]) -> None:
+    """Answer each request on ``control`` until the parent closes it."""
+    while True:
+        request, fds = _receive(control)
+        if request is None:
+            return
+        try:
+            reply = _serve_one(control, request, fds, unreaped)
+        except Exception as exc:
+            reply = {"error": repr(exc)}
+        _send(control, reply)
+
+
+def _serve_one(control: socket.socket, request: dict[str, object], fds: list[int],
+               unreaped: list[int]) -> dict[str, object]:
+    """Carry out one request; ``unreaped`` holds the child started and not yet stopped."""
+    if request.get("op") == "start":
+        try:
+            if unreaped or len(fds) != 2:
+                raise ValueError(f"cannot start a child: {len(unreaped)} running, {fds=}")
+            pid = _fork_child(control, request, fds[0], fds[1])
+        finally:
+            for fd in fds:
+                os.close(fd)
+        unreaped.append(pid)
+        return {"pid": pid}
+    if request.get("op") == "stop":
+        pid = _field(request, "pid", int)
+        if pid not in unreaped:
+            raise ValueError(f"not a child of this server: {pid}")
+        unreaped.remove(pid)
+        status, exited = _stop_child(pid)
+        return {"status": status, "exited": exited}
+    raise ValueError(f"unknown request: {request}")
+
+
+def _stop_child(pid: int) -> tuple[int, bool]:
+    """SIGKILL our child ``pid`` unless it exited, and reap it: (status, exited)."""
+    done, wait_status = os.waitpid(pid, os.WNOHANG)
+    exited = done != 0
+    if not exited:
+        # Not reaped yet: the pid is still our child's, alive or not.
+        os.kill(pid, signal.SIGKILL)
+        _, wait_status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(wait_status), exited
+
+
+def _check_nothing_to_inherit() -> None:
+    """A child must start as a new process would: no store engine (the server
+    opens none), no thread but ours (a fork copies locks a thread holds)."""
+    if len(_engine._open_engines) or threading.active_count() != 1:
+        raise RuntimeError(f"the fork server has {len(_engine._open_engines)} engines and "
+                           f"{threading.active_count()} threads: it cannot fork a fresh child")
+
+
+def _fork_child(control: socket.socket, request: dict[str, object], stdout: int,
+                stderr: int) -> int:
+    """Fork a child that runs ``_child_main`` on what ``request`` names: its pid."""
+    path = _field(request, "path", str)
+    durability = _field(request, "durability", str)
+    run = _field(request, "run", int)
+    _check_nothing_to_inherit()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:
+        _be_the_child(control, stdout, stderr, (path, durability, run))
+    return pid
+
+
+def _be_the_child(control: socket.socket, stdout: int, stderr: int,
+                  arguments: tuple[str, str, int]) -> NoReturn:
+    """In the forked child: write to ``stdout`` and ``stderr``, run the child's
+    work until the kill, and never return into the server's loop."""
+    try:
+        control.close()
+        os.dup2(stdout, 1)
+        os.dup2(stderr, 2)
+        os.close(stdout)
+        os.close(stderr)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        _run_child(*arguments)
+    except BaseException:
+        traceback.print_exc()
+        sys.stderr.flush()
+    os._exit(1)
+
+
+def _run_child(path: str, durability: str, run: int) -> None:
+    """The child's work: write until killed (it exits at once if its parent
+    is gone, or after ``LIFETIME``)."""
+    asyncio.run(_child_main(path, durability, run))
 
 
 # -- the parent: check ------------------------------------------------------------
@@ -1064,10 +1336,10 @@ def _check_reopened(store: _Store, child: ChildRun, reopened: _Reopened,
 
 
 def _trial(store: _Store, durability: str, run: int, rng: random.Random,
-           result: TortureResult) -> list[str]:
+           result: TortureResult, *, server: ForkServer) -> list[str]:
     """Kill one child on ``store``, reopen it and check it; the violations found."""
     had_log = store.path.exists()
-    child = run_and_kill(store.path, durability, run, rng)
+    child = run_and_kill(store.path, durability, run, rng, server)
     problems = list(child.problems)
     marker = {"trial": result.trials, "run": run}
     log_left = store.path.exists()
@@ -1100,6 +1372,43 @@ def _retire(store: _Store, result: TortureResult, damaged: bool) -> None:
         shutil.rmtree(store.directory)
 
 
+@dataclass(frozen=True)
+class _Budget:
+    """How long a torture run goes on: ``seconds`` from ``started``, at most
+    ``trials`` trials (no limit if None)."""
+
+    started: float
+    seconds: float
+    trials: int | None
+
+    def allows_another(self, result: TortureResult) -> bool:
+        return (time.monotonic() - self.started < self.seconds
+                and (self.trials is None or result.trials < self.trials))
+
+
+def _run_trials(run_directory: Path, durability: str, budget: _Budget, rng: random.Random,
+                result: TortureResult, *, report: Report, server: ForkServer) -> None:
+    """Run trials on stores in ``run_directory`` while ``budget`` allows another."""
+    # Consecutive run numbers: values of two trials on one store never match.
+    first_run = rng.randrange(RUN_LIMIT)
+    store: _Store | None = None
+    while budget.allows_another(result):
+        if store is None:
+            store = _Store(run_directory / f"store-{result.trials}")
+            store.directory.mkdir()
+        violations = _trial(store, durability, (first_run + result.trials) % RUN_LIMIT, rng,
+                            result, server=server)
+        for violation in violations:
+            report(violation)
+        result.violations += violations
+        # After a violation the store's contents are no longer a trusted start.
+        if violations or store.trials == FRESH_EVERY:
+            _retire(store, result, damaged=bool(violations))
+            store = None
+    if store is not None:
+        _retire(store, result, damaged=False)
+
+
 def torture(directory: str | os.PathLike[str], seconds: float, durability: str, seed: int,
             report: Report, *, trials: int | None = None) -> TortureResult:
     """Kill writing children for ``seconds`` (or ``trials`` trials, if fewer).
@@ -1118,26 +1427,11 @@ def torture(directory: str | os.PathLike[str], seconds: float, durability: str, 
     run_directory = Path(tempfile.mkdtemp(prefix=f"torture-{durability}-{seed}-",
                                           dir=Path(directory).resolve()))
     rng = random.Random(f"{seed}-{durability}")
-    # Consecutive run numbers: values of two trials on one store never match.
-    first_run = rng.randrange(RUN_LIMIT)
     result = TortureResult(seed=seed, durability=durability)
     started = time.monotonic()
-    store: _Store | None = None
-    while time.monotonic() - started < seconds and (trials is None or result.trials < trials):
-        if store is None:
-            store = _Store(run_directory / f"store-{result.trials}")
-            store.directory.mkdir()
-        violations = _trial(store, durability, (first_run + result.trials) % RUN_LIMIT, rng,
-                            result)
-        for violation in violations:
-            report(violation)
-        result.violations += violations
-        # After a violation the store's contents are no longer a trusted start.
-        if violations or store.trials == FRESH_EVERY:
-            _retire(store, result, damaged=bool(violations))
-            store = None
-    if store is not None:
-        _retire(store, result, damaged=False)
+    with ForkServer() as server:
+        _run_trials(run_directory, durability, _Budget(started, seconds, trials), rng, result,
+                    report=report, server=server)
     if not result.kept:
         run_directory.rmdir()
     result.seconds = time.monotonic() - started
@@ -1148,13 +1442,18 @@ def torture(directory: str | os.PathLike[str], seconds: float, durability: str, 
 
 
 def main(argv: list[str]) -> None:
-    """``python -m aiokv._torture child PATH DURABILITY RUN``: the child."""
+    """``python -m aiokv._torture child PATH DURABILITY RUN``: the child;
+    ``python -m aiokv._torture serve FD``: the fork server."""
+    if len(argv) == 3 and argv[1] == "serve":
+        _serve(int(argv[2]))
+        return
     if len(argv) != 5 or argv[1] != "child":
-        sys.exit(f"usage: python -m aiokv._torture child PATH DURABILITY RUN ({argv!r})")
+        sys.exit(f"usage: python -m aiokv._torture child PATH DURABILITY RUN"
+                 f" | serve FD ({argv!r})")
     path, durability, run = argv[2], argv[3], int(argv[4])
     if not 0 <= run < RUN_LIMIT:
         sys.exit(f"RUN must be in range({RUN_LIMIT})")
-    asyncio.run(_child_main(path, durability, run))
+    _run_child(path, durability, run)
 
 
 if __name__ == "__main__":
