@@ -13,6 +13,7 @@ Set ``AIOKV_KILL_SEED`` to replay a run's random choices and
 
 from __future__ import annotations
 
+import copy
 import os
 import random
 import sys
@@ -20,7 +21,9 @@ import threading
 import time
 from pathlib import Path
 
+import hypothesis.strategies as st
 import pytest
+from hypothesis import given, settings
 
 from aiokv import KV, _torture
 from aiokv._torture import (
@@ -35,6 +38,7 @@ from aiokv._torture import (
     key_number,
     run_and_kill,
     same_contents,
+    same_value,
     torture,
 )
 
@@ -349,3 +353,39 @@ def test_the_server_refuses_to_fork_what_a_child_must_not_inherit(
     monkeypatch.setattr(threading, "active_count", lambda: 2)
     with pytest.raises(RuntimeError, match="2 threads"):
         _torture._check_nothing_to_inherit()
+
+
+def _same_value_by_definition(a: object, b: object) -> bool:
+    """``same_value`` as its docstring says it, without the fast paths."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, dict) and isinstance(b, dict):
+        return len(a) == len(b) and all(
+            _same_value_by_definition(key_a, key_b)
+            and _same_value_by_definition(a[key_a], b[key_b])
+            for key_a, key_b in zip(a, b, strict=True))
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(map(_same_value_by_definition, a, b))
+    if isinstance(a, float):
+        return repr(a) == repr(b)
+    return a == b
+
+
+_SCALARS = (st.none() | st.booleans() | st.integers(-3, 3) | st.floats(allow_nan=True)
+            | st.sampled_from([0.0, -0.0, 1.0, float("nan"), float("-inf")])
+            | st.text(max_size=3) | st.binary(max_size=3))
+_VALUES = st.recursive(_SCALARS, lambda inner: st.lists(inner, max_size=3)
+                       | st.dictionaries(st.text(max_size=2) | st.integers(0, 2), inner,
+                                         max_size=3), max_leaves=8)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_same_value_compares_types_order_and_float_bits_all_the_way_down(
+    data: st.DataObject
+) -> None:
+    a = data.draw(_VALUES)
+    # Often a itself or a copy of it, so that equal values are compared too.
+    b = data.draw(st.sampled_from([a, copy.deepcopy(a)]) | _VALUES)
+    assert same_value(a, b) == _same_value_by_definition(a, b)
+    assert same_value(a, copy.deepcopy(a))

@@ -77,6 +77,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import os
 import random
 import re
@@ -90,10 +91,10 @@ import threading
 import time
 import traceback
 import zlib
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, NoReturn, TypeVar
+from typing import IO, NoReturn, TypeVar, cast
 
 from . import _engine
 from ._async_kv import AioKV
@@ -274,21 +275,52 @@ def _identify_number(value: object) -> Identity | None:
     return (key_name(number), run, seq) if 0 <= number < KEY_LIMIT else None
 
 
+_PLAIN = frozenset({str, bytes, int, bool, type(None)})
+"""The types ``same_value`` compares with ``==``."""
+
+
 def same_value(a: object, b: object) -> bool:
     """Equal with the same types all the way down (1 is not 1.0 nor True),
     dict keys in the same order; floats by their repr (-0.0 is not 0.0)."""
     kind = type(a)
     if kind is not type(b):
         return False
-    if kind in (str, bytes, int, bool, type(None)):
+    if kind in _PLAIN:
         return a == b
+    if kind is float and isinstance(a, float) and isinstance(b, float):
+        return _same_float(a, b)
     if isinstance(a, dict) and isinstance(b, dict):
-        return len(a) == len(b) and all(
-            same_value(key_a, key_b) and same_value(value_a, value_b)
-            for (key_a, value_a), (key_b, value_b) in zip(a.items(), b.items(), strict=True))
+        return (len(a) == len(b) and _same_in_order(a.keys(), b.keys())
+                and _same_in_order(a.values(), b.values()))
     if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(map(same_value, a, b))
-    return repr(a) == repr(b)  # float, and anything unexpected
+        return len(a) == len(b) and _same_in_order(a, b)
+    return repr(a) == repr(b)  # anything unexpected
+
+
+def _same_in_order(a: Iterable[object], b: Iterable[object]) -> bool:
+    """``same_value`` of each pair (``a`` and ``b`` are as long); a plain pair
+    is compared here, without a call: the parent checks thousands of values
+    after each kill."""
+    for item_a, item_b in zip(a, b, strict=True):
+        kind = type(item_a)
+        if kind is not type(item_b):
+            return False
+        if kind in _PLAIN:
+            if item_a != item_b:
+                return False
+        elif kind is float:
+            if not _same_float(cast(float, item_a), cast(float, item_b)):
+                return False
+        elif not same_value(item_a, item_b):
+            return False
+    return True
+
+
+def _same_float(a: float, b: float) -> bool:
+    """Equal reprs, ~40 times faster: the same double (-0.0 is not 0.0), or both NaN."""
+    if a == b:
+        return a != 0.0 or math.copysign(1.0, a) == math.copysign(1.0, b)
+    return math.isnan(a) and math.isnan(b)
 
 
 def same_contents(a: dict[str, object], b: dict[str, object]) -> bool:
@@ -1091,8 +1123,8 @@ def check_prefix(before: dict[str, object], child: ChildRun,
     and at the other levels those writes were handed over as they were issued.
     """
     floor = child.floor
-    tokens = {key: _token(key, value, child.run) for key, value in after.items()}
-    state = {key: _token(key, value, child.run) for key, value in before.items()}
+    tokens = {key: _token(key, value, child.run, before) for key, value in after.items()}
+    state = {key: _token(key, value, child.run, before) for key, value in before.items()}
     differ = {key for key in state.keys() | tokens.keys() if state.get(key) != tokens.get(key)}
     prefixes: list[int] = [0] if not differ else []
     # The prefix at or past the floor where the fewest keys differ (the last
@@ -1135,10 +1167,21 @@ def _write_of(key: str, value: object, run: int) -> int | None:
     return None
 
 
-def _token(key: str, value: object, run: int) -> int | str:
-    """What ``check_prefix`` compares: the seq of the write ``value`` is, else its repr."""
+_BEFORE = "its value before the run"
+
+
+def _token(key: str, value: object, run: int, before: dict[str, object]) -> object:
+    """What ``check_prefix`` compares for ``key``: the seq of the write of
+    ``run`` that ``value`` is; else ``_BEFORE`` if it is the key's value
+    ``before`` the run; else a token equal to no other. (Not a repr: that of
+    a large value took most of the check.)"""
     seq = _write_of(key, value, run)
-    return repr(value) if seq is None else seq
+    if seq is not None:
+        return seq
+    was = before.get(key, _ABSENT)
+    if was is value or (was is not _ABSENT and same_value(value, was)):
+        return _BEFORE
+    return object()
 
 
 def _differences(before: dict[str, object], child: ChildRun, after: dict[str, object],
