@@ -883,3 +883,76 @@ def test_values_that_would_not_read_back_are_still_refused() -> None:
         encode_value({"n": 1 << 64})
     with pytest.raises(ValueError, match="64-bit"):
         encode_value([1 << 64])
+
+
+# What encode_value is given: containers of the exact built-in types, nested,
+# under keys of every hashable scalar type; and what the strict packer refuses
+# inside them (tuples, subclasses, a tuple key), or neither packer packs (an
+# int beyond 64 bits, a lone surrogate, an object).
+class SubDict(dict):  # type: ignore[type-arg]
+    pass
+
+
+def _view(data: bytes) -> memoryview:
+    return memoryview(data)
+
+
+ANY_SCALARS = st.one_of(
+    st.none(), st.booleans(), st.integers(-(2**64), 2**65), st.floats(), st.text(max_size=8),
+    st.text(SURROGATES, min_size=1, max_size=1), st.binary(max_size=8),
+    st.builds(bytearray, st.binary(max_size=4)),
+    st.builds(_view, st.binary(max_size=4)),
+    st.sampled_from([Level.HIGH, Stamp(2.5), Name("n"), Encoded(b"\x90"), object(), 1j]),
+)
+MAP_KEYS = st.one_of(st.text(max_size=6), st.integers(-(2**64), 2**64), st.floats(), st.none(),
+                     st.booleans(), st.binary(max_size=4), st.sampled_from([Name("k"), (1, 2)]))
+NESTED = st.recursive(
+    ANY_SCALARS,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4), st.dictionaries(MAP_KEYS, inner, max_size=4),
+        st.builds(tuple, st.lists(inner, max_size=3)),
+        st.builds(SubDict, st.dictionaries(st.text(max_size=3), inner, max_size=3))),
+    max_leaves=12,
+)
+
+
+def stored(value: object) -> tuple[object, ...]:
+    """What encode_value gives (its type, and its bytes or repr) or raises."""
+    try:
+        kept = encode_value(value)
+    except Exception as exc:  # the error the general path's proof ends with, compared below
+        return type(exc), exc.args
+    return type(kept), bytes(kept) if type(kept) is Encoded else repr(kept)
+
+
+@settings(max_examples=1000)
+@given(NESTED)
+def test_a_container_is_stored_as_the_general_path_that_decodes_it_stores_it_or_refused_alike(
+    value: object,
+) -> None:
+    """The strict packer's shortcut stands in for packing then decoding (the
+    general path, forced here by making the strict packer refuse everything)."""
+    with mock.patch.object(_format, "_strict_pack", side_effect=TypeError):
+        by_decoding = stored(value)
+    assert stored(value) == by_decoding
+
+
+@pytest.mark.parametrize("make", [lambda inner: [inner], lambda inner: {"k": inner},
+                                  lambda inner: {1.5: [inner]}], ids=["lists", "dicts", "mixed"])
+def test_the_deepest_container_msgpack_packs_reads_back_and_one_level_more_is_refused_alike(
+    make: Callable[[object], object],
+) -> None:
+    value: object = None
+    while True:
+        deeper = make(value)
+        try:
+            msgpack.packb(deeper, use_bin_type=True)
+        except ValueError:
+            break
+        value = deeper
+    encoded = encode_value(value)  # it reads back, and as the same (too deep for ==)
+    assert type(encoded) is Encoded
+    assert msgpack.packb(decode_value(encoded), use_bin_type=True) == encoded
+    with mock.patch.object(_format, "_strict_pack", side_effect=TypeError):
+        by_decoding = stored(deeper)
+    assert stored(deeper) == by_decoding and by_decoding[0] is ValueError

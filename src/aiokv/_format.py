@@ -91,13 +91,22 @@ KINDS: Final = frozenset({SET, SET_ENCODED, DELETE, SNAPSHOT, EXPIRE, BULK, SYNC
 
 SCALAR_TYPES: Final = frozenset({type(None), bool, int, float, str, bytes})
 """Value types kept in memory as they are: immutable, so never copied."""
-_STR_ONLY: Final = frozenset({str})
 
 # Packing exact built-in scalars, tuples of them and plain dicts of them runs
 # in C without releasing the GIL, so one shared Packer is safe across threads.
 # User containers (which may be subclasses calling back into Python) always go
 # through a fresh msgpack.packb instead.
 _pack = msgpack.Packer(use_bin_type=True).pack
+
+# With strict types, a Packer packs only the exact types None, bool, int,
+# float, str, bytes, bytearray, memoryview, dict and list (a subclass of any,
+# or a tuple, is a TypeError), so it never calls back into Python either and
+# one can be shared. What it packs also always reads back, as the same value
+# but for bytearray and memoryview (bytes then): map keys are dict keys of
+# those types, so hashable scalars (a list or dict is no dict key, a tuple is
+# refused), and its nesting limit (1,024) is one msgpack's unpacker reads.
+# So encode_value need not decode what it packs to prove it.
+_strict_pack = msgpack.Packer(use_bin_type=True, strict_types=True).pack
 
 
 class Encoded(bytes):
@@ -452,28 +461,29 @@ def encode_value(value: object) -> Value:
     (lists, tuples, dicts, subclasses) is encoded, which both copies it and
     proves that it round-trips.
     """
-    if isinstance(value, int) and type(value) is int:
-        if not -(1 << 63) <= value < (1 << 64):
+    kind = type(value)
+    if kind is dict or kind is list:
+        # A dict or list made of exact built-in types only: see _strict_pack,
+        # which refuses anything else (a tuple, a subclass), and whose every
+        # encoding reads back; the proof below is left out.
+        try:
+            return Encoded(_strict_pack(value))
+        except (TypeError, ValueError, OverflowError):
+            pass  # packed below, which says why it cannot be stored, if it cannot
+    elif kind is int:
+        if not -(1 << 63) <= value < (1 << 64):  # type: ignore[operator]
             raise ValueError("int out of the 64-bit range msgpack can store")
-        return value
-    if type(value) in SCALAR_TYPES:
+        return value  # type: ignore[return-value]
+    elif kind in SCALAR_TYPES:
         return cast(Value, value)
-    # A flat dict under str keys, or a flat list, of exact scalar types packs
-    # without calling back into Python (the shared packer is safe: see _pack)
-    # and reads back as it is: the proof below is left out.
-    flat = (type(value) is dict and _STR_ONLY.issuperset(map(type, value))
-            and SCALAR_TYPES.issuperset(map(type, value.values()))) or (
-            type(value) is list and SCALAR_TYPES.issuperset(map(type, value)))
     try:
-        encoded: bytes = _pack(value) if flat else msgpack.packb(value, use_bin_type=True)
+        encoded: bytes = msgpack.packb(value, use_bin_type=True)
     except OverflowError as exc:
         raise ValueError(f"int out of the 64-bit range msgpack can store ({exc})") from None
     except TypeError as exc:
         raise TypeError(f"value cannot be stored: {exc}") from None
     except ValueError as exc:
         raise ValueError(f"value cannot be stored: {exc}") from None
-    if flat:
-        return Encoded(encoded)
     try:
         decoded = msgpack.unpackb(encoded, strict_map_key=False)
     except Exception as exc:  # e.g. a map key that decodes to a list
