@@ -24,6 +24,7 @@ from aiokv._format import (
     MAX_FRAME_SIZE,
     SEED,
     SET,
+    SET_ENCODED,
     SYNCED,
     UINT32_END,
     UINT32_MIN,
@@ -33,6 +34,7 @@ from aiokv._format import (
     decode_value,
     encode_bulk,
     encode_delete,
+    encode_encoded_set,
     encode_expire,
     encode_float_set,
     encode_header,
@@ -956,3 +958,58 @@ def test_the_deepest_container_msgpack_packs_reads_back_and_one_level_more_is_re
     with mock.patch.object(_format, "_strict_pack", side_effect=TypeError):
         by_decoding = stored(deeper)
     assert stored(deeper) == by_decoding and by_decoding[0] is ValueError
+
+
+CONTAINERS_STORED = st.builds(encode_value, st.one_of(
+    st.dictionaries(st.text(max_size=10), FLAT_SCALARS, max_size=12),
+    st.lists(FLAT_SCALARS, max_size=30),
+    st.dictionaries(st.text(max_size=4), st.lists(FLAT_SCALARS, max_size=3), max_size=3)))
+ENCODED_VALUES = st.one_of(
+    CONTAINERS_STORED,
+    st.builds(Encoded, st.binary(max_size=300)),  # as a frame holds it, whatever its bytes
+    st.builds(lambda size: Encoded(b"\x90" * size), st.sampled_from([0, 1, 254, 255, 256, 257])),
+)
+
+
+@pytest.mark.parametrize("key", [_utf8_sized(size, "k") for size in (0, 31, 32, 255, 256)]
+                         + [_utf8_sized(255, "\U0001f600")], ids=len)
+@pytest.mark.parametrize("size", [0, 1, 255, 256, 65536])
+@pytest.mark.parametrize("expires", [None, 2e9])
+def test_the_hand_made_encoded_set_of_the_largest_key_and_encoding_is_the_general_encoding(
+    key: str, size: int, expires: float | None,
+) -> None:
+    value = Encoded(b"\xc0" * size)
+    assert encode_encoded_set(key, value, expires) == encode_record(SET_ENCODED, key, value,
+                                                                    expires)
+
+
+@settings(max_examples=1000)
+@given(KEYS, st.one_of(ENCODED_VALUES, ENCODED_VALUES, VALUES), EXPIRIES)
+def test_the_hand_made_encoded_set_is_byte_for_byte_the_general_encoding_or_its_error(
+    key: str, value: Encoded, expires: float | None,
+) -> None:
+    expected = outcome(lambda: encode_record(SET_ENCODED, key, value, expires))
+    with mock.patch.object(_format, "encode_record",
+                           side_effect=AssertionError(*NOT_BY_HAND[1])):
+        got = outcome(lambda: encode_encoded_set(key, value, expires))
+    if got == NOT_BY_HAND:  # which it says it leaves to the general path
+        assert not (type(value) is Encoded and len(value) < 256
+                    and (expires is None or type(expires) is float)
+                    and type(key) is str and len(key.encode()) < 256)
+        got = outcome(lambda: encode_encoded_set(key, value, expires))
+    assert got == expected
+
+
+@settings(max_examples=300)
+@given(st.one_of(st.text(max_size=300), EDGE_KEYS), CONTAINERS_STORED, READABLE_EXPIRIES)
+def test_a_hand_made_encoded_set_reads_back_as_its_key_value_and_expiry(
+    key: str, value: Encoded, expires: float | None,
+) -> None:
+    frame = encode_encoded_set(key, value, expires)
+    decoded = read_frame(frame, 0)
+    assert isinstance(decoded, Frame) and decoded.end == len(frame)
+    assert (decoded.kind, decoded.a, decoded.b, decoded.c) == (SET_ENCODED, key, value, expires)
+    result = replay(log_of(encode_set(key, "before", 1.0), frame, synced=True))
+    assert result.corruption is None and result.torn_tail == 0
+    assert result.entries == {key: value} and type(result.entries[key]) is Encoded
+    assert result.expiries == ({} if expires is None else {key: expires})

@@ -454,6 +454,49 @@ def encode_scalar_set(key: str, value: object, expires: float | None) -> bytes: 
     return encode_record(SET, key, value, expires)
 
 
+# A SET_ENCODED (a dict or list value) under a key of fewer than 256 UTF-8
+# bytes, of an encoding of fewer than 256 bytes: joined from its parts (a
+# struct per key and value size would be no cheaper, and there would be
+# 65,536 of them). The key's header per key size; the bin8 header per
+# encoding size; the frame prefix and kind per size of the parts that vary
+# in size (the key with its header, the encoding, the expiry with the
+# checksum tag), which the rest (prefix, kind, bin8 header, checksum) adds
+# 13 bytes to.
+_STR_HEADERS: Final = tuple(bytes([0xA0 | n] if n < 32 else [0xD9, n]) for n in range(256))
+_BIN8_HEADERS: Final = tuple(bytes([0xC4, n]) for n in range(256))
+_ENCODED_SET_PREFIXES: Final = tuple(
+    FRAME_START + (13 + size).to_bytes(4, "big") + bytes([SET_ENCODED])
+    for size in range(2 + 255 + 255 + 10 + 1))
+_NO_EXPIRY_TAIL: Final = b"\xc0\xce"  # nil, the checksum tag
+_pack_float_expiry_tail = struct.Struct(">BdB").pack
+
+
+def encode_encoded_set(key: str, value: Encoded, expires: float | None) -> bytes:
+    """``encode_record(SET_ENCODED, key, value, expires)``: the same bytes, or the same error.
+
+    What set() of a dict or list writes, a quarter cheaper, for an exact str
+    key of fewer than 256 UTF-8 bytes, an Encoded ``value`` of fewer than 256
+    bytes and ``expires`` None or an exact float; anything else is
+    encode_record's to encode (or refuse), after a few checks.
+    """
+    if expires is None:
+        tail = _NO_EXPIRY_TAIL
+    elif type(expires) is float:
+        tail = _pack_float_expiry_tail(0xCB, expires, 0xCE)
+    else:
+        return encode_record(SET_ENCODED, key, value, expires)
+    if type(key) is str and type(value) is Encoded:
+        raw = key.encode()
+        n = len(raw)
+        size = len(value)
+        if n < 256 and size < 256:
+            header = _STR_HEADERS[n]
+            body = b"".join((_ENCODED_SET_PREFIXES[len(header) + n + size + len(tail)],
+                             header, raw, _BIN8_HEADERS[size], value, tail))
+            return body + crc32(body, SEED).to_bytes(4, "little")
+    return encode_record(SET_ENCODED, key, value, expires)
+
+
 def encode_value(value: object) -> Value:
     """Return ``value`` as the store holds it, or raise TypeError/ValueError.
 
