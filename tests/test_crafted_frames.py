@@ -56,6 +56,7 @@ from aiokv._format import (
     decode_header,
     encode_bulk,
     encode_delete,
+    encode_encoded_set,
     encode_expire,
     encode_header,
     encode_scalar_set,
@@ -249,6 +250,8 @@ WRITTEN: st.SearchStrategy[bytes] = st.one_of(
     st.builds(encode_scalar_set, NAMES, WRITER_SCALARS, WRITER_EXPIRIES),  # set()'s hot path
     st.builds(lambda key, value, expires: encode_set(key, encode_value(value), expires),
               NAMES, CONTAINERS, WRITER_EXPIRIES),
+    st.builds(lambda key, value, expires: encode_encoded_set(key, encoding_of(value), expires),
+              NAMES, CONTAINERS, WRITER_EXPIRIES),  # set()'s hot path for a dict or list
     st.builds(encode_delete, NAMES),
     st.builds(encode_expire, NAMES, WRITER_EXPIRIES),
     st.builds(lambda values: encode_bulk(tuple(values), tuple(values.values()), {}),
