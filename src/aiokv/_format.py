@@ -244,25 +244,25 @@ def encode_synced(offset: int) -> bytes:
     return encode_record(SYNCED, offset, None, None)
 
 
-# A SET under a key of at most 31 UTF-8 bytes laid out by hand, for the most
-# common records; encode_record gives the same bytes. A layout, per key
-# length: the head (the frame prefix, the kind and the msgpack fixstr header of
-# the key), the packer of the body (head, key, value with its msgpack tag,
-# expiry, checksum tag) and the packer of the frame (body, then its CRC). Two
-# struct calls instead of five concatenations cut the encoding by about a
-# quarter.
+# The most common SET records laid out by hand; encode_record gives the same
+# bytes. A layout, per key size: the head (the frame prefix, the kind and
+# the msgpack str header of the key), the packer of the body (head, key,
+# value with its msgpack tag, expiry, checksum tag) and the packer of the
+# frame (body, then its CRC). Two struct calls instead of five
+# concatenations cut the encoding by about a quarter.
 _NO_EXPIRY: Final = "H"  # nil, then the checksum tag: 0xC0CE
 _FLOAT_EXPIRY: Final = "BdB"  # float64 tag, the expiry, the checksum tag
+_STR_HEADERS: Final = tuple(bytes([0xA0 | n] if n < 32 else [0xD9, n]) for n in range(256))
+"""The msgpack header of a str of n < 256 UTF-8 bytes: a fixstr's, else a str8's."""
 
 _Layout = tuple[bytes, Callable[..., bytes], Callable[..., bytes]]
 
 
 def _set_layout(key_size: int, value_format: str, expiry_format: str) -> _Layout:
-    """The layout of a SET whose key packs as a str of ``key_size`` < 256 bytes
-    (a fixstr below 32, else a str8), whose value packs by the struct format
-    ``value_format`` (its msgpack tag included) and whose expiry by
-    ``expiry_format``."""
-    key_header = bytes([0xA0 | key_size] if key_size < 32 else [0xD9, key_size])
+    """The layout of a SET whose key packs as a str of ``key_size`` < 256 bytes,
+    whose value packs by the struct format ``value_format`` (its msgpack tag
+    included) and whose expiry by ``expiry_format``."""
+    key_header = _STR_HEADERS[key_size]
     head_size = _PREFIX_SIZE + 1 + len(key_header)
     body_format = f">{head_size}s{key_size}s{value_format}{expiry_format}"
     size = struct.calcsize(body_format)
@@ -270,9 +270,10 @@ def _set_layout(key_size: int, value_format: str, expiry_format: str) -> _Layout
     return head, struct.Struct(body_format).pack, struct.Struct(f"<{size}sI").pack
 
 
-# A float without expiry (a timestamp under a short key: the most common
-# record by far), and an int that msgpack packs as a uint32 (65,536 to
-# 2**32 - 1), such as a Unix time in seconds: what ``set(key)`` stores.
+# Under a key of at most 31 UTF-8 bytes, a float without expiry (a
+# timestamp under a short key: the most common record by far), and an int
+# that msgpack packs as a uint32 (65,536 to 2**32 - 1), such as a Unix time
+# in seconds: what ``set(key)`` stores.
 _FLOAT_SET_LAYOUTS: Final = tuple(_set_layout(n, "Bd", _NO_EXPIRY) for n in range(32))
 _UINT32_SET_LAYOUTS: Final = tuple(_set_layout(n, "BI", _NO_EXPIRY) for n in range(32))
 UINT32_MIN: Final = 1 << 16
@@ -462,7 +463,6 @@ def encode_scalar_set(key: str, value: object, expires: float | None) -> bytes: 
 # in size (the key with its header, the encoding, the expiry with the
 # checksum tag), which the rest (prefix, kind, bin8 header, checksum) adds
 # 13 bytes to.
-_STR_HEADERS: Final = tuple(bytes([0xA0 | n] if n < 32 else [0xD9, n]) for n in range(256))
 _BIN8_HEADERS: Final = tuple(bytes([0xC4, n]) for n in range(256))
 _ENCODED_SET_PREFIXES: Final = tuple(
     FRAME_START + (13 + size).to_bytes(4, "big") + bytes([SET_ENCODED])
