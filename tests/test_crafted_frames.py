@@ -56,8 +56,10 @@ from aiokv._format import (
     decode_header,
     encode_bulk,
     encode_delete,
+    encode_encoded_set,
     encode_expire,
     encode_header,
+    encode_scalar_set,
     encode_set,
     encode_snapshot,
     encode_synced,
@@ -245,8 +247,11 @@ WRITER_EXPIRIES = st.one_of(st.none(), st.floats(FAR_FUTURE, 2 * FAR_FUTURE),
                             st.floats(0, 1e9))  # in the future, or already past
 WRITTEN: st.SearchStrategy[bytes] = st.one_of(
     st.builds(encode_set, NAMES, WRITER_SCALARS, WRITER_EXPIRIES),
+    st.builds(encode_scalar_set, NAMES, WRITER_SCALARS, WRITER_EXPIRIES),  # set()'s hot path
     st.builds(lambda key, value, expires: encode_set(key, encode_value(value), expires),
               NAMES, CONTAINERS, WRITER_EXPIRIES),
+    st.builds(lambda key, value, expires: encode_encoded_set(key, encoding_of(value), expires),
+              NAMES, CONTAINERS, WRITER_EXPIRIES),  # set()'s hot path for a dict or list
     st.builds(encode_delete, NAMES),
     st.builds(encode_expire, NAMES, WRITER_EXPIRIES),
     st.builds(lambda values: encode_bulk(tuple(values), tuple(values.values()), {}),

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import enum
 import json
+import math
 import sys
 import zlib
+from collections.abc import Callable
+from unittest import mock
 
 import msgpack
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from aiokv import _format
 from aiokv._format import (
     BULK,
     DELETE,
@@ -18,6 +23,8 @@ from aiokv._format import (
     MAGIC,
     MAX_FRAME_SIZE,
     SEED,
+    SET,
+    SET_ENCODED,
     SYNCED,
     UINT32_END,
     UINT32_MIN,
@@ -27,10 +34,12 @@ from aiokv._format import (
     decode_value,
     encode_bulk,
     encode_delete,
+    encode_encoded_set,
     encode_expire,
     encode_float_set,
     encode_header,
     encode_record,
+    encode_scalar_set,
     encode_set,
     encode_snapshot,
     encode_synced,
@@ -270,6 +279,176 @@ def test_the_hand_made_uint32_set_is_byte_for_byte_the_general_encoding(
             encode_uint32_set(key, value)
         return
     assert encode_uint32_set(key, value) == expected
+
+
+# What encode_scalar_set lays out by hand: keys of every UTF-8 size from 0 to
+# 255 bytes (fixstr and str8 headers) and just past it, ASCII or not; values at
+# the edges of each msgpack form; expiries of every magnitude.
+def _utf8_sized(size: int, char: str) -> str:
+    """A str of ``size`` UTF-8 bytes: ``char`` repeated, then ASCII to fill."""
+    width = len(char.encode())
+    return char * (size // width) + "k" * (size % width)
+
+
+class Level(enum.IntEnum):
+    HIGH = 3
+
+
+class Stamp(float):
+    pass
+
+
+class Name(str):
+    __slots__ = ()
+
+
+SURROGATES = st.characters(categories=["Cs"])
+EDGE_KEYS = st.builds(_utf8_sized, st.sampled_from([0, 1, 30, 31, 32, 33, 254, 255, 256, 257]),
+                      st.sampled_from(["k", "é", "€", "\U0001f600"]))
+KEYS = st.one_of(st.text(max_size=40), st.text(max_size=300), EDGE_KEYS,
+                 st.text(st.one_of(st.characters(), SURROGATES), max_size=8),
+                 # Not an exact str: left to the general path.
+                 st.builds(Name, st.text(max_size=4)), st.sampled_from([b"k", 7, None]))
+INT_EDGES = [0, 1, 127, 128, 255, 256, 65535, 65536, UINT32_END - 1, UINT32_END, 2**63,
+             2**64 - 1, 2**64, -1, -32, -33, -128, -129, -32768, -32769, -(2**31),
+             -(2**31) - 1, -(2**63), -(2**63) - 1]
+STR_EDGES = st.builds(_utf8_sized, st.sampled_from([0, 1, 30, 31, 32, 33, 200, 250, 255, 256]),
+                      st.sampled_from(["v", "é", "€", "\U0001f600"]))
+ODD_VALUES = st.sampled_from([Encoded(b"\x92\x01\x02"), [1, "two"], (3.5,), {"k": None},
+                              bytearray(b"ab"), Level.HIGH, Stamp(1.5), Name("n"), object(),
+                              1j])
+VALUES = st.one_of(
+    st.floats(), st.integers(-(2**65), 2**65), st.sampled_from(INT_EDGES), st.booleans(),
+    st.none(), st.text(max_size=40), st.text(max_size=300), STR_EDGES,
+    st.text(st.one_of(st.characters(), SURROGATES), max_size=8), st.binary(max_size=300),
+    ODD_VALUES,
+)
+EXPIRIES = st.one_of(
+    st.none(), st.floats(), st.floats(1e9, 1e10), st.floats(-1e-300, 1e-300),
+    st.sampled_from([0.0, -0.0, 5e-324, 1.7976931348623157e308, 1_765_000_060.5]),
+    st.integers(-(2**64), 2**64), st.sampled_from([Stamp(2e9), True, "2e9"]),
+)
+
+
+def outcome(encode: Callable[[], bytes]) -> bytes | tuple[type[BaseException], tuple[object, ...]]:
+    """The bytes ``encode()`` returns, or the type and arguments of what it raises."""
+    try:
+        return encode()
+    except Exception as exc:  # what encode_record raises, which the other must match
+        return type(exc), exc.args
+
+
+@settings(max_examples=1000)
+@given(KEYS, VALUES, EXPIRIES)
+def test_the_hand_made_scalar_set_is_byte_for_byte_the_general_encoding_or_its_error(
+    key: str, value: object, expires: float | None,
+) -> None:
+    expected = outcome(lambda: encode_record(SET, key, value, expires))
+    assert outcome(lambda: encode_scalar_set(key, value, expires)) == expected
+
+
+def lays_out_by_hand(key: str, value: object, expires: float | None) -> bool:
+    """Whether encode_scalar_set says it encodes these by hand (and they encode)."""
+    if type(key) is not str or not (expires is None or type(expires) is float):
+        return False
+    try:
+        raw, packed = key.encode(), msgpack.packb(value, use_bin_type=True)
+    except (ValueError, OverflowError, TypeError):
+        return False
+    kind = type(value)
+    return len(raw) < 256 and (
+        value is None or kind is bool or kind is float
+        or (kind is int and 0 <= value < 2**32)  # type: ignore[operator]
+        or (kind is str and len(packed) <= 32)  # a fixstr: its header and 0 to 31 bytes
+        or (kind in (int, str, bytes) and len(raw) + len(packed) < 256))
+
+
+NOT_BY_HAND = (AssertionError, ("not by hand",))
+
+
+@settings(max_examples=1000)
+@given(KEYS, VALUES, EXPIRIES)
+def test_the_hand_made_scalar_set_lays_out_what_it_says_and_leaves_the_rest_to_the_general_path(
+    key: str, value: object, expires: float | None,
+) -> None:
+    expected = outcome(lambda: encode_record(SET, key, value, expires))
+    with mock.patch.object(_format, "encode_record",
+                           side_effect=AssertionError(*NOT_BY_HAND[1])):
+        got = outcome(lambda: encode_scalar_set(key, value, expires))
+    if lays_out_by_hand(key, value, expires):
+        assert got == expected
+    else:  # the general path's; or an error the hand-made path found first, the same
+        assert got in (NOT_BY_HAND, expected)
+
+
+def packing_into(total: int, key: str, make: Callable[[int], object]) -> object | None:
+    """``make(m)`` for the m that packs, with ``key``, into ``total`` bytes (if any)."""
+    for m in range(total + 1):
+        value = make(m)
+        if len(key.encode()) + len(msgpack.packb(value, use_bin_type=True)) == total:
+            return value
+    return None
+
+
+# Keys and values that pack into about 256 bytes together: the edge of what
+# encode_scalar_set joins into one field, for either key header.
+ABOUT_256_BYTES = list(dict.fromkeys(
+    ("k" * key_size, value)
+    for key_size in (0, 1, 31, 32, 33, 100, 222, 223, 224, 253, 254, 255)
+    for total in range(252, 259)
+    for make in (lambda m: "v" * m, lambda m: b"b" * m, lambda m: "é" * m)
+    if (value := packing_into(total, "k" * key_size, make)) is not None
+))
+
+
+@pytest.mark.parametrize(("key", "value"), ABOUT_256_BYTES, ids=[
+    f"{len(key)}-byte key, {value[:1]!r} packed in {len(msgpack.packb(value))}"  # type: ignore[index]
+    for key, value in ABOUT_256_BYTES])
+@pytest.mark.parametrize("expires", [None, 2e9])
+def test_the_hand_made_scalar_set_of_a_key_and_value_of_about_256_bytes_is_the_general_encoding(
+    key: str, value: object, expires: float | None,
+) -> None:
+    assert encode_scalar_set(key, value, expires) == encode_record(SET, key, value, expires)
+
+
+READABLE_VALUES = st.one_of(
+    st.floats(allow_nan=False), st.integers(-(2**63), 2**64 - 1),
+    st.sampled_from([edge for edge in INT_EDGES if -(2**63) <= edge < 2**64]),
+    st.booleans(), st.none(), st.text(max_size=40), STR_EDGES, st.binary(max_size=300),
+)
+READABLE_EXPIRIES = st.one_of(st.none(), st.floats(allow_nan=False, allow_infinity=False),
+                              st.sampled_from([0.0, -0.0, 5e-324, 1.7976931348623157e308]))
+
+
+@settings(max_examples=500)
+@given(st.one_of(st.text(max_size=300), EDGE_KEYS), READABLE_VALUES, READABLE_EXPIRIES)
+def test_a_hand_made_scalar_set_reads_back_as_its_key_value_and_expiry(
+    key: str, value: Value, expires: float | None,
+) -> None:
+    frame = encode_scalar_set(key, value, expires)
+    decoded = read_frame(frame, 0)
+    assert isinstance(decoded, Frame) and decoded.end == len(frame)
+    assert (decoded.kind, decoded.a, decoded.b, decoded.c) == (SET, key, value, expires)
+    assert type(decoded.b) is type(value) and type(decoded.c) is type(expires)
+    if type(value) is float:  # -0.0 == 0.0: compare the bits too
+        assert math.copysign(1, decoded.b) == math.copysign(1, value)  # type: ignore[arg-type]
+    result = replay(log_of(encode_set(key, "before", 1.0), frame, synced=True))
+    assert result.corruption is None and result.torn_tail == 0
+    assert result.entries == {key: value}
+    assert result.expiries == ({} if expires is None else {key: expires})
+
+
+@pytest.mark.parametrize(("key", "value"), [
+    ("\ud800", 1.5), ("k", "\udfff"), ("\ud800", "\udfff"), ("k", 2**64), ("k", -(2**63) - 1),
+    ("\ud800", 2**64), ("k", object()), ("k" * 300, 2**64), ("k", "x" * 300 + "\ud800"),
+])
+@pytest.mark.parametrize("expires", [None, 2e9])
+def test_the_hand_made_scalar_set_refuses_what_the_general_path_refuses_with_its_error(
+    key: str, value: object, expires: float | None,
+) -> None:
+    expected = outcome(lambda: encode_record(SET, key, value, expires))
+    assert isinstance(expected, tuple)
+    assert outcome(lambda: encode_scalar_set(key, value, expires)) == expected
 
 
 # -- header -------------------------------------------------------------------
@@ -706,3 +885,131 @@ def test_values_that_would_not_read_back_are_still_refused() -> None:
         encode_value({"n": 1 << 64})
     with pytest.raises(ValueError, match="64-bit"):
         encode_value([1 << 64])
+
+
+# What encode_value is given: containers of the exact built-in types, nested,
+# under keys of every hashable scalar type; and what the strict packer refuses
+# inside them (tuples, subclasses, a tuple key), or neither packer packs (an
+# int beyond 64 bits, a lone surrogate, an object).
+class SubDict(dict):  # type: ignore[type-arg]
+    pass
+
+
+def _view(data: bytes) -> memoryview:
+    return memoryview(data)
+
+
+ANY_SCALARS = st.one_of(
+    st.none(), st.booleans(), st.integers(-(2**64), 2**65), st.floats(), st.text(max_size=8),
+    st.text(SURROGATES, min_size=1, max_size=1), st.binary(max_size=8),
+    st.builds(bytearray, st.binary(max_size=4)),
+    st.builds(_view, st.binary(max_size=4)),
+    st.sampled_from([Level.HIGH, Stamp(2.5), Name("n"), Encoded(b"\x90"), object(), 1j]),
+)
+MAP_KEYS = st.one_of(st.text(max_size=6), st.integers(-(2**64), 2**64), st.floats(), st.none(),
+                     st.booleans(), st.binary(max_size=4), st.sampled_from([Name("k"), (1, 2)]))
+NESTED = st.recursive(
+    ANY_SCALARS,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4), st.dictionaries(MAP_KEYS, inner, max_size=4),
+        st.builds(tuple, st.lists(inner, max_size=3)),
+        st.builds(SubDict, st.dictionaries(st.text(max_size=3), inner, max_size=3))),
+    max_leaves=12,
+)
+
+
+def stored(value: object) -> tuple[object, ...]:
+    """What encode_value gives (its type, and its bytes or repr) or raises."""
+    try:
+        kept = encode_value(value)
+    except Exception as exc:  # the error the general path's proof ends with, compared below
+        return type(exc), exc.args
+    return type(kept), bytes(kept) if type(kept) is Encoded else repr(kept)
+
+
+@settings(max_examples=1000)
+@given(NESTED)
+def test_a_container_is_stored_as_the_general_path_that_decodes_it_stores_it_or_refused_alike(
+    value: object,
+) -> None:
+    """The strict packer's shortcut stands in for packing then decoding (the
+    general path, forced here by making the strict packer refuse everything)."""
+    with mock.patch.object(_format, "_strict_pack", side_effect=TypeError):
+        by_decoding = stored(value)
+    assert stored(value) == by_decoding
+
+
+@pytest.mark.parametrize("make", [lambda inner: [inner], lambda inner: {"k": inner},
+                                  lambda inner: {1.5: [inner]}], ids=["lists", "dicts", "mixed"])
+def test_the_deepest_container_msgpack_packs_reads_back_and_one_level_more_is_refused_alike(
+    make: Callable[[object], object],
+) -> None:
+    value: object = None
+    while True:
+        deeper = make(value)
+        try:
+            msgpack.packb(deeper, use_bin_type=True)
+        except ValueError:
+            break
+        value = deeper
+    encoded = encode_value(value)  # it reads back, and as the same (too deep for ==)
+    assert type(encoded) is Encoded
+    assert msgpack.packb(decode_value(encoded), use_bin_type=True) == encoded
+    with mock.patch.object(_format, "_strict_pack", side_effect=TypeError):
+        by_decoding = stored(deeper)
+    assert stored(deeper) == by_decoding and by_decoding[0] is ValueError
+
+
+CONTAINERS_STORED = st.builds(encode_value, st.one_of(
+    st.dictionaries(st.text(max_size=10), FLAT_SCALARS, max_size=12),
+    st.lists(FLAT_SCALARS, max_size=30),
+    st.dictionaries(st.text(max_size=4), st.lists(FLAT_SCALARS, max_size=3), max_size=3)))
+ENCODED_VALUES = st.one_of(
+    CONTAINERS_STORED,
+    st.builds(Encoded, st.binary(max_size=300)),  # as a frame holds it, whatever its bytes
+    st.builds(lambda size: Encoded(b"\x90" * size), st.sampled_from([0, 1, 254, 255, 256, 257])),
+)
+
+
+@pytest.mark.parametrize("key", [_utf8_sized(size, "k") for size in (0, 31, 32, 255, 256)]
+                         + [_utf8_sized(255, "\U0001f600")], ids=len)
+@pytest.mark.parametrize("size", [0, 1, 255, 256, 65536])
+@pytest.mark.parametrize("expires", [None, 2e9])
+def test_the_hand_made_encoded_set_of_the_largest_key_and_encoding_is_the_general_encoding(
+    key: str, size: int, expires: float | None,
+) -> None:
+    value = Encoded(b"\xc0" * size)
+    assert encode_encoded_set(key, value, expires) == encode_record(SET_ENCODED, key, value,
+                                                                    expires)
+
+
+@settings(max_examples=1000)
+@given(KEYS, st.one_of(ENCODED_VALUES, ENCODED_VALUES, VALUES), EXPIRIES)
+def test_the_hand_made_encoded_set_is_byte_for_byte_the_general_encoding_or_its_error(
+    key: str, value: Encoded, expires: float | None,
+) -> None:
+    expected = outcome(lambda: encode_record(SET_ENCODED, key, value, expires))
+    with mock.patch.object(_format, "encode_record",
+                           side_effect=AssertionError(*NOT_BY_HAND[1])):
+        got = outcome(lambda: encode_encoded_set(key, value, expires))
+    if got == NOT_BY_HAND:  # which it says it leaves to the general path
+        assert not (type(value) is Encoded and len(value) < 256
+                    and (expires is None or type(expires) is float)
+                    and type(key) is str and len(key.encode()) < 256)
+        got = outcome(lambda: encode_encoded_set(key, value, expires))
+    assert got == expected
+
+
+@settings(max_examples=300)
+@given(st.one_of(st.text(max_size=300), EDGE_KEYS), CONTAINERS_STORED, READABLE_EXPIRIES)
+def test_a_hand_made_encoded_set_reads_back_as_its_key_value_and_expiry(
+    key: str, value: Encoded, expires: float | None,
+) -> None:
+    frame = encode_encoded_set(key, value, expires)
+    decoded = read_frame(frame, 0)
+    assert isinstance(decoded, Frame) and decoded.end == len(frame)
+    assert (decoded.kind, decoded.a, decoded.b, decoded.c) == (SET_ENCODED, key, value, expires)
+    result = replay(log_of(encode_set(key, "before", 1.0), frame, synced=True))
+    assert result.corruption is None and result.torn_tail == 0
+    assert result.entries == {key: value} and type(result.entries[key]) is Encoded
+    assert result.expiries == ({} if expires is None else {key: expires})
