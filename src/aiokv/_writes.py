@@ -28,9 +28,11 @@ from ._format import (
     Value,
     decode_value,
     encode_delete,
+    encode_encoded_set,
     encode_expire,
     encode_float_set,
     encode_record,
+    encode_scalar_set,
     encode_uint32_set,
     entry_size,
     size_change,
@@ -111,9 +113,9 @@ class Writes:
                 elif type(value) is int and UINT32_MIN <= value < UINT32_END:
                     frame = encode_uint32_set(key, value)  # set(key)'s Unix time
                 elif type(value) is Encoded:
-                    frame = encode_record(SET_ENCODED, key, value, None)
+                    frame = encode_encoded_set(key, value, None)
                 else:
-                    frame = encode_record(SET, key, value, None)
+                    frame = encode_scalar_set(key, value, None)
             except ValueError as exc:  # e.g. a lone surrogate in the key or the value
                 raise ValueError(f"key {key!r}: cannot be stored: {exc}") from None
             except OverflowError:  # an int beyond 64 bits: as prepare() says it
@@ -155,7 +157,7 @@ class Writes:
             # refuses takes the general path, which says why.
             expires = self._clock() + ttl  # type: ignore[operator]
             try:
-                frame = encode_record(SET, key, value, expires)
+                frame = encode_scalar_set(key, value, expires)
             except (ValueError, OverflowError):
                 frame = b""
             log = self._log
@@ -320,7 +322,7 @@ class Writes:
             if not -(1 << 63) <= value < (1 << 64):
                 raise ValueError(f"key {key!r}: {value} is out of the 64-bit range")
             try:
-                frame = encode_record(SET, key, value, expires)
+                frame = encode_scalar_set(key, value, expires)
             except ValueError as exc:  # a lone surrogate in the key
                 raise ValueError(f"key {key!r}: cannot be stored: {exc}") from None
             if self._log.append_in_room(frame):  # the hot path (see grant_fast_room)
