@@ -46,6 +46,7 @@ from aiokv._format import (
     encode_uint32_set,
     encode_value,
     is_unfinished_header,
+    size_change,
     value_size,
 )
 from aiokv._recovery import (
@@ -1013,3 +1014,19 @@ def test_a_hand_made_encoded_set_reads_back_as_its_key_value_and_expiry(
     assert result.corruption is None and result.torn_tail == 0
     assert result.entries == {key: value} and type(result.entries[key]) is Encoded
     assert result.expiries == ({} if expires is None else {key: expires})
+
+
+_SIZED_VALUES = st.one_of(
+    st.integers(min_value=-(1 << 63), max_value=(1 << 64) - 1),
+    st.integers(min_value=-40, max_value=70_000),
+    st.sampled_from([0, 127, 128, 255, 256, 65535, 65536, (1 << 32) - 1, 1 << 32, -32, -33]),
+    st.floats(allow_nan=False), st.booleans(), st.none(), st.text(max_size=40),
+    st.binary(max_size=40), st.dictionaries(st.text(max_size=5), st.integers(0, 9), max_size=3),
+)
+
+
+@given(_SIZED_VALUES, _SIZED_VALUES)
+def test_size_change_is_the_difference_of_the_two_values_sizes(new: object, old: object) -> None:
+    stored_new, stored_old = encode_value(new), encode_value(old)
+    assert size_change(stored_new, stored_old) == (value_size(stored_new)
+                                                   - value_size(stored_old))

@@ -608,6 +608,10 @@ def size_change(new: Value, old: Value) -> int:
                     or (UINT32_MIN <= new < UINT32_END  # type: ignore[operator]
                         and UINT32_MIN <= old < UINT32_END)):  # type: ignore[operator]
                 return 0
+            if 0 <= new < UINT32_END and 0 <= old < UINT32_END:  # type: ignore[operator]
+                # A positive fixint, uint8, uint16 or uint32: 1, 2, 3 or 5 bytes.
+                return ((new > 127) + (new > 255) + 2 * (new > 65535)  # type: ignore[operator]
+                        - (old > 127) - (old > 255) - 2 * (old > 65535))  # type: ignore[operator]
             return _int_size(new) - _int_size(old)  # type: ignore[arg-type]
     return value_size(new) - value_size(old)
 
