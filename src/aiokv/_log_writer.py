@@ -86,17 +86,6 @@ class LogWriter:
     def revoke_room(self) -> None:
         self.fast_end = 0
 
-    def append_in_room(self, frame: bytes) -> bool:
-        """Copy ``frame`` into the window if the hot path's room holds it;
-        whether it did. (set()'s float path writes this out: a call is a
-        tenth of its cost.)"""
-        end = self.end + len(frame)
-        if end > self.fast_end:
-            return False
-        self.window.write(frame)  # type: ignore[union-attr]  # room is only granted with a window
-        self.end = end
-        return True
-
     def limit_room(self, limit: int) -> None:
         """Keep the hot path short of ``limit`` (room already granted shrinks)."""
         self.fast_end = min(self.fast_end, limit)

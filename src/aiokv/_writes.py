@@ -166,7 +166,7 @@ class Writes:
                 lock.acquire()
                 try:
                     end = log.end + len(frame)
-                    if end <= log.fast_end:  # LogWriter.append_in_room, written out
+                    if end <= log.fast_end:  # in the room: copied into the window
                         log.window.write(frame)  # type: ignore[union-attr]  # room: mapped
                         log.end = end
                         self._table.put(key, value, expires)  # type: ignore[arg-type]
@@ -328,7 +328,11 @@ class Writes:
                 frame = encode_scalar_set(key, value, expires)
             except ValueError as exc:  # a lone surrogate in the key
                 raise ValueError(f"key {key!r}: cannot be stored: {exc}") from None
-            if self._log.append_in_room(frame):  # the hot path (see grant_fast_room)
+            log = self._log
+            end = log.end + len(frame)
+            if end <= log.fast_end:  # the hot path (see grant_fast_room), written out
+                log.window.write(frame)  # type: ignore[union-attr]  # room: mapped
+                log.end = end
                 if current is MISSING:
                     table.put(key, value, expires)
                 else:
