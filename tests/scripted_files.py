@@ -1,17 +1,20 @@
 """The test double of the file seam: every call recorded, any call scripted.
 
-``ScriptedFiles`` is the real ``FileSystem`` with two things added:
+``ScriptedFiles`` makes every call on an inner ``FileSystem`` (the real one,
+or a model of one) with two things added:
 
 * every call is recorded (``calls``: which, on which thread, when, how many
-  bytes), so a test can check what ran where;
+  bytes, during which step of the test), so a test can check what ran where;
 * a test scripts what a call does before it is made: fail it
   (``fail``), hold it until released (``hold``), or run any function
-  (``script``) that may raise, wait, or answer in the call's place (a short
-  write, a mapping refused).
+  (``script``) that may raise, wait, answer in the call's place (a short
+  write, a mapping refused), or make the call itself (``real``) and do
+  something after it.
 
-Scripts are matched by call name and an optional ``when`` test of the call
-(its thread, its arguments); ``times`` limits how often one acts. Tests write
-one of these instead of a FileSystem subclass per file.
+Scripts are matched by call name (or ``ANY_CALL``) and an optional ``when``
+test of the call (its thread, its arguments); ``times`` limits how often one
+acts. Tests write one of these instead of a FileSystem subclass per file; a
+test that needs a model of the disk passes it as the inner file system.
 """
 
 from __future__ import annotations
@@ -42,6 +45,8 @@ class Call:
     size: int = 0
     args: tuple[Any, ...] = ()
     thread_name: str = ""
+    doing: str = ""
+    """What the test was doing (``ScriptedFiles.doing`` when the call was made)."""
 
 
 class Proceed:
@@ -49,6 +54,13 @@ class Proceed:
 
 
 PROCEED = Proceed()
+
+ANY_CALL = "*"
+"""The name of a script that applies to every call (its ``when`` may pick)."""
+
+COMPOSITE_CALLS = frozenset({"write_synced", "give_permissions", "lock"})
+"""Calls that ``FileSystem`` makes of other calls of the seam: made as it
+makes them, so that those are recorded and scripted too."""
 
 
 @dataclass
@@ -64,7 +76,9 @@ class Script:
     """Set once the script has acted."""
 
     def applies(self, call: Call) -> bool:
-        if call.name != self.name or (self.times is not None and self.acted >= self.times):
+        if self.name not in (call.name, ANY_CALL):
+            return False
+        if self.times is not None and self.acted >= self.times:
             return False
         return self.when is None or self.when(call)
 
@@ -98,10 +112,17 @@ def nth(n: int, when: Callable[[Call], bool]) -> Callable[[Call], bool]:
 
 
 class ScriptedFiles(FileSystem):
-    def __init__(self, *, mapping: bool = True) -> None:
+    """Every call of the seam recorded, scripted, then made on ``inner``."""
+
+    def __init__(self, inner: FileSystem | None = None, *, mapping: bool = True) -> None:
+        self.inner = FileSystem() if inner is None else inner
+        """Where a call is made once its script lets it: the real file
+        system, or a model of one."""
         self.calls: list[Call] = []
         self.mapping = mapping
         """False: appends at "flush" go through write(2) instead of a map."""
+        self.doing = ""
+        """What the test is doing now: a label it sets, recorded with each call."""
         self._scripts: list[Script] = []
         self._lock = threading.Lock()
 
@@ -109,11 +130,12 @@ class ScriptedFiles(FileSystem):
 
     def script(self, name: str, action: Callable[[Call], object], *,
                when: Callable[[Call], bool] | None = None, times: int | None = None) -> Script:
-        """Run ``action`` before each ``name`` call that ``when`` accepts.
+        """Run ``action`` before each ``name`` call (``ANY_CALL``: each call)
+        that ``when`` accepts; the first script that applies acts, alone.
 
         It may raise (the call fails, having done nothing) or wait; whatever
         it returns other than PROCEED is the call's result, and the real
-        call is not made.
+        call is not made (the action may make it: ``real``).
         """
         script = Script(name, action, when, times)
         with self._lock:
@@ -157,9 +179,23 @@ class ScriptedFiles(FileSystem):
         with self._lock:
             self.calls.clear()
 
-    def _run(self, name: str, real: Callable[..., Any], *args: Any, size: int = 0) -> Any:
+    # -- making calls --------------------------------------------------------
+
+    def real(self, name: str, *args: Any) -> Any:
+        """Make the call ``name`` as if no script applied to it, unrecorded.
+
+        For an action that makes the call itself (with other arguments, or
+        to do something after it). A composite call is made as
+        ``FileSystem`` makes it: its parts go through this double.
+        """
+        if name in COMPOSITE_CALLS:
+            return getattr(FileSystem, name)(self, *args)
+        return getattr(self.inner, name)(*args)
+
+    def _run(self, name: str, *args: Any, size: int = 0) -> Any:
         current = threading.current_thread()
-        call = Call(name, current.ident or 0, time.monotonic(), size, args, current.name)
+        call = Call(name, current.ident or 0, time.monotonic(), size, args, current.name,
+                    self.doing)
         with self._lock:
             self.calls.append(call)
             script = next((s for s in self._scripts if s.applies(call)), None)
@@ -170,87 +206,87 @@ class ScriptedFiles(FileSystem):
             answer = script.action(call)
             if answer is not PROCEED:
                 return answer
-        return real(*args)
+        return self.real(name, *args)
 
     # -- the seam -----------------------------------------------------------
 
     def can_map(self, path: str) -> bool:
-        return self.mapping and bool(self._run("can_map", super().can_map, path))
+        return self.mapping and bool(self._run("can_map", path))
 
     def mode(self, path: str) -> int | None:
-        return self._run("mode", super().mode, path)  # type: ignore[no-any-return]
+        return self._run("mode", path)  # type: ignore[no-any-return]
 
     def read(self, path: str) -> bytes | None:
-        return self._run("read", super().read, path)  # type: ignore[no-any-return]
+        return self._run("read", path)  # type: ignore[no-any-return]
 
     def open_append(self, path: str) -> int:
-        return self._run("open_append", super().open_append, path)  # type: ignore[no-any-return]
+        return self._run("open_append", path)  # type: ignore[no-any-return]
 
     def create(self, path: str) -> int:
-        return self._run("create", super().create, path)  # type: ignore[no-any-return]
+        return self._run("create", path)  # type: ignore[no-any-return]
 
     def permissions(self, fd: int) -> Permissions:
-        return self._run("permissions", super().permissions, fd)  # type: ignore[no-any-return]
+        return self._run("permissions", fd)  # type: ignore[no-any-return]
 
     def give_permissions(self, fd: int, wanted: Permissions) -> None:
-        self._run("give_permissions", super().give_permissions, fd, wanted)
+        self._run("give_permissions", fd, wanted)
 
     def write(self, fd: int, data: Buffer) -> int:
-        return self._run("write", super().write, fd, data,  # type: ignore[no-any-return]
+        return self._run("write", fd, data,  # type: ignore[no-any-return]
                          size=len(memoryview(data)))
 
     def pwrite(self, fd: int, data: bytes | memoryview, offset: int) -> int:
-        return self._run("pwrite", super().pwrite, fd, data, offset,  # type: ignore[no-any-return]
+        return self._run("pwrite", fd, data, offset,  # type: ignore[no-any-return]
                          size=len(data))
 
     def write_synced(self, fd: int, data: bytes | memoryview) -> None:
-        self._run("write_synced", super().write_synced, fd, data, size=len(data))
+        self._run("write_synced", fd, data, size=len(data))
 
     def allocate(self, fd: int, offset: int, length: int) -> None:
-        self._run("allocate", super().allocate, fd, offset, length, size=length)
+        self._run("allocate", fd, offset, length, size=length)
 
     def map(self, fd: int, offset: int, length: int) -> Window:
-        return self._run("map", super().map, fd, offset, length,  # type: ignore[no-any-return]
+        return self._run("map", fd, offset, length,  # type: ignore[no-any-return]
                          size=length)
 
     def fsync(self, fd: int) -> None:
-        self._run("fsync", super().fsync, fd)
+        self._run("fsync", fd)
 
     def truncate(self, fd: int, length: int) -> None:
-        self._run("truncate", super().truncate, fd, length)
+        self._run("truncate", fd, length)
 
     def close(self, fd: int) -> None:
-        self._run("close", super().close, fd)
+        self._run("close", fd)
 
     def replace(self, source: str, target: str) -> None:
-        self._run("replace", super().replace, source, target)
+        self._run("replace", source, target)
 
     def link(self, source: str, target: str) -> bool:
-        return self._run("link", super().link, source, target)  # type: ignore[no-any-return]
+        return self._run("link", source, target)  # type: ignore[no-any-return]
 
     def remove(self, path: str) -> None:
-        self._run("remove", super().remove, path)
+        self._run("remove", path)
 
     def listdir(self, directory: str) -> list[str]:
-        return self._run("listdir", super().listdir, directory)  # type: ignore[no-any-return]
+        return self._run("listdir", directory)  # type: ignore[no-any-return]
 
     def fsync_dir(self, directory: str) -> None:
-        self._run("fsync_dir", super().fsync_dir, directory)
+        self._run("fsync_dir", directory)
 
     def lock(self, path: str) -> int | None:
-        return self._run("lock", super().lock, path)  # type: ignore[no-any-return]
+        return self._run("lock", path)  # type: ignore[no-any-return]
 
     def lock_holder(self, path: str) -> int | None:
-        return self._run("lock_holder", super().lock_holder, path)  # type: ignore[no-any-return]
+        return self._run("lock_holder", path)  # type: ignore[no-any-return]
 
     def lock_open_file(self, fd: int) -> bool:
-        return self._run("lock_open_file", super().lock_open_file, fd)  # type: ignore[no-any-return]
+        return self._run("lock_open_file", fd)  # type: ignore[no-any-return]
 
     def same_file(self, fd: int, path: str) -> bool:
-        return self._run("same_file", super().same_file, fd, path)  # type: ignore[no-any-return]
+        return self._run("same_file", fd, path)  # type: ignore[no-any-return]
 
     def unlock(self, fd: int) -> None:
-        self._run("unlock", super().unlock, fd)
+        self._run("unlock", fd)
 
 
 def store_on(files: FileSystem, path: str, **options: object) -> AioKV:
