@@ -1,10 +1,12 @@
 """An I/O-error loop in the style of SQLite's: fail the Nth file call, for every N.
 
-``FaultyFiles`` counts every call the engine makes through the file seam and
-makes the Nth one raise ``OSError(ENOSPC)`` or ``OSError(EIO)``; in the
-"short" variant the Nth ``write``/``pwrite`` writes only part of its data and
-the call after it fails. A scripted workload runs directly on the ``Engine``,
-on the test's thread, so that the order of the calls is the same in every run.
+A ``Fault`` is one script of ``ScriptedFiles``, the file seam's test double:
+it counts every call the engine makes through the seam and makes the Nth one
+raise ``OSError(ENOSPC)`` or ``OSError(EIO)``; in the "short" variant the Nth
+``write``/``pwrite`` writes only part of its data and the call after it
+fails. The workload (``workload.py``, shared with the power-loss test) runs
+directly on the ``Engine``, on the test's thread, so that the order of the
+calls is the same in every run.
 For N = 1, 2, 3, ... until the workload runs without the fault being reached:
 
 (a) after every operation, the engine's memory equals an oracle holding
@@ -21,8 +23,9 @@ buffered write adds calls at times that depend on the scheduler: at
 "fsync" by the group-commit thread while the caller waits on its commit.
 
 A failing ``close``/``unlock`` releases the descriptor before raising, as
-close(2) does on Linux (the descriptor is freed even when EIO is reported);
-every other call fails without doing anything.
+close(2) does on Linux (the descriptor is freed even when EIO is reported),
+and a failing ``allocate`` may have grown the file halfway; every other call
+fails without doing anything.
 """
 
 from __future__ import annotations
@@ -30,273 +33,171 @@ from __future__ import annotations
 import errno
 import os
 import tempfile
-import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
+from typing import NoReturn
 
 import pytest
+from scripted_files import ANY_CALL, Call, ScriptedFiles, nth
+from workload import (
+    CLEAR,
+    CLOSE,
+    COMPACT,
+    FLUSH,
+    OPEN,
+    WRITES,
+    Step,
+    engine,
+    expect,
+    perform,
+    typed,
+)
 
 from aiokv._chain import LOG_INFIX
 from aiokv._engine import Engine
-from aiokv._files import FileSystem, Permissions, Window
+from aiokv._files import FileSystem
 
-if TYPE_CHECKING:
-    from typing_extensions import Buffer
-
-HOUR = 3600.0
-CLOCK_TIME = 1_700_000_000.0
 WRITE_CALLS = ("write", "pwrite")
 RELEASE_CALLS = ("close", "unlock", "remove_log")
 """Calls that let go of something the store no longer needs: a failure is
 logged and the operation goes on (close(2) frees the descriptor even when it
 fails; a log file the base no longer names is removed at the next open)."""
+UNCOUNTED = frozenset({"write_synced", "can_map", "lock_holder"})
+"""Calls the loop does not fail: a write_synced is made of writes and an
+fsync, each counted; can_map and lock_holder report no error (they answer
+False or None instead)."""
 
 
-def _clock() -> float:
-    return CLOCK_TIME
+# -- the fault ------------------------------------------------------------------
 
 
-class FaultyFiles(FileSystem):
-    """Counts every call; makes call ``fail_at`` fail (once).
+def counted(call: Call) -> bool:
+    """Whether the loop counts ``call`` (N = 1 is the first counted call)."""
+    return call.name not in UNCOUNTED
 
-    With ``short``, ``fail_at`` counts only write/pwrite calls: that one
-    writes half of its data and returns the short count, and the next call,
-    whatever it is, fails.
+
+def a_write(call: Call) -> bool:
+    return call.name in WRITE_CALLS
+
+
+def trace_name(call: Call) -> str:
+    """``call``'s name in traces and messages: "remove_log" for a log file's."""
+    if call.name == "remove" and LOG_INFIX in os.path.basename(call.args[0]):
+        return "remove_log"
+    return call.name
+
+
+def trace(files: ScriptedFiles) -> list[tuple[str, str]]:
+    """(call, step label) of every counted call ``files`` recorded, in order."""
+    return [(trace_name(call), call.doing) for call in files.calls if counted(call)]
+
+
+class Fault:
+    """The one fault of a run, a script of ``files`` (it touches nothing else).
+
+    The ``n``-th counted call fails with ``error`` (once). With ``short``,
+    ``n`` counts only write/pwrite calls: that one writes half of its data
+    and returns the short count, and the next counted call, whatever it is,
+    fails. ``n`` None: no fault.
     """
 
-    def __init__(self, fail_at: int | None = None, error: int = errno.EIO,
-                 short: bool = False, mapping: bool = True) -> None:
-        self.fail_at = fail_at
-        self.mapping = mapping
-        """False: appends at "flush" go through write(2), as on a file
-        system where the store does not map its log (see _files.can_map)."""
+    def __init__(self, files: ScriptedFiles, n: int | None, error: int = errno.EIO,
+                 short: bool = False) -> None:
+        self.files = files
         self.error = error
-        self.short = short
-        self.op = ""
-        """Label of the workload operation running now (set by the runner)."""
-        self.trace: list[tuple[str, str]] = []
-        """(call, operation) of every call, in order."""
-        self.writes = 0
         self.injected: tuple[str, str] | None = None
-        """(call, operation) of the call that was made to fail."""
+        """(call, step) of the call that was made to fail."""
         self.shortened: tuple[str, str] | None = None
-        self._armed = False
-        self._spent = False
-        self._lock = threading.Lock()
+        """(call, step) of the write that was cut short."""
+        if n is not None and short:
+            files.script(ANY_CALL, self._write_half, when=nth(n, a_write), times=1)
+        elif n is not None:
+            files.script(ANY_CALL, self._fail, when=nth(n, counted), times=1)
 
-    def _gate(self, name: str) -> str:
-        """"ok", "fail" or "short" for this call."""
-        with self._lock:
-            self.trace.append((name, self.op))
-            if self._armed:
-                self._armed = False
-                self.injected = (name, self.op)
-                return "fail"
-            if self._spent or self.fail_at is None:
-                return "ok"
-            if not self.short:
-                if len(self.trace) == self.fail_at:
-                    self._spent = True
-                    self.injected = (name, self.op)
-                    return "fail"
-                return "ok"
-            if name in WRITE_CALLS:
-                self.writes += 1
-                if self.writes == self.fail_at:
-                    self._spent = True
-                    self._armed = True
-                    self.shortened = (name, self.op)
-                    return "short"
-            return "ok"
+    def _fail(self, call: Call) -> NoReturn:
+        """Fail ``call`` as the OS does: close and unlock free the descriptor
+        first (close(2) does even when it reports EIO), an allocate may have
+        grown the file halfway; any other call does nothing."""
+        self.injected = (trace_name(call), call.doing)
+        if call.name in ("close", "unlock"):
+            self.files.real(call.name, *call.args)
+        elif call.name == "allocate":
+            fd, offset, length = call.args
+            if length > 1:
+                self.files.real("allocate", fd, offset, length // 2)
+        raise OSError(self.error, os.strerror(self.error))
 
-    def _error(self) -> OSError:
-        return OSError(self.error, os.strerror(self.error))
-
-    def _check(self, name: str) -> None:
-        if self._gate(name) == "fail":
-            raise self._error()
-
-    def read(self, path: str) -> bytes | None:
-        self._check("read")
-        return super().read(path)
-
-    def open_append(self, path: str) -> int:
-        self._check("open_append")
-        return super().open_append(path)
-
-    def create(self, path: str) -> int:
-        self._check("create")
-        return super().create(path)
-
-    def write(self, fd: int, data: Buffer) -> int:
+    def _write_half(self, call: Call) -> int:
+        """Write the first half of ``call``'s data, return that count, and
+        make the next counted call fail."""
+        self.shortened = (trace_name(call), call.doing)
+        fd, data, *rest = call.args
         view = memoryview(data)
-        mode = self._gate("write")
-        if mode == "fail":
-            raise self._error()
-        if mode == "short":
-            assert len(view) > 1
-            return os.write(fd, view[: len(view) // 2])
-        return os.write(fd, view)
-
-    def pwrite(self, fd: int, data: bytes | memoryview, offset: int) -> int:
-        mode = self._gate("pwrite")
-        if mode == "fail":
-            raise self._error()
-        if mode == "short":
-            view = memoryview(data)
-            assert len(view) > 1
-            return os.pwrite(fd, view[: len(view) // 2], offset)
-        return os.pwrite(fd, data, offset)
-
-    def can_map(self, path: str) -> bool:
-        return self.mapping and super().can_map(path)
-
-    def allocate(self, fd: int, offset: int, length: int) -> None:
-        if self._gate("allocate") == "fail":
-            if length > 1:  # a reservation that got halfway: the file grew
-                super().allocate(fd, offset, length // 2)
-            raise self._error()
-        super().allocate(fd, offset, length)
-
-    def map(self, fd: int, offset: int, length: int) -> Window:
-        self._check("map")
-        return super().map(fd, offset, length)
-
-    def fsync(self, fd: int) -> None:
-        self._check("fsync")
-        super().fsync(fd)
-
-    def truncate(self, fd: int, length: int) -> None:
-        self._check("truncate")
-        super().truncate(fd, length)
-
-    def close(self, fd: int) -> None:
-        failing = self._gate("close") == "fail"
-        super().close(fd)  # close(2) frees the descriptor even when it reports EIO
-        if failing:
-            raise self._error()
-
-    def replace(self, source: str, target: str) -> None:
-        self._check("replace")
-        super().replace(source, target)
-
-    def link(self, source: str, target: str) -> bool:
-        self._check("link")
-        return super().link(source, target)
-
-    def remove(self, path: str) -> None:
-        self._check("remove_log" if LOG_INFIX in os.path.basename(path) else "remove")
-        super().remove(path)
-
-    def listdir(self, directory: str) -> list[str]:
-        self._check("listdir")
-        return super().listdir(directory)
-
-    def fsync_dir(self, directory: str) -> None:
-        self._check("fsync_dir")
-        super().fsync_dir(directory)
-
-    def lock(self, path: str) -> int | None:
-        self._check("lock")
-        return super().lock(path)
-
-    def lock_open_file(self, fd: int) -> bool:
-        self._check("lock_open_file")
-        return super().lock_open_file(fd)
-
-    def same_file(self, fd: int, path: str) -> bool:
-        self._check("same_file")
-        return super().same_file(fd, path)
-
-    def mode(self, path: str) -> int | None:
-        self._check("mode")
-        return super().mode(path)
-
-    def permissions(self, fd: int) -> Permissions:
-        self._check("permissions")
-        return super().permissions(fd)
-
-    def give_permissions(self, fd: int, wanted: Permissions) -> None:
-        self._check("give_permissions")
-        super().give_permissions(fd, wanted)
-
-    def unlock(self, fd: int) -> None:
-        failing = self._gate("unlock") == "fail"
-        super().unlock(fd)  # the descriptor is gone, as with close
-        if failing:
-            raise self._error()
+        assert len(view) > 1
+        self.files.script(ANY_CALL, self._fail, when=counted, times=1)
+        written: int = self.files.real(call.name, fd, view[: len(view) // 2], *rest)
+        return written
 
 
 # -- the workload -------------------------------------------------------------
 
-# (label, kind, key, value); the label names the operation in messages.
-Step = tuple[str, str, str, object]
-
 WORKLOAD: list[Step] = [
-    ("open #1", "open", "", None),
-    ("set a int", "set", "a", 1),
-    ("flush #1", "flush", "", None),
-    ("set b str", "set", "b", "ü" * 40),
-    ("set c bytes", "set", "c", b"\x00\xffbytes"),
-    ("flush #2", "flush", "", None),
-    ("set d float", "set", "d", 3.25),
-    ("flush #3", "flush", "", None),
-    ("set e list", "set", "e", [1, "two", [3.0, None]]),
-    ("flush #4", "flush", "", None),
-    ("set f dict", "set", "f", {"n": {"m": [True, -5]}}),
-    ("set g big", "set", "g", "x" * 3000),
-    ("flush #5", "flush", "", None),
-    ("set h u64", "set", "h", 2**63),
-    ("set a again", "set", "a", None),
-    ("flush #6", "flush", "", None),
-    ("delete b", "delete", "b", None),
-    ("flush #7", "flush", "", None),
-    ("delete absent", "delete", "zz", None),
-    ("compact #1", "compact", "", None),
-    ("set i after compact", "set", "i", False),
-    ("flush #8", "flush", "", None),
-    ("delete c after compact", "delete", "c", None),
-    ("flush #9", "flush", "", None),
-    ("clear", "clear", "", None),
-    ("set j after clear", "set", "j", -1),
-    ("flush #10", "flush", "", None),
-    ("set k after clear", "set", "k", "k" * 100),
-    ("flush #11", "flush", "", None),
-    ("delete j", "delete", "j", None),
-    ("flush #12", "flush", "", None),
-    ("close #1", "close", "", None),
-    ("open #2", "open", "", None),
-    ("set l", "set", "l", 7),
-    ("flush #13", "flush", "", None),
-    ("set k again", "set", "k", b"kk"),
-    ("flush #14", "flush", "", None),
-    ("set ttl m", "set+ttl", "m", "lives an hour"),
-    ("compact #2", "compact", "", None),
-    ("delete l", "delete", "l", None),
-    ("flush #15", "flush", "", None),
-    ("set n after compact", "set", "n", [0.5]),
-    ("close #2", "close", "", None),
+    Step("open #1", "open"),
+    Step("set a int", "set", "a", 1),
+    Step("flush #1", "flush"),
+    Step("set b str", "set", "b", "ü" * 40),
+    Step("set c bytes", "set", "c", b"\x00\xffbytes"),
+    Step("flush #2", "flush"),
+    Step("set d float", "set", "d", 3.25),
+    Step("flush #3", "flush"),
+    Step("set e list", "set", "e", [1, "two", [3.0, None]]),
+    Step("flush #4", "flush"),
+    Step("set f dict", "set", "f", {"n": {"m": [True, -5]}}),
+    Step("set g big", "set", "g", "x" * 3000),
+    Step("flush #5", "flush"),
+    Step("set h u64", "set", "h", 2**63),
+    Step("set a again", "set", "a", None),
+    Step("flush #6", "flush"),
+    Step("delete b", "delete", "b"),
+    Step("flush #7", "flush"),
+    Step("delete absent", "delete", "zz"),
+    Step("compact #1", "compact"),
+    Step("set i after compact", "set", "i", False),
+    Step("flush #8", "flush"),
+    Step("delete c after compact", "delete", "c"),
+    Step("flush #9", "flush"),
+    Step("clear", "clear"),
+    Step("set j after clear", "set", "j", -1),
+    Step("flush #10", "flush"),
+    Step("set k after clear", "set", "k", "k" * 100),
+    Step("flush #11", "flush"),
+    Step("delete j", "delete", "j"),
+    Step("flush #12", "flush"),
+    Step("close #1", "close"),
+    Step("open #2", "open"),
+    Step("set l", "set", "l", 7),
+    Step("flush #13", "flush"),
+    Step("set k again", "set", "k", b"kk"),
+    Step("flush #14", "flush"),
+    Step("set ttl m", "set+ttl", "m", "lives an hour"),
+    Step("compact #2", "compact"),
+    Step("delete l", "delete", "l"),
+    Step("flush #15", "flush"),
+    Step("set n after compact", "set", "n", [0.5]),
+    Step("close #2", "close"),
 ]
 
 
-def _typed(entries: dict[str, object]) -> dict[str, tuple[str, object]]:
-    """Entries compared with their types (True == 1 must not pass)."""
-    return {key: (type(value).__name__, value) for key, value in entries.items()}
-
-
 def _engine(path: str, durability: str, files: FileSystem) -> Engine:
-    level = durability.removesuffix("-unmapped")
-    return Engine(path, durability=level, files=files, clock=_clock,
-                  fsync_interval=HOUR, flush_interval=HOUR)
+    return engine(path, durability.removesuffix("-unmapped"), files)
 
 
 @dataclass
 class Outcome:
-    oracle: dict[str, object]
-    failed: list[str]
+    oracle: dict[str, object] = field(default_factory=dict)
+    failed: list[str] = field(default_factory=list)
     """Labels of the operations that raised the injected OSError."""
-    refused: list[str]
+    refused: list[str] = field(default_factory=list)
     """Labels of the writes refused at "buffered" while held records could
     not be written (after a failed flush, until a write of them succeeds)."""
 
@@ -304,103 +205,116 @@ class Outcome:
 REFUSAL = "no new write is accepted until they are written"
 
 
-def _do(engine: Engine, kind: str, key: str, value: object) -> None:
-    commit = None
-    if kind == "set":
-        commit = engine.set(key, value)
-    elif kind == "set+ttl":
-        commit = engine.set(key, value, ttl=HOUR)
-    elif kind == "delete":
-        commit = engine.delete(key)
-    elif kind == "compact":
-        engine.compact()
-    elif kind == "flush":
-        engine.flush()
-    elif kind == "clear":
-        engine.clear()
-    else:
-        raise AssertionError(kind)
-    if commit is not None:
-        commit.wait()
+class FaultRun:
+    """WORKLOAD on the store at ``path`` through ``files``, with ``fault``
+    scripted on them: each step checked against the oracle of what returned.
 
+    Touches the store, ``files.doing`` (the label of the running step) and
+    its own ``outcome``.
+    """
 
-def _apply(oracle: dict[str, object], kind: str, key: str, value: object) -> None:
-    if kind in ("set", "set+ttl"):
-        oracle[key] = value
-    elif kind == "delete":
-        oracle.pop(key, None)
-    elif kind == "clear":
-        oracle.clear()
+    def __init__(self, path: str, durability: str, files: ScriptedFiles, fault: Fault) -> None:
+        self.path = path
+        self.durability = durability
+        self.files = files
+        self.fault = fault
+        self.outcome = Outcome()
+        self.refusing = False
+        """A write of held records failed; none succeeded since."""
+        self.store: Engine | None = None
 
+    def run(self) -> Outcome:
+        for step in WORKLOAD:
+            self.files.doing = step.label
+            if step.kind == OPEN:
+                self._open(step)
+            elif step.kind == CLOSE:
+                self._close(step)
+            else:
+                self._operate(step)
+        return self.outcome
 
-def run_workload(path: str, durability: str, files: FaultyFiles) -> Outcome:
-    oracle: dict[str, object] = {}
-    failed: list[str] = []
-    refused: list[str] = []
-    refusing = False  # a write of held records failed; none succeeded since
-    engine: Engine | None = None
-
-    def where() -> str:
-        return f"injected={files.injected} shortened={files.shortened} failed={failed}"
-
-    def check_memory(label: str) -> None:
-        assert engine is not None
-        assert _typed(engine.items()) == _typed(oracle), f"after {label!r}: {where()}"
-
-    def expect_fault(label: str, exc: OSError) -> None:
-        assert exc.errno == files.error, f"{label!r} raised {exc!r}: {where()}"
-        assert files.injected is not None, f"{label!r} raised {exc!r}, nothing injected"
-        failed.append(label)
-
-    for label, kind, key, value in WORKLOAD:
-        files.op = label
-        if kind == "open":
-            engine = _engine(path, durability, files)
-            try:
-                engine.open()
-            except OSError as exc:
-                expect_fault(label, exc)
-                assert not engine.is_open
-                files.op = label + " (again)"
-                engine.open()
-            check_memory(label)
-            continue
-        assert engine is not None
-        if kind == "close":
-            refusing = False  # close() writes the held records, or fails and is retried
-            try:
-                engine.close()
-            except OSError as exc:
-                expect_fault(label, exc)
-                assert engine.is_open, f"a failed {label!r} must leave the store open"
-                check_memory(label)
-                files.op = label + " (again)"
-                engine.close()
-            assert not engine.is_open
-            continue
+    def _open(self, step: Step) -> None:
+        """A new engine, opened; opened again if the fault hit the open."""
+        self.store = store = _engine(self.path, self.durability, self.files)
         try:
-            _do(engine, kind, key, value)
+            perform(store, step)
+        except OSError as exc:
+            self._expect_fault(step.label, exc)
+            assert not store.is_open
+            self.files.doing = step.label + " (again)"
+            perform(store, step)
+        self._check_memory(step.label)
+
+    def _close(self, step: Step) -> None:
+        """Close; a failed close leaves the store open, and is retried."""
+        store = self._open_store()
+        self.refusing = False  # close() writes the held records, or fails and is retried
+        try:
+            perform(store, step)
+        except OSError as exc:
+            self._expect_fault(step.label, exc)
+            assert store.is_open, f"a failed {step.label!r} must leave the store open"
+            self._check_memory(step.label)
+            self.files.doing = step.label + " (again)"
+            perform(store, step)
+        assert not store.is_open
+
+    def _operate(self, step: Step) -> None:
+        """A write, flush, compaction or clear; its promise kept if it returned."""
+        store = self._open_store()
+        try:
+            perform(store, step)
         except OSError as exc:
             if REFUSAL in str(exc):
-                assert refusing, f"{label!r} refused with nothing failing: {exc!r}, {where()}"
-                assert kind in ("set", "set+ttl", "delete"), f"{label!r} refused: {exc!r}"
-                assert exc.errno == files.error, f"{label!r} raised {exc!r}: {where()}"
-                refused.append(label)
-                check_memory(label)
-                continue
-            expect_fault(label, exc)
-            refusing = (durability == "buffered" and files.injected is not None
-                        and kind in ("flush", "compact"))
-            if kind == "clear" and files.injected is not None and files.injected[0] != "remove":
-                # Engine.clear: "If the file cannot be removed, nothing
-                # changes. If it was removed but [...], the entries are gone."
-                oracle.clear()
+                self._expect_refusal(step, exc)
+            else:
+                self._expect_fault(step.label, exc)
+                self._after_failure(step)
         else:
-            _apply(oracle, kind, key, value)
-            if kind in ("flush", "clear"):
-                refusing = False  # the held records were written (or cleared)
-        check_memory(label)
-    return Outcome(oracle, failed, refused)
+            expect(self.outcome.oracle, step)
+            if step.kind in (FLUSH, CLEAR):
+                self.refusing = False  # the held records were written (or cleared)
+        self._check_memory(step.label)
+
+    def _after_failure(self, step: Step) -> None:
+        """What ``step``, failed by the fault, still promises."""
+        injected = self.fault.injected
+        self.refusing = (self.durability == "buffered" and injected is not None
+                         and step.kind in (FLUSH, COMPACT))
+        if step.kind == CLEAR and injected is not None and injected[0] != "remove":
+            # Engine.clear: "If the file cannot be removed, nothing
+            # changes. If it was removed but [...], the entries are gone."
+            self.outcome.oracle.clear()
+
+    def _open_store(self) -> Engine:
+        assert self.store is not None, "the workload starts with an open"
+        return self.store
+
+    def _where(self) -> str:
+        return (f"injected={self.fault.injected} shortened={self.fault.shortened} "
+                f"failed={self.outcome.failed}")
+
+    def _check_memory(self, label: str) -> None:
+        store = self._open_store()
+        assert typed(store.items()) == typed(self.outcome.oracle), (
+            f"after {label!r}: {self._where()}")
+
+    def _expect_fault(self, label: str, exc: OSError) -> None:
+        assert exc.errno == self.fault.error, f"{label!r} raised {exc!r}: {self._where()}"
+        assert self.fault.injected is not None, f"{label!r} raised {exc!r}, nothing injected"
+        self.outcome.failed.append(label)
+
+    def _expect_refusal(self, step: Step, exc: OSError) -> None:
+        label = step.label
+        assert self.refusing, f"{label!r} refused with nothing failing: {exc!r}, {self._where()}"
+        assert step.kind in WRITES, f"{label!r} refused: {exc!r}"
+        assert exc.errno == self.fault.error, f"{label!r} raised {exc!r}: {self._where()}"
+        self.outcome.refused.append(label)
+
+
+def run_workload(path: str, durability: str, files: ScriptedFiles, fault: Fault) -> Outcome:
+    return FaultRun(path, durability, files, fault).run()
 
 
 # -- the cases ----------------------------------------------------------------
@@ -410,12 +324,17 @@ DURABILITIES = ("flush", "flush-unmapped", "fsync", "buffered")
 ERRORS = {"ENOSPC": errno.ENOSPC, "EIO": errno.EIO}
 
 
+def _files(durability: str) -> ScriptedFiles:
+    return ScriptedFiles(mapping=durability != "flush-unmapped")
+
+
 def _fault_free_trace(durability: str) -> list[tuple[str, str]]:
     with tempfile.TemporaryDirectory() as directory:
-        files = FaultyFiles(mapping=durability != "flush-unmapped")
-        outcome = run_workload(os.path.join(directory, "state.kv"), durability, files)
+        files = _files(durability)
+        outcome = run_workload(os.path.join(directory, "state.kv"), durability, files,
+                               Fault(files, None))
         assert not outcome.failed and not outcome.refused
-        return files.trace
+        return trace(files)
 
 
 TRACES = {durability: _fault_free_trace(durability) for durability in DURABILITIES}
@@ -472,20 +391,20 @@ def _cases() -> Iterator[object]:
 @pytest.mark.parametrize("case", list(_cases()))
 def test_the_nth_file_call_fails(store_path: str, case: Case) -> None:
     durability, n, count = case.durability, case.n, case.count
-    files = FaultyFiles(n, ERRORS[case.error_name], case.short,
-                        mapping=durability != "flush-unmapped")
-    outcome = run_workload(store_path, durability, files)
+    files = _files(durability)
+    fault = Fault(files, n, ERRORS[case.error_name], case.short)
+    outcome = run_workload(store_path, durability, files, fault)
     if n > count:
-        assert files.injected is None and files.shortened is None
+        assert fault.injected is None and fault.shortened is None
         assert not outcome.failed and not outcome.refused
     else:
-        assert files.injected is not None, "the fault was not reached"
+        assert fault.injected is not None, "the fault was not reached"
         # Exactly one operation saw the error: it was one-shot. The one
         # exception: close(2) frees the descriptor even when it fails, so the
         # engine may log the error of a descriptor it no longer needs and go
         # on; the operation then returned and counts as acknowledged.
-        allowed = {0, 1} if files.injected[0] in RELEASE_CALLS else {1}
-        assert len(outcome.failed) in allowed, f"{outcome.failed} injected={files.injected}"
+        allowed = {0, 1} if fault.injected[0] in RELEASE_CALLS else {1}
+        assert len(outcome.failed) in allowed, f"{outcome.failed} injected={fault.injected}"
         # At "buffered", the writes after a failed write of held records are
         # refused (they raise, nothing changes) until a flush writes them.
         if outcome.refused:
@@ -494,8 +413,8 @@ def test_the_nth_file_call_fails(store_path: str, case: Case) -> None:
     clean = _engine(store_path, durability, FileSystem())
     clean.open()
     try:
-        assert _typed(clean.items()) == _typed(outcome.oracle), (
-            f"reopened store differs; injected={files.injected} failed={outcome.failed}")
+        assert typed(clean.items()) == typed(outcome.oracle), (
+            f"reopened store differs; injected={fault.injected} failed={outcome.failed}")
     finally:
         clean.close()
 
