@@ -11,6 +11,9 @@ directory and also keeps a model of what a power loss would leave behind:
   pending and a reboot may show any prefix of them (none of them: the old
   name state; all of them: the current one).
 
+It is the inner file system of a ``ScriptedFiles``, the seam's one test
+double, scripted (``CrashPoints``) to take a crash point after each call.
+
 ``crash_images()`` lists the directory states a power loss may produce: for
 each prefix of the pending name changes, the files under those names with
 their volatile part (everything past the longest common prefix of the durable
@@ -20,8 +23,9 @@ length, or cut with the rest zeros or garbage (torn appends, as in ALICE);
 the same variant for every file, and a few images with a random variant per
 file. Randomness is seeded by the crash point, so every run is the same.
 
-A scripted workload (sets, deletes, flushes, compactions, a clear, sets after
-it, close and reopen) runs directly on the ``Engine`` on the test's thread,
+A workload (sets, deletes, flushes, compactions, a clear, sets after it,
+close and reopen; its steps are ``workload.py``'s, shared with the
+fault-injection loop) runs directly on the ``Engine`` on the test's thread,
 once per durability level, with both timers set to an hour: no periodic fsync
 or buffered write happens at a time chosen by the scheduler, so the order of
 the file calls is the same in every run. A crash point is taken right after
@@ -45,7 +49,7 @@ A second workload makes its writes while a compaction walks the entries
 (issue 18: at "buffered" the walk took a later write from memory without an
 earlier one it had already walked past). The walk takes one entry per batch
 and writes each batch as it takes it; after its first snapshot write the
-model file system calls back, and from there, on the compaction's thread,
+crash-point script calls back, and from there, on the compaction's thread,
 the writes are made: steps in the order issued, right after the compaction's
 own step (which changes nothing). At "fsync" each waits for its commit there,
 so the writer thread's calls come in the same order every run too.
@@ -63,6 +67,19 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import pytest
+from scripted_files import ANY_CALL, Call, ScriptedFiles
+from workload import (
+    CLOSE,
+    COMPACT,
+    FLUSH,
+    OPEN,
+    Step,
+    Typed,
+    engine,
+    expect,
+    perform,
+    typed,
+)
 
 from aiokv import _compaction, _writer_thread
 from aiokv import _log_files as log_files_module
@@ -77,17 +94,11 @@ if TYPE_CHECKING:
 
     from typing_extensions import Buffer
 
-HOUR = 3600.0
-CLOCK_TIME = 1_700_000_000.0
 LEVELS = ("fsync", "flush", "buffered")
 VARIANTS = ("drop", "keep", "partial-1", "partial-2", "partial-3", "first-byte", "all-but-last",
             "zeros", "garbage", "torn-zeros", "torn-garbage", "gap-sector", "gap-page",
             "gap-random", "gaps-sectors")
 STORE = "state.kv"
-
-
-def _clock() -> float:
-    return CLOCK_TIME
 
 
 # -- the simulated file system ------------------------------------------------
@@ -149,12 +160,13 @@ class CrashPoint:
 
 
 class ModelWindow:
-    """A mapped window whose every store is also made to the model (and is
-    a crash point: a store lands in the page cache, as a write(2) does)."""
+    """A mapped window whose every store is also made to the model, then
+    reported to it (a store lands in the page cache, as a write(2) does: it
+    is a crash point)."""
 
-    def __init__(self, files: PowerLossFiles, inode: Inode, window: Window,
+    def __init__(self, model: PowerLossFiles, inode: Inode, window: Window,
                  offset: int) -> None:
-        self._files = files
+        self._model = model
         self._inode = inode
         self._window = window
         self._offset = offset
@@ -165,12 +177,12 @@ class ModelWindow:
         self._position = position
 
     def write(self, data: bytes, /) -> int:
-        with self._files._lock:
+        with self._model.guard:
             written = self._window.write(data)
             start = self._offset + self._position
             self._inode.data[start : start + written] = data[:written]
             self._position += written
-            self._files._after("store")
+            self._model.on_store()
             return written
 
     def close(self) -> None:
@@ -178,11 +190,15 @@ class ModelWindow:
 
 
 class PowerLossFiles(FileSystem):
-    """Real files in ``directory``, plus a model of what is durable.
+    """Real files in ``directory``, plus a model of what a power loss would
+    leave of them: the inner file system of a ``ScriptedFiles``.
 
-    After every call (and when ``mark`` is called) a ``CrashPoint`` is
-    recorded. Lock files are not modelled: a rebooted directory never holds
-    a lock, and the engine creates its own at open.
+    Each call that changes the files or their names does the real work and
+    records its effect on the model; every other call is the real one. It
+    takes no crash point and holds no lock itself: ``CrashPoints`` makes each
+    call, and takes the point after it, under ``guard``. Lock files are not
+    modelled: a rebooted directory never holds a lock, and the engine
+    creates its own at open.
     """
 
     def __init__(self, directory: str) -> None:
@@ -194,16 +210,10 @@ class PowerLossFiles(FileSystem):
         """Inode number of each name at its latest (pending) create."""
         self.inodes: dict[int, Inode] = {}
         self.fds: dict[int, Inode] = {}
-        self.points: list[CrashPoint] = []
-        self.op = ""
-        self.floor = 0
-        self.newest = 0
-        self.calls = 0
-        self.after_snapshot_write: Callable[[bytes], None] | None = None
-        """Called once, with the file's content, after the first pwrite past
-        a compaction's header. With WRITE_CHUNK small that is the walk's
-        first batch: the walk holds no lock and has not taken the next."""
-        self._lock = threading.RLock()
+        self.guard = threading.RLock()
+        """Held across a call (or a store) and the crash point after it."""
+        self.on_store: Callable[[], None] = lambda: None
+        """Called, with ``guard`` held, after each store into a mapped window."""
 
     # -- bookkeeping --
 
@@ -227,7 +237,7 @@ class PowerLossFiles(FileSystem):
 
     def preload(self, image: Image) -> None:
         """Files there before the run: durable content under durable names."""
-        with self._lock:
+        with self.guard:
             for name, content in image:
                 with open(os.path.join(self.directory, name), "wb") as file:
                     file.write(content)
@@ -237,9 +247,15 @@ class PowerLossFiles(FileSystem):
                 self.names[name] = inode
             self.durable_names = {name: inode.number for name, inode in self.names.items()}
 
-    def mark(self, label: str) -> None:
-        """Record a crash point now."""
-        with self._lock:
+    def content(self, fd: int) -> bytes:
+        """The content of the file open at ``fd``, as the OS sees it now."""
+        with self.guard:
+            return bytes(self.fds[fd].data)
+
+    def crash_point(self, label: str, floor: int, newest: int) -> CrashPoint:
+        """What a power loss now may leave, once the model is checked against
+        the real files; ``floor`` and ``newest`` are the test's promise."""
+        with self.guard:
             self._check_model()
             states: list[tuple[tuple[str, int], ...]] = []
             names = dict(self.durable_names)
@@ -249,152 +265,150 @@ class PowerLossFiles(FileSystem):
                 states.append(_canonical(names))
             contents = {number: (inode.durable, bytes(inode.data))
                         for number, inode in self.inodes.items()}
-            self.points.append(CrashPoint(label, tuple(states), contents,
-                                          self.floor, self.newest))
+            return CrashPoint(label, tuple(states), contents, floor, newest)
 
-    def _after(self, call: str) -> None:
-        self.calls += 1
-        self.mark(f"call {self.calls} ({call}) in {self.op!r}")
-
-    # -- the seam --
-
-    def read(self, path: str) -> bytes | None:
-        with self._lock:
-            data = super().read(path)
-            self._after("read")
-            return data
-
-    def listdir(self, directory: str) -> list[str]:
-        with self._lock:
-            names = super().listdir(directory)
-            self._after("listdir")
-            return names
+    # -- the seam: the calls that change the model --
 
     def create(self, path: str) -> int:
-        with self._lock:
-            fd = super().create(path)
-            name = self._name(path)
-            inode = self._new_inode()
-            self.names[name] = inode
-            self.created[name] = inode.number
-            self.pending.append(("create", name, ""))
-            self.fds[fd] = inode
-            self._after("create")
-            return fd
+        fd = super().create(path)
+        name = self._name(path)
+        inode = self._new_inode()
+        self.names[name] = inode
+        self.created[name] = inode.number
+        self.pending.append(("create", name, ""))
+        self.fds[fd] = inode
+        return fd
 
     def open_append(self, path: str) -> int:
-        with self._lock:
-            fd = super().open_append(path)
-            self.fds[fd] = self.names[self._name(path)]
-            self._after("open_append")
-            return fd
+        fd = super().open_append(path)
+        self.fds[fd] = self.names[self._name(path)]
+        return fd
 
     def write(self, fd: int, data: Buffer) -> int:
-        with self._lock:
-            view = memoryview(data)
-            written = os.write(fd, view)
-            self.fds[fd].data += view[:written]  # O_APPEND: at the end
-            self._after("write")
-            return written
+        view = memoryview(data)
+        written = os.write(fd, view)
+        self.fds[fd].data += view[:written]  # O_APPEND: at the end
+        return written
 
     def pwrite(self, fd: int, data: bytes | memoryview, offset: int) -> int:
-        with self._lock:
-            written = os.pwrite(fd, data, offset)
-            inode = self.fds[fd]
-            content = inode.data
-            if len(content) < offset:
-                content += bytes(offset - len(content))
-            content[offset:offset + written] = memoryview(data)[:written]
-            self._after("pwrite")
-        hook = self.after_snapshot_write
-        if hook is not None and offset >= HEADER_SIZE:
-            # Outside the lock: at "fsync" the hook waits for the writer
-            # thread, whose file calls take it.
-            self.after_snapshot_write = None
-            hook(bytes(inode.data))
+        written = os.pwrite(fd, data, offset)
+        content = self.fds[fd].data
+        if len(content) < offset:
+            content += bytes(offset - len(content))
+        content[offset:offset + written] = memoryview(data)[:written]
         return written
 
     def allocate(self, fd: int, offset: int, length: int) -> None:
-        with self._lock:
-            super().allocate(fd, offset, length)
-            content = self.fds[fd].data
-            if len(content) < offset + length:
-                content += bytes(offset + length - len(content))
-            self._after("allocate")
+        super().allocate(fd, offset, length)
+        content = self.fds[fd].data
+        if len(content) < offset + length:
+            content += bytes(offset + length - len(content))
 
     def map(self, fd: int, offset: int, length: int) -> Window:
-        with self._lock:
-            window = ModelWindow(self, self.fds[fd], super().map(fd, offset, length), offset)
-            self._after("map")
-            return window
+        return ModelWindow(self, self.fds[fd], super().map(fd, offset, length), offset)
 
     def truncate(self, fd: int, length: int) -> None:
-        with self._lock:
-            super().truncate(fd, length)
-            content = self.fds[fd].data
-            if len(content) > length:
-                del content[length:]
-            else:
-                content += bytes(length - len(content))
-            self._after("truncate")
+        super().truncate(fd, length)
+        content = self.fds[fd].data
+        if len(content) > length:
+            del content[length:]
+        else:
+            content += bytes(length - len(content))
 
     def fsync(self, fd: int) -> None:
-        with self._lock:
-            super().fsync(fd)
-            inode = self.fds[fd]
-            inode.durable = bytes(inode.data)
-            self._after("fsync")
+        super().fsync(fd)
+        inode = self.fds[fd]
+        inode.durable = bytes(inode.data)
 
     def close(self, fd: int) -> None:
-        with self._lock:
-            super().close(fd)
-            del self.fds[fd]
-            self._after("close")
+        super().close(fd)
+        del self.fds[fd]
 
     def replace(self, source: str, target: str) -> None:
-        with self._lock:
-            super().replace(source, target)
-            old, new = self._name(source), self._name(target)
-            self.names[new] = self.names.pop(old)
-            self.pending.append(("replace", old, new))
-            self._after("replace")
+        super().replace(source, target)
+        old, new = self._name(source), self._name(target)
+        self.names[new] = self.names.pop(old)
+        self.pending.append(("replace", old, new))
 
     def link(self, source: str, target: str) -> bool:
-        with self._lock:
-            linked = super().link(source, target)
-            assert linked, "the test's file system has hard links"
-            old, new = self._name(source), self._name(target)
-            self.names[new] = self.names[old]
-            self.pending.append(("link", old, new))
-            self._after("link")
-            return linked
+        linked = super().link(source, target)
+        assert linked, "the test's file system has hard links"
+        old, new = self._name(source), self._name(target)
+        self.names[new] = self.names[old]
+        self.pending.append(("link", old, new))
+        return linked
 
     def remove(self, path: str) -> None:
-        with self._lock:
-            super().remove(path)
-            name = self._name(path)
-            del self.names[name]
-            self.pending.append(("remove", name, ""))
-            self._after("remove")
+        super().remove(path)
+        name = self._name(path)
+        del self.names[name]
+        self.pending.append(("remove", name, ""))
 
     def fsync_dir(self, directory: str) -> None:
-        with self._lock:
-            super().fsync_dir(directory)
-            assert os.path.abspath(directory) == os.path.abspath(self.directory)
-            self.durable_names = {name: inode.number for name, inode in self.names.items()}
-            self.pending = []
-            self._after("fsync_dir")
+        super().fsync_dir(directory)
+        assert os.path.abspath(directory) == os.path.abspath(self.directory)
+        self.durable_names = {name: inode.number for name, inode in self.names.items()}
+        self.pending = []
 
-    def lock(self, path: str) -> int | None:
-        with self._lock:
-            fd = super().lock(path)
-            self._after("lock")
-            return fd
 
-    def unlock(self, fd: int) -> None:
-        with self._lock:
-            super().unlock(fd)
-            self._after("unlock")
+CRASH_CALLS = frozenset({"read", "listdir", "lock", "unlock", "create", "open_append", "write",
+                         "pwrite", "allocate", "map", "truncate", "fsync", "close", "replace",
+                         "link", "remove", "fsync_dir"})
+"""The calls a crash point is taken after: each one that works on the
+store's directory (reads it, changes a file or a name, makes them durable,
+takes or lets go of the lock). Not the questions about a file open already
+(mode, permissions, same_file), nor the parts of lock (lock_open_file) and
+give_permissions."""
+
+
+class CrashPoints:
+    """A ``ScriptedFiles`` (``files``) over a ``PowerLossFiles`` model,
+    taking a crash point after each call of CRASH_CALLS and each store into
+    a mapped window, and one whenever the test calls ``mark``.
+
+    The test sets ``files.doing`` (the step running: the points' labels name
+    it) and ``floor``/``newest`` (the states a reboot may show). The points
+    touch nothing but ``points``.
+    """
+
+    def __init__(self, directory: str) -> None:
+        self.model = PowerLossFiles(directory)
+        self.files = ScriptedFiles(self.model)
+        self.points: list[CrashPoint] = []
+        self.floor = 0
+        self.newest = 0
+        self.calls = 0
+        """Calls and stores made so far: the Nth is "call N" in labels."""
+        self.after_snapshot_write: Callable[[bytes], None] | None = None
+        """Called once, with the file's content, after the first pwrite past
+        a compaction's header (and its crash point). With WRITE_CHUNK small
+        that is the walk's first batch: the walk holds no lock and has not
+        taken the next."""
+        self.model.on_store = functools.partial(self._point_after, "store")
+        self.files.script(ANY_CALL, self._make_then_point,
+                          when=lambda call: call.name in CRASH_CALLS)
+
+    def mark(self, label: str) -> None:
+        """Record a crash point now."""
+        self.points.append(self.model.crash_point(label, self.floor, self.newest))
+
+    def _point_after(self, call: str) -> None:
+        self.calls += 1
+        self.mark(f"call {self.calls} ({call}) in {self.files.doing!r}")
+
+    def _make_then_point(self, call: Call) -> object:
+        """Make ``call`` and take the crash point after it, both under the
+        model's guard (no other thread's call comes between); then the
+        callback of a first snapshot write, outside it (at "fsync" it waits
+        for the writer thread, whose calls take the guard)."""
+        with self.model.guard:
+            result = self.files.real(call.name, *call.args)
+            self._point_after(call.name)
+        hook = self.after_snapshot_write
+        if hook is not None and call.name == "pwrite" and call.args[2] >= HEADER_SIZE:
+            self.after_snapshot_write = None
+            hook(self.model.content(call.args[0]))
+        return result
 
 
 # -- crash images ---------------------------------------------------------------
@@ -484,56 +498,44 @@ def crash_images(point: CrashPoint, seed: str) -> list[tuple[str, Image]]:
 
 # -- the workload -----------------------------------------------------------------
 
-# (label, kind, key, value)
-Step = tuple[str, str, str, object]
+COMPACT_WITH_WRITES = "compact+writes"
+"""A compaction whose value is a list of Steps, made while it walks the entries."""
 
 WORKLOAD: list[Step] = [
-    ("open #1", "open", "", None),
-    ("set a", "set", "a", 1),
-    ("set b", "set", "b", "b" * 50),
-    ("flush #1", "flush", "", None),
-    ("set c", "set", "c", b"\x00\xff" * 20),
-    ("set a again", "set", "a", [1, "two", 3.5]),
-    ("delete b", "delete", "b", None),
-    ("flush #2", "flush", "", None),
-    ("set d", "set", "d", {"nested": [True, None]}),
-    ("set big", "set", "big", "x" * 2000),
-    ("compact #1", "compact", "", None),
-    ("set e after compact", "set", "e", 2.5),
-    ("delete c", "delete", "c", None),
-    ("flush #3", "flush", "", None),
-    ("set f", "set", "f", -7),
-    ("clear", "clear", "", None),
-    ("set g after clear", "set", "g", "g"),
-    ("set h after clear", "set", "h", 2**63),
-    ("flush #4", "flush", "", None),
-    ("delete g", "delete", "g", None),
-    ("set ttl i", "set+ttl", "i", "lives an hour"),
-    ("close #1", "close", "", None),
-    ("open #2", "open", "", None),
-    ("set j after reopen", "set", "j", b"j"),
-    ("delete absent", "delete", "zz", None),
-    ("set h again", "set", "h", False),
-    ("compact #2", "compact", "", None),
-    ("flush #5", "flush", "", None),
-    ("set k", "set", "k", "k" * 300),
-    ("delete j", "delete", "j", None),
-    ("compact #3", "compact", "", None),
-    ("set l after compact", "set", "l", 0),
-    ("close #2", "close", "", None),
+    Step("open #1", "open"),
+    Step("set a", "set", "a", 1),
+    Step("set b", "set", "b", "b" * 50),
+    Step("flush #1", "flush"),
+    Step("set c", "set", "c", b"\x00\xff" * 20),
+    Step("set a again", "set", "a", [1, "two", 3.5]),
+    Step("delete b", "delete", "b"),
+    Step("flush #2", "flush"),
+    Step("set d", "set", "d", {"nested": [True, None]}),
+    Step("set big", "set", "big", "x" * 2000),
+    Step("compact #1", "compact"),
+    Step("set e after compact", "set", "e", 2.5),
+    Step("delete c", "delete", "c"),
+    Step("flush #3", "flush"),
+    Step("set f", "set", "f", -7),
+    Step("clear", "clear"),
+    Step("set g after clear", "set", "g", "g"),
+    Step("set h after clear", "set", "h", 2**63),
+    Step("flush #4", "flush"),
+    Step("delete g", "delete", "g"),
+    Step("set ttl i", "set+ttl", "i", "lives an hour"),
+    Step("close #1", "close"),
+    Step("open #2", "open"),
+    Step("set j after reopen", "set", "j", b"j"),
+    Step("delete absent", "delete", "zz"),
+    Step("set h again", "set", "h", False),
+    Step("compact #2", "compact"),
+    Step("flush #5", "flush"),
+    Step("set k", "set", "k", "k" * 300),
+    Step("delete j", "delete", "j"),
+    Step("compact #3", "compact"),
+    Step("set l after compact", "set", "l", 0),
+    Step("close #2", "close"),
 ]
-
-Typed = dict[str, tuple[str, object]]
-
-
-def _typed(entries: dict[str, object]) -> Typed:
-    """Entries compared with their types (True == 1 must not pass)."""
-    return {key: (type(value).__name__, value) for key, value in entries.items()}
-
-
-def _engine(path: str, level: str, files: FileSystem) -> Engine:
-    return Engine(path, durability=level, files=files, clock=_clock,
-                  fsync_interval=HOUR, flush_interval=HOUR)
 
 
 @dataclass
@@ -557,74 +559,61 @@ class Run:
     thread, at its first snapshot write), so they are the steps right after
     it. The compaction itself changes nothing: the state after it is the one
     before it.
+
+    Touches the engine, its own states, and the crash points' step label and
+    promise (``doing``, ``floor``, ``newest``); marks a point after each step.
     """
 
-    def __init__(self, level: str, files: PowerLossFiles, path: str,
+    def __init__(self, level: str, crash: CrashPoints, path: str,
                  initial: Typed | None) -> None:
         self.level = level
-        self.files = files
+        self.crash = crash
         self.path = path
         self.engine: Engine | None = None
         self.state: dict[str, object] = {key: value
                                          for key, (_, value) in (initial or {}).items()}
-        self.states = [_typed(self.state)]
+        self.states = [typed(self.state)]
         """states[k]: the store after the first k steps issued."""
         self.walked: list[list[str]] = []
 
-    def step(self, label: str, kind: str, key: str, value: object) -> None:
-        files = self.files
-        files.op = label
-        files.newest = len(self.states)  # this step's state, appended below
-        if kind == "open":
-            self.engine = _engine(self.path, self.level, files)
-            self.engine.open()
+    def step(self, step: Step) -> None:
+        crash = self.crash
+        crash.files.doing = step.label
+        crash.newest = len(self.states)  # this step's state, appended below
+        if step.kind == OPEN:
+            self.engine = engine(self.path, self.level, crash.files)
+        if step.kind == COMPACT_WITH_WRITES:
+            self._compact_with_writes(step)
         else:
-            engine = self.engine
-            assert engine is not None
-            commit = None
-            if kind == "set":
-                commit = engine.set(key, value)
-                self.state[key] = value
-            elif kind == "set+ttl":
-                commit = engine.set(key, value, ttl=HOUR)
-                self.state[key] = value
-            elif kind == "delete":
-                commit = engine.delete(key)
-                self.state.pop(key, None)
-            elif kind == "clear":
-                engine.clear()
-                self.state.clear()
-            elif kind == "flush":
-                engine.flush()
-            elif kind == "compact":
-                engine.compact()
-            elif kind == "compact+writes":
-                self.states.append(_typed(self.state))
-                writes: list[Step] = value  # type: ignore[assignment]
-                files.after_snapshot_write = functools.partial(self._write_during_walk,
-                                                               label, writes)
-                engine.compact()
-                assert files.after_snapshot_write is None, f"{label}: no snapshot write"
-            elif kind == "close":
-                engine.close()
-            else:
-                raise AssertionError(kind)
-            if commit is not None:
-                commit.wait()
-        assert self.engine is not None
-        if kind != "close":
-            assert _typed(self.engine.items()) == _typed(self.state), label
-        if kind != "compact+writes":
-            self.states.append(_typed(self.state))
-        if self.level == "fsync" or kind in ("flush", "close"):
-            files.floor = len(self.states) - 1  # every step issued so far returned
-        files.mark(f"after {label!r}")
+            perform(self._engine(), step)
+            expect(self.state, step)
+        if step.kind != CLOSE:
+            assert typed(self._engine().items()) == typed(self.state), step.label
+        if step.kind != COMPACT_WITH_WRITES:
+            self.states.append(typed(self.state))
+        if self.level == "fsync" or step.kind in (FLUSH, CLOSE):
+            crash.floor = len(self.states) - 1  # every step issued so far returned
+        crash.mark(f"after {step.label!r}")
+
+    def _engine(self) -> Engine:
+        assert self.engine is not None, "the workload starts with an open"
+        return self.engine
+
+    def _compact_with_writes(self, step: Step) -> None:
+        """A compaction, its writes made from inside it by the crash points'
+        snapshot-write callback."""
+        self.states.append(typed(self.state))
+        writes: list[Step] = step.value  # type: ignore[assignment]
+        self.crash.after_snapshot_write = functools.partial(self._write_during_walk,
+                                                            step.label, writes)
+        perform(self._engine(), step._replace(kind=COMPACT))
+        assert self.crash.after_snapshot_write is None, f"{step.label}: no snapshot write"
 
     def _write_during_walk(self, label: str, writes: list[Step], new_file: bytes) -> None:
         self.walked.append([key for key in self.state if key.encode() in new_file])
         for write in writes:
-            self.step(*write)
-        self.files.op = f"{label} (after its writes)"
+            self.step(write)
+        self.crash.files.doing = f"{label} (after its writes)"
 
 
 def record(level: str, workload: list[Step] = WORKLOAD, image: Image = (),
@@ -636,13 +625,13 @@ def record(level: str, workload: list[Step] = WORKLOAD, image: Image = (),
     """
     directory = tempfile.mkdtemp(prefix="aiokv-power-")
     try:
-        files = PowerLossFiles(directory)
-        files.preload(image)
-        run = Run(level, files, os.path.join(directory, STORE), initial)
+        crash = CrashPoints(directory)
+        crash.model.preload(image)
+        run = Run(level, crash, os.path.join(directory, STORE), initial)
         for step in workload:
-            run.step(*step)
-        calls = [point.label for point in files.points if point.label.startswith("call ")]
-        return Recording(level, files.points, run.states, calls, run.walked)
+            run.step(step)
+        calls = [point.label for point in crash.points if point.label.startswith("call ")]
+        return Recording(level, crash.points, run.states, calls, run.walked)
     finally:
         shutil.rmtree(directory, ignore_errors=True)
 
@@ -662,16 +651,16 @@ def recover(image: Image) -> Typed | str:
         for name, content in image:
             with open(os.path.join(directory, name), "wb") as file:
                 file.write(content)
-        engine = _engine(os.path.join(directory, STORE), "flush", FileSystem())
+        store = engine(os.path.join(directory, STORE), "flush", FileSystem())
         try:
-            engine.open()
+            store.open()
         except Exception as exc:  # any failure to open is a finding
             result: Typed | str = f"open raised {exc!r}"
         else:
             try:
-                result = _typed(engine.items())
+                result = typed(store.items())
             finally:
-                engine.close()
+                store.close()
     finally:
         shutil.rmtree(directory, ignore_errors=True)
     _recovered[image] = result
@@ -740,7 +729,8 @@ def test_enough_crash_points_are_tried(level: str) -> None:
 
 def test_the_model_loses_what_was_not_fsynced(tmp_path: object) -> None:
     directory = str(tmp_path)
-    files = PowerLossFiles(directory)
+    crash = CrashPoints(directory)
+    files = crash.files
     log = os.path.join(directory, "log")
     temp = os.path.join(directory, "temp")
     fd = files.create(log)
@@ -749,7 +739,7 @@ def test_the_model_loses_what_was_not_fsynced(tmp_path: object) -> None:
     files.fsync_dir(directory)
     files.write(fd, b"+volatile")
     files.close(fd)
-    point = files.points[-1]
+    point = crash.points[-1]
     images = dict(crash_images(point, "model"))
     contents = {image[0][1] for image in images.values()}
     assert b"durable" in contents and b"durable+volatile" in contents
@@ -761,14 +751,14 @@ def test_the_model_loses_what_was_not_fsynced(tmp_path: object) -> None:
     files.fsync(fd)
     files.close(fd)
     files.replace(temp, log)
-    point = files.points[-1]
+    point = crash.points[-1]
     assert [dict(names) for names in point.name_states] == [
         {"log": 1}, {"log": 1, "temp": 2}, {"log": 2}]
     shown = {image for _, image in crash_images(point, "model")}
     assert (("log", b"durable"),) in shown  # the rename may be undone by a reboot
     assert (("log", b"new"),) in shown
     files.fsync_dir(directory)
-    shown = {image for _, image in crash_images(files.points[-1], "model")}
+    shown = {image for _, image in crash_images(crash.points[-1], "model")}
     assert shown == {(("log", b"new"),)}
 
 
@@ -797,12 +787,12 @@ def test_a_power_loss_may_leave_several_holes_in_the_volatile_part() -> None:
 # -- a second power loss, while the first one's torn log is recovered ---------------
 
 REBOOT_WORKLOAD: list[Step] = [
-    ("open after the reboot", "open", "", None),
-    ("set r1", "set", "r1", "after the reboot"),
-    ("flush r", "flush", "", None),
-    ("set a r2", "set", "a", 99),
-    ("delete r1", "delete", "r1", None),
-    ("close r", "close", "", None),
+    Step("open after the reboot", "open"),
+    Step("set r1", "set", "r1", "after the reboot"),
+    Step("flush r", "flush"),
+    Step("set a r2", "set", "a", 99),
+    Step("delete r1", "delete", "r1"),
+    Step("close r", "close"),
 ]
 TORN_IMAGES_PER_LEVEL = 6
 
@@ -846,25 +836,25 @@ def test_a_power_loss_while_a_torn_log_is_recovered(level: str, which: int) -> N
 # -- writes made while a compaction walks the entries ----------------------------
 
 WRITES_DURING_THE_WALK: list[Step] = [
-    ("set walked-first during the walk", "set", "walked-first", 1),
-    ("set walked-later during the walk", "set", "walked-later", 1),
-    ("delete deleted-later during the walk", "delete", "deleted-later", None),
-    ("set created during the walk", "set", "created", "new"),
+    Step("set walked-first during the walk", "set", "walked-first", 1),
+    Step("set walked-later during the walk", "set", "walked-later", 1),
+    Step("delete deleted-later during the walk", "delete", "deleted-later"),
+    Step("set created during the walk", "set", "created", "new"),
 ]
 """Made after the walk took walked-first and before it takes the others: a
 snapshot holding a later write without an earlier one is no prefix."""
 
 WALK_WORKLOAD: list[Step] = [
-    ("open", "open", "", None),
-    ("set walked-first", "set", "walked-first", 0),
-    ("set walked-later", "set", "walked-later", 0),
-    ("set deleted-later", "set", "deleted-later", "doomed"),
-    ("flush #1", "flush", "", None),
-    ("compact while writing", "compact+writes", "", WRITES_DURING_THE_WALK),
-    ("set after the compaction", "set", "after", 2),
-    ("flush #2", "flush", "", None),
-    ("set after the flush", "set", "tail", 3),
-    ("close", "close", "", None),
+    Step("open", "open"),
+    Step("set walked-first", "set", "walked-first", 0),
+    Step("set walked-later", "set", "walked-later", 0),
+    Step("set deleted-later", "set", "deleted-later", "doomed"),
+    Step("flush #1", "flush"),
+    Step("compact while writing", "compact+writes", "", WRITES_DURING_THE_WALK),
+    Step("set after the compaction", "set", "after", 2),
+    Step("flush #2", "flush"),
+    Step("set after the flush", "set", "tail", 3),
+    Step("close", "close"),
 ]
 
 
