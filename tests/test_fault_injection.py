@@ -189,6 +189,7 @@ WORKLOAD: list[Step] = [
 
 
 def _engine(path: str, durability: str, files: FileSystem) -> Engine:
+    """``workload.engine`` at one of DURABILITIES ("flush-unmapped" is "flush")."""
     return engine(path, durability.removesuffix("-unmapped"), files)
 
 
