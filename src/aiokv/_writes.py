@@ -169,7 +169,22 @@ class Writes:
                     if end <= log.fast_end:  # in the room: copied into the window
                         log.window.write(frame)  # type: ignore[union-attr]  # room: mapped
                         log.end = end
-                        self._table.put(key, value, expires)  # type: ignore[arg-type]
+                        table = self._table
+                        entries = table.entries
+                        old_value = entries.get(key, MISSING)
+                        expiries = table.expiries
+                        old_expiry = expiries.get(key)
+                        if (old_value is not MISSING and old_expiry is not None
+                                and expires >= old_expiry):
+                            # A session renewed: Table.put written out for a key
+                            # that keeps an expiry, a later one (no new item in
+                            # the sweep's heap: the earlier one stands for it).
+                            entries[key] = value  # type: ignore[assignment]
+                            expiries[key] = expires
+                            if type(value) is not float or type(old_value) is not float:
+                                table.live_bytes += size_change(value, old_value)  # type: ignore[arg-type]
+                        else:
+                            table.put(key, value, expires)  # type: ignore[arg-type]
                         return None
                 finally:
                     lock.release()
