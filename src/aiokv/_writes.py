@@ -78,8 +78,10 @@ class Writes:
         self._inline_writes = engine.durability == "flush"
         self._group_commit = engine.durability == "fsync"
         self.detour = False
-        """set()'s hot path takes the general path while this holds: during a
-        compaction's split state, or when a SYNCED frame is due."""
+        """set()'s hot path takes the general path while this holds: a SYNCED
+        frame is due, to be written before the next frame. (During a
+        compaction's split state the hot paths go on for keys the table
+        holds; a new key takes the general path, which puts it aside.)"""
         self.clearing: Commit | None = None
         """A clear() whose directory fsync is under way: settled once it is done."""
         self.write_failure: OSError | None = None
@@ -130,12 +132,15 @@ class Writes:
                 try:
                     end = log.end + size
                     table = self._table
-                    # A key with an expiry takes the general path, which removes it.
-                    if end <= log.fast_end and not (table.expiries and key in table.expiries):
+                    entries = table.entries
+                    old_value = entries.get(key, MISSING)
+                    # A key with an expiry takes the general path, which
+                    # removes it; so does a new key while a compaction walks
+                    # (the split state: it goes aside, see Table.put).
+                    if (end <= log.fast_end and not (table.expiries and key in table.expiries)
+                            and (old_value is not MISSING or not table.split)):
                         log.window.write(frame)  # type: ignore[union-attr]  # room: mapped
                         log.end = end
-                        entries = table.entries
-                        old_value = entries.get(key, MISSING)
                         entries[key] = value  # type: ignore[assignment]
                         if old_value is MISSING:
                             table.live_bytes += entry_size(key, value)  # type: ignore[arg-type]
@@ -220,18 +225,23 @@ class Writes:
                 self.refuse_if_failing()
             # append() and Table.put(), written out: no call of theirs on
             # this path, which most sets take when the log is not mapped.
+            # A SYNCED frame due, or the split state (where a new key goes
+            # aside), takes them.
+            detour = self.detour or self._table.split
             window = log.window
             queued = False
-            if window is not None and log.end + size <= log.window_end and not self.detour:
+            if window is not None and log.end + size <= log.window_end and not detour:
                 window.write(frame)
             else:
                 fd = log.fd
-                if (not self._inline_writes or fd is None or log.tail_dirty or self.detour
+                if (not self._inline_writes or fd is None or log.tail_dirty or detour
                         or log.map_appends):
                     if self._inline_writes:
                         self.append(frame)  # creates, repairs or maps first
                         self._table.put(key, stored, None)
                         engine.compaction.check()
+                        if log.window is not None:
+                            self.grant_fast_room()
                         return None
                     if self._table.split:
                         return self.queue(frame, key, self._table.put(key, stored, None))
@@ -515,7 +525,7 @@ class Writes:
         compaction check. The room is the LogWriter's (``fast_end``, an offset
         in the file: other appends shrink it by moving the end on); whatever
         ends one of the conditions revokes it where it happens: close(),
-        update_detour() (a SYNCED frame due, a split), every unmap of the
+        update_detour() (a SYNCED frame due), every unmap of the
         window (reserve, clear, cut, close), the writer thread's end, a
         compaction's move to a new log file, and the writer thread's fsync
         (unsynced no longer). The next set past it takes the general path,
@@ -531,12 +541,11 @@ class Writes:
         """Whether the hot path may be given room now (see grant_fast_room). Hold lock."""
         log = self._log
         return (self._engine.state is OPEN and log.window is not None and log.unsynced
-                and not self.detour and not self._table.split and not log.tail_dirty
-                and self.write_failure is None)
+                and not self.detour and not log.tail_dirty and self.write_failure is None)
 
     def update_detour(self) -> None:
-        """Whether set() must leave its hot path. Hold lock."""
-        self.detour = self._table.split or self._log.mark_due()
+        """Whether set() must leave its hot path: a SYNCED frame is due. Hold lock."""
+        self.detour = self._log.mark_due()
         if self.detour:
             self._log.revoke_room()
 
