@@ -234,8 +234,8 @@ class Engine:
         self.pending = PendingWrites(group_commit=durability == "fsync")
         self.file_recovery = FileRecovery(self.disk, files, self.table, self.store, self.log,
                                           salvage=recovery == "salvage", clock=clock)
-        self.writes = Writes(self)
         self.worker = WriterThread(self)
+        self.writes = Writes(self)
         self.compaction = Compaction(self)
         writes = self.writes
         self.set = writes.set
@@ -598,7 +598,7 @@ class Engine:
                 self.log_missing = True
             superseded = self.pending.drop()
             clearing = writes.clearing = Commit()
-            writes.write_failure = None  # nothing is held any more
+            self.worker.write_failure = None  # nothing is held any more
             self.table.empty()
             writes.vouch_from(0)
             self.log.end = 0

@@ -123,8 +123,9 @@ class _Batch:
 class WriterThread:
     """The writer thread, and the duties that write what callers left behind.
 
-    Its fields (``thread``, ``stopping``) are guarded by the engine's
-    ``lock``; ``failures`` is the thread's own. Every duty that touches a
+    Its fields (``thread``, ``stopping``, ``write_failure``,
+    ``writer_stopped``) are guarded by the engine's ``lock``; ``failures``
+    is the thread's own. Every duty that touches a
     descriptor holds the engine's ``io`` (so none is closed under it, and no
     log file is fsynced before the file it follows), and ``lock`` around
     each change of the log writer, the pending writes or the table.
@@ -142,6 +143,11 @@ class WriterThread:
         self.thread: threading.Thread | None = None
         self.stopping = False
         self.failures = FailureLog(engine.path)
+        self.write_failure: OSError | None = None
+        """"buffered": why the held frames could not be written, until they
+        are; new writes are refused meanwhile (``refuse_if_failing``)."""
+        self.writer_stopped: BaseException | None = None
+        """Why the thread ended before close(), if it did."""
 
     # -- the thread -----------------------------------------------------------
 
@@ -181,11 +187,10 @@ class WriterThread:
                     time.sleep(0.05)
         except BaseException as exc:  # not an Exception: the thread cannot go on
             logger.critical("aiokv: the writer thread of %s stopped: %r", self._path, exc)
-            writes = self._engine.writes
             with self._lock:
-                writes.writer_stopped = exc
+                self.writer_stopped = exc
                 # Nothing would write queued frames or settle commits: refuse writes.
-                writes.write_failure = OSError(errno.EIO, "the store's writer thread stopped")
+                self.write_failure = OSError(errno.EIO, "the store's writer thread stopped")
                 self._log.revoke_room()
             self._release_waiters(exc)  # and the thread ends: logged, not raised again
 
@@ -227,7 +232,7 @@ class WriterThread:
                 self.sync()
             self.failures.succeeded()
         except Exception as exc:  # logged; retried on the next round
-            if not (write and engine.writes.write_failure is exc):  # write_pending logged it
+            if not (write and self.write_failure is exc):  # write_pending logged it
                 self.failures.report("a background write", exc)
             time.sleep(min(engine.flush_interval, 0.05))
         return True
@@ -268,7 +273,7 @@ class WriterThread:
         if not table.heap:
             return None
         writes = engine.writes
-        if writes.write_failure is not None:
+        if self.write_failure is not None:
             return SWEEP_INTERVAL  # nothing can be logged: the keys stay, invisible
         now = engine.clock()
         removed = 0
@@ -336,7 +341,7 @@ class WriterThread:
     def _roll_back(self, undo: list[Undo], error: BaseException) -> None:
         """Undo a failed batch and everything queued after it. Hold lock."""
         later, failed = self._pending.fail()
-        restore = self._engine.writes.restore
+        restore = self._engine.table.restore
         for key, old, old_expiry in reversed(undo + later):
             restore(key, old, old_expiry)
         for commit in failed:
@@ -349,11 +354,10 @@ class WriterThread:
         each chunk leaves once written: a disk with room for less than the
         whole backlog still takes it a chunk at a time. A failed write keeps
         what is left and raises; until a later write succeeds, new writes
-        are refused (``Writes.refuse_if_failing``), so nothing more is
+        are refused (``refuse_if_failing``), so nothing more is
         acknowledged that cannot reach the disk.
         """
         engine = self._engine
-        writes = engine.writes
         pending = self._pending
         with self._io:
             with self._lock:
@@ -388,8 +392,8 @@ class WriterThread:
                     if not log.unsynced:
                         log.unsynced = True
                         log.unsynced_since = time.monotonic()
-                    if writes.write_failure is not None and writes.writer_stopped is None:
-                        writes.write_failure = None
+                    if self.write_failure is not None and self.writer_stopped is None:
+                        self.write_failure = None
                         logger.warning("aiokv: writes to %s succeed again; new writes are "
                                        "accepted", self._path)
                     engine.compaction.check()
@@ -397,12 +401,30 @@ class WriterThread:
 
     def _note_write_failure(self, error: OSError) -> None:
         """Held frames could not be written: refuse new writes until they are. Hold lock."""
-        writes = self._engine.writes
-        if writes.write_failure is None:
+        if self.write_failure is None:
             logger.error("aiokv: writing %d held records to %s failed: %s; they are kept and "
                          "retried, and new writes raise until they are written",
                          len(self._pending), self._path, error)
-        writes.write_failure = error
+        self.write_failure = error
+
+    def refuse_if_failing(self) -> None:
+        """Raise while held frames cannot be written ("buffered"), or once the
+        thread has stopped. Hold lock.
+
+        Acknowledging more would let the backlog, and what a crash loses,
+        grow past the documented window without the program knowing.
+        """
+        failure = self.write_failure
+        if self.writer_stopped is not None:
+            raise OSError(errno.EIO, f"the writer thread of {self._path!r} stopped "
+                          f"({self.writer_stopped!r}): no write is accepted; close the "
+                          "store and open it again")
+        if failure is not None:
+            raise OSError(
+                failure.errno,
+                f"writes to {self._path!r} are failing ({failure.strerror or failure}): "
+                f"{len(self._pending)} acknowledged writes wait to be retried, and no new "
+                "write is accepted until they are written (flush() retries now)")
 
     def _begin_batch(self, frames: list[bytes]) -> _Batch:
         """Ready the log for a batch of frames written outside lock. Hold io, lock.

@@ -13,7 +13,6 @@ one of its terms revokes it where it happens.
 
 from __future__ import annotations
 
-import errno
 import time
 from typing import TYPE_CHECKING
 
@@ -58,7 +57,7 @@ class Writes:
     """Every write of the store, and the room of its hot path.
 
     Guarded by the engine's ``lock``: its own fields (``detour``,
-    ``clearing``, ``write_failure``, ``writer_stopped``) and all it changes
+    ``clearing``) and all it changes
     in the engine's parts (the table, the log writer, the pending writes).
     It makes the file calls of an append on the caller's thread (see the
     engine's docstring) and none other, but for ``Engine.recreate_base``
@@ -68,6 +67,7 @@ class Writes:
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
+        self._worker = engine.worker  # created first: its failures refuse writes
         self._lock = engine.lock
         self._table = engine.table
         self._log = engine.log
@@ -84,11 +84,6 @@ class Writes:
         holds; a new key takes the general path, which puts it aside.)"""
         self.clearing: Commit | None = None
         """A clear() whose directory fsync is under way: settled once it is done."""
-        self.write_failure: OSError | None = None
-        """"buffered": why the held frames could not be written, until they
-        are; new writes are refused meanwhile (``refuse_if_failing``)."""
-        self.writer_stopped: BaseException | None = None
-        """Why the writer thread ended before close(), if it did."""
 
     # -- set ------------------------------------------------------------------
 
@@ -221,8 +216,8 @@ class Writes:
         with self._lock:
             if engine.state is not OPEN:
                 raise engine.unusable()
-            if self.write_failure is not None:
-                self.refuse_if_failing()
+            if self._worker.write_failure is not None:
+                self._worker.refuse_if_failing()
             # append() and Table.put(), written out: no call of theirs on
             # this path, which most sets take when the log is not mapped.
             # A SYNCED frame due, or the split state (where a new key goes
@@ -287,8 +282,8 @@ class Writes:
     def write_put(self, key: str, stored: Value, expires: float | None,
                   frame: bytes | None = None) -> Commit | None:
         """Log and apply ``key = stored`` expiring at ``expires``. Hold lock."""
-        if self.write_failure is not None:
-            self.refuse_if_failing()
+        if self._worker.write_failure is not None:
+            self._worker.refuse_if_failing()
         if frame is None:
             frame = encode_put(key, stored, expires)
         if self._inline_writes:
@@ -424,8 +419,8 @@ class Writes:
         with self._lock:
             if engine.state is not OPEN:
                 raise engine.unusable()
-            if self.write_failure is not None:
-                self.refuse_if_failing()
+            if self._worker.write_failure is not None:
+                self._worker.refuse_if_failing()
             if self._table.lookup(key) is MISSING:
                 # Nothing to write. But at "fsync" the key may be absent only
                 # because of a write not yet durable (an earlier delete):
@@ -461,13 +456,6 @@ class Writes:
         commit = self._pending.last_commit()
         return self.clearing if commit is None else commit
 
-    def restore(self, key: str, old: object, old_expiry: float | None) -> None:
-        """Undo a write in memory: ``key`` holds ``old`` again. Hold lock."""
-        if old is MISSING:
-            self._table.remove(key)
-        else:
-            self._table.put(key, old, old_expiry)  # type: ignore[arg-type]
-
     def append(self, frame: bytes) -> None:
         """Append one frame to the log now ("flush" level). Hold lock."""
         log = self._log
@@ -494,25 +482,6 @@ class Writes:
             self._wake.set()
         if log.end >= self._engine.compaction.next_check:
             self._engine.compaction.check()
-
-    def refuse_if_failing(self) -> None:
-        """Raise while held frames cannot be written ("buffered"). Hold lock.
-
-        Acknowledging more would let the backlog, and what a crash loses,
-        grow past the documented window without the program knowing.
-        """
-        failure = self.write_failure
-        path = self._engine.path
-        if self.writer_stopped is not None:
-            raise OSError(errno.EIO, f"the writer thread of {path!r} stopped "
-                          f"({self.writer_stopped!r}): no write is accepted; close the "
-                          "store and open it again")
-        if failure is not None:
-            raise OSError(
-                failure.errno,
-                f"writes to {path!r} are failing ({failure.strerror or failure}): "
-                f"{len(self._pending)} acknowledged writes wait to be retried, and no new "
-                "write is accepted until they are written (flush() retries now)")
 
     # -- the hot path's room, and vouching --------------------------------------
 
@@ -541,7 +510,8 @@ class Writes:
         """Whether the hot path may be given room now (see grant_fast_room). Hold lock."""
         log = self._log
         return (self._engine.state is OPEN and log.window is not None and log.unsynced
-                and not self.detour and not log.tail_dirty and self.write_failure is None)
+                and not self.detour and not log.tail_dirty
+                and self._worker.write_failure is None)
 
     def update_detour(self) -> None:
         """Whether set() must leave its hot path: a SYNCED frame is due. Hold lock."""
