@@ -70,6 +70,21 @@ def sets_off_the_hot_path(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> li
     return general
 
 
+@contextlib.contextmanager
+def counting_engine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                    ) -> Iterator[tuple[Engine, list[str]]]:
+    """An open engine with no fsync within the test (each one closes the hot
+    path until the next set), and the keys of its sets that take the general
+    path (see sets_off_the_hot_path); closed at the end."""
+    engine = Engine(str(tmp_path / "s.kv"), files=ScriptedFiles(), fsync_interval=30.0)
+    general = sets_off_the_hot_path(engine, monkeypatch)
+    engine.open()
+    try:
+        yield engine, general
+    finally:
+        engine.close()
+
+
 def test_the_hot_path_logs_and_counts_exactly_what_the_general_path_does(
     tmp_path: Path,
 ) -> None:
@@ -96,11 +111,7 @@ def test_the_hot_path_logs_and_counts_exactly_what_the_general_path_does(
 def test_the_hot_path_opens_with_the_window_and_stays_open_across_other_writes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # No fsync within the test: each one closes the hot path until the next set.
-    engine = Engine(str(tmp_path / "s.kv"), files=ScriptedFiles(), fsync_interval=30.0)
-    general = sets_off_the_hot_path(engine, monkeypatch)
-    engine.open()
-    try:
+    with counting_engine(tmp_path, monkeypatch) as (engine, general):
         engine.set("warm-up", 1.0)  # the general path maps a window and grants the room
         assert general == ["warm-up"]
         room = hot_path_room(engine)
@@ -116,8 +127,6 @@ def test_the_hot_path_opens_with_the_window_and_stays_open_across_other_writes(
         engine.set("k", 4.0)
         assert general == ["warm-up"]  # still on the hot path
         assert engine.get("k") == 4.0 and engine.get("n") == 1
-    finally:
-        engine.close()
 
 
 def test_a_set_after_each_fsync_is_fsynced_again_within_fsync_interval(
@@ -221,10 +230,7 @@ def test_an_int_beyond_64_bits_is_refused_on_the_hot_path_and_nothing_is_written
 def test_in_a_store_holding_ttl_keys_a_key_without_one_stays_on_the_hot_path(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    engine = Engine(str(tmp_path / "s.kv"), files=ScriptedFiles(), fsync_interval=30.0)
-    general = sets_off_the_hot_path(engine, monkeypatch)
-    engine.open()
-    try:
+    with counting_engine(tmp_path, monkeypatch) as (engine, general):
         for i in range(100):
             engine.set(f"session:{i}", "token", ttl=3600)
         engine.set("warm-up", 1.0)
@@ -239,8 +245,6 @@ def test_in_a_store_holding_ttl_keys_a_key_without_one_stays_on_the_hot_path(
         assert general == ["session:7"]
         assert engine.ttl("session:7") == -1 and engine.ttl("session:8") > 3000
         assert engine.stats().ttl_keys == 99
-    finally:
-        engine.close()
     with opened(tmp_path / "s.kv") as reopened:
         assert reopened.get("seen:49") == 49.0 and reopened.get("count:49") == 49
         assert reopened.ttl("session:7") == -1 and reopened.stats().ttl_keys == 99
@@ -280,10 +284,7 @@ def test_sets_with_a_ttl_and_incrs_take_the_hot_path_while_it_is_open(
 def test_while_a_compaction_walks_sets_of_held_keys_stay_on_the_hot_path_and_new_keys_go_aside(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    engine = Engine(str(tmp_path / "s.kv"), files=ScriptedFiles(), fsync_interval=30.0)
-    general = sets_off_the_hot_path(engine, monkeypatch)
-    engine.open()
-    try:
+    with counting_engine(tmp_path, monkeypatch) as (engine, general):
         for i in range(10):
             engine.set(f"held{i}", float(i))
         with engine.lock:  # as a compaction's walk leaves it (Table.start_split)
@@ -301,7 +302,5 @@ def test_while_a_compaction_walks_sets_of_held_keys_stay_on_the_hot_path_and_new
         list(walk)
         engine.compaction.fold_split()
         assert not engine.table.split and engine.table.entries["new"] == 1.0
-    finally:
-        engine.close()
     with opened(tmp_path / "s.kv") as reopened:
         assert reopened.get("held3") == 30.0 and reopened.get("new") == 1.0

@@ -270,12 +270,10 @@ class Writes:
             return None
 
     def _set_expiring(self, key: str, stored: Value, ttl: float | None) -> Commit | None:
-        engine = self._engine
-        if engine.state is not OPEN or engine.readonly:  # unlocked: see forsake_after_fork
-            raise engine.unusable()
+        check_writable = self._engine.check_writable
+        check_writable()  # unlocked first: see forsake_after_fork
         with self._lock:
-            if engine.state is not OPEN:
-                raise engine.unusable()
+            check_writable()
             expires = None if ttl is None else self._clock() + ttl
             return self.write_put(key, stored, expires)
 
@@ -377,12 +375,10 @@ class Writes:
             key = check_key(key)
         stored: Value = value if type(value) in _AS_IS else prepare(key, value)  # type: ignore[assignment]
         seconds = check_ttl(ttl)
-        engine = self._engine
-        if engine.state is not OPEN or engine.readonly:  # unlocked: see forsake_after_fork
-            raise engine.unusable()
+        check_writable = self._engine.check_writable
+        check_writable()  # unlocked first: see forsake_after_fork
         with self._lock:
-            if engine.state is not OPEN:
-                raise engine.unusable()
+            check_writable()
             if self._table.live_value(key) is not MISSING:
                 return False, self.last_commit() if self._group_commit else None
             expires = None if seconds is None else self._clock() + seconds
@@ -396,12 +392,10 @@ class Writes:
         if type(key) is not str:
             key = check_key(key)
         seconds = check_ttl(ttl)
-        engine = self._engine
-        if engine.state is not OPEN or engine.readonly:  # unlocked: see forsake_after_fork
-            raise engine.unusable()
+        check_writable = self._engine.check_writable
+        check_writable()  # unlocked first: see forsake_after_fork
         with self._lock:
-            if engine.state is not OPEN:
-                raise engine.unusable()
+            check_writable()
             current = self._table.live_value(key)
             if current is MISSING:
                 return False, None
@@ -413,12 +407,10 @@ class Writes:
         """Remove ``key`` (absent is fine); Commit at "fsync", else None."""
         if type(key) is not str:
             key = check_key(key)
-        engine = self._engine
-        if engine.state is not OPEN or engine.readonly:  # unlocked: see forsake_after_fork
-            raise engine.unusable()
+        check_writable = self._engine.check_writable
+        check_writable()  # unlocked first: see forsake_after_fork
         with self._lock:
-            if engine.state is not OPEN:
-                raise engine.unusable()
+            check_writable()
             if self._worker.write_failure is not None:
                 self._worker.refuse_if_failing()
             if self._table.lookup(key) is MISSING:
@@ -430,7 +422,7 @@ class Writes:
             if self._inline_writes:
                 self.append(frame)
                 self._table.remove(key)
-                engine.compaction.check()
+                self._engine.compaction.check()
                 return None
             return self.queue(frame, key, self._table.remove(key))
 
