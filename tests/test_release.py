@@ -7,6 +7,8 @@ import importlib.metadata
 import re
 from pathlib import Path
 
+import redis.utils
+
 import aiokv
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,3 +42,12 @@ def test_the_license_file_is_the_one_pyproject_names() -> None:
     text = (ROOT / "LICENSE").read_text(encoding="utf-8")
     assert text.startswith("MIT License\n")
     assert "WITHOUT WARRANTY OF ANY KIND" in text
+
+
+def test_the_redis_extra_brings_the_c_reply_parser_redis_py_then_uses() -> None:
+    """Without hiredis, an async store on a cluster blocks its event loop while
+    the client parses the server's command table in Python (docs/redis.md)."""
+    requirements = importlib.metadata.requires("aiokv") or []
+    redis_extra = [line for line in requirements if 'extra == "redis"' in line]
+    assert any(line.startswith("hiredis") for line in redis_extra), redis_extra
+    assert redis.utils.HIREDIS_AVAILABLE
