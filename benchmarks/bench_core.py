@@ -38,6 +38,7 @@ from systems import SeedJsonStore
 
 import aiokv
 from aiokv import _format
+from aiokv._arguments import as_durability
 
 STORE_KEYS = 5000
 """Every workload writes or reads the keys ``user:0`` .. ``user:4999``."""
@@ -173,7 +174,7 @@ class FreshPaths:
 
 async def filled_store(path: str, durability: str) -> aiokv.AioKV:
     """An open store already holding the 5,000 keys (each a float)."""
-    kv = aiokv.AioKV(path, durability=durability)
+    kv = aiokv.AioKV(path, durability=as_durability(durability))
     await kv.open()
     # gather: at "fsync" this fills in a few group commits instead of 5,000 fsyncs.
     await asyncio.gather(*(kv.set(f"user:{i}", float(i)) for i in range(STORE_KEYS)))

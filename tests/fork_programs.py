@@ -27,6 +27,7 @@ from collections.abc import Callable
 from typing import Any
 
 from aiokv import KV, AioKV, ForkedError, LockedError
+from aiokv._arguments import as_durability
 
 WRITES = 3000
 """Keys the owner writes before the fork (w0 ... w2999)."""
@@ -43,7 +44,8 @@ class Store:
         self.shell = shell
         self.path = path
         self.durability = durability
-        self.store: KV | AioKV = (KV if shell == "KV" else AioKV)(path, durability=durability)
+        self.store: KV | AioKV = (KV if shell == "KV" else AioKV)(
+            path, durability=as_durability(durability))
 
     def call(self, name: str, *args: object, **options: object) -> object:
         method: Callable[..., Any] = getattr(self.store, name)

@@ -18,7 +18,7 @@ import pytest
 from fake_clock import START, FakeClock
 from scripted_files import ScriptedFiles
 
-from aiokv import KV, AioKV
+from aiokv import KV, AioKV, Durability
 from aiokv._engine import Engine
 
 LEVELS = ["fsync", "flush", "buffered"]
@@ -26,7 +26,7 @@ LEVELS = ["fsync", "flush", "buffered"]
 
 @pytest.mark.parametrize("durability", LEVELS)
 def test_exactly_one_of_1000_concurrent_adds_of_one_key_returns_true(
-        tmp_path: Path, durability: str) -> None:
+        tmp_path: Path, durability: Durability) -> None:
     async def main() -> list[bool]:
         async with AioKV(tmp_path / "state.kv", durability=durability) as kv:
             results = await asyncio.gather(*(kv.add("job:1", i) for i in range(1000)))
@@ -39,7 +39,7 @@ def test_exactly_one_of_1000_concurrent_adds_of_one_key_returns_true(
 
 @pytest.mark.parametrize("durability", LEVELS)
 def test_exactly_one_of_8_threads_adding_each_of_200_keys_wins_it(
-        tmp_path: Path, durability: str) -> None:
+        tmp_path: Path, durability: Durability) -> None:
     wins: list[list[str]] = [[] for _ in range(8)]
     with KV(tmp_path / "state.kv", durability=durability) as kv:
         def handler(number: int) -> None:
@@ -60,7 +60,7 @@ def test_exactly_one_of_8_threads_adding_each_of_200_keys_wins_it(
 
 @pytest.mark.parametrize("durability", LEVELS)
 def test_the_seen_ids_use_case_processes_each_id_once_also_right_after_a_clear(
-        tmp_path: Path, durability: str) -> None:
+        tmp_path: Path, durability: Durability) -> None:
     """300 handlers, 3,000 IDs each delivered 3 times in random order."""
 
     async def main() -> None:

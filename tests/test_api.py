@@ -21,7 +21,7 @@ from on_disk import store_size
 from scripted_files import ScriptedFiles, store_on
 
 import aiokv
-from aiokv import AioKV
+from aiokv import AioKV, Durability
 from aiokv._async_kv import YIELD_EVERY
 from aiokv._recovery import replay
 
@@ -31,8 +31,9 @@ if TYPE_CHECKING:
 
 def test_the_public_names_are_exactly_these() -> None:
     assert sorted(aiokv.__all__) == sorted([
-        "AioKV", "AioKVError", "AsyncStore", "ClosedError", "CorruptionError", "ForkedError",
-        "KV", "LockedError", "OutcomeUnknownError", "ReadOnlyError", "Stats", "Store",
+        "AioKV", "AioKVError", "AsyncStore", "ClosedError", "CorruptionError", "Durability",
+        "ForkedError",
+        "KV", "LockedError", "OutcomeUnknownError", "ReadOnlyError", "Recovery", "Stats", "Store",
         "UnavailableError",
         "__version__", "aiocache",
     ])
@@ -85,9 +86,9 @@ async def test_a_path_may_be_a_str_or_a_pathlike(tmp_path: Path) -> None:
 
 def test_bad_options_are_refused_at_construction(store_path: str) -> None:
     with pytest.raises(ValueError, match="durability"):
-        AioKV(store_path, durability="sometimes")
+        AioKV(store_path, durability="sometimes")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="recovery"):
-        AioKV(store_path, recovery="hope")
+        AioKV(store_path, recovery="hope")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="fsync_interval"):
         AioKV(store_path, fsync_interval=0)
     with pytest.raises(TypeError):
@@ -347,7 +348,7 @@ async def test_a_key_that_is_not_a_str_raises_type_error_naming_it(
     store_path: str, key: object
 ) -> None:
     async with AioKV(store_path) as kv:
-        for operation in (kv.set(key, 1), kv.get(key), kv.delete(key)):  # type: ignore[arg-type]
+        for operation in (kv.set(key, 1), kv.get(key), kv.delete(key)):  # type: ignore[arg-type, call-overload]
             with pytest.raises(TypeError, match="key must be a str"):
                 await operation
         assert await kv.get_all() == {}
@@ -358,7 +359,7 @@ async def test_a_key_that_is_not_a_str_raises_type_error_naming_it(
 
 @pytest.mark.parametrize("durability", ["flush", "fsync", "buffered"])
 async def test_concurrent_tasks_lose_no_acknowledged_update(
-    store_path: str, durability: str
+    store_path: str, durability: Durability
 ) -> None:
     async with AioKV(store_path, durability=durability) as kv:
 

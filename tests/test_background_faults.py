@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 from calls import returns_within
 
-from aiokv import KV
+from aiokv import KV, Durability
 from aiokv._writer_thread import MAX_INTERVAL
 
 LEVELS = ["fsync", "flush", "buffered"]
@@ -66,7 +66,7 @@ def thread_start_fails(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
 
 @pytest.mark.parametrize("durability", LEVELS)
 def test_a_clock_that_raises_in_the_sweep_stops_neither_writes_nor_later_sweeps(
-        tmp_path: Path, durability: str, caplog: pytest.LogCaptureFixture) -> None:
+        tmp_path: Path, durability: Durability, caplog: pytest.LogCaptureFixture) -> None:
     clock = FailingClock()
     kv = KV(tmp_path / "state.kv", durability=durability, clock=clock)
     kv.set("short", 1, ttl=0.3)  # gives the sweep something to look at
@@ -88,7 +88,7 @@ def test_a_clock_that_raises_in_the_sweep_stops_neither_writes_nor_later_sweeps(
 
 @pytest.mark.parametrize("durability", LEVELS)
 def test_a_round_of_the_writer_thread_that_raises_is_retried(
-        tmp_path: Path, durability: str) -> None:
+        tmp_path: Path, durability: Durability) -> None:
     kv = KV(tmp_path / "state.kv", durability=durability).open()
     engine = kv._engine
     real_wait = engine.wake.wait
@@ -112,7 +112,7 @@ def test_a_round_of_the_writer_thread_that_raises_is_retried(
 
 @pytest.mark.parametrize("durability", LEVELS)
 def test_compact_raises_when_no_thread_can_start_and_the_store_goes_on(
-        tmp_path: Path, durability: str, thread_start_fails: list[str]) -> None:
+        tmp_path: Path, durability: Durability, thread_start_fails: list[str]) -> None:
     kv = KV(tmp_path / "state.kv", durability=durability).open()
     for i in range(100):
         kv.set(f"k{i}", i)
@@ -130,7 +130,7 @@ def test_compact_raises_when_no_thread_can_start_and_the_store_goes_on(
 
 @pytest.mark.parametrize("durability", LEVELS)
 def test_a_clock_that_raises_in_a_compaction_fails_that_compaction_only(
-        tmp_path: Path, durability: str) -> None:
+        tmp_path: Path, durability: Durability) -> None:
     clock = FailingClock(thread="aiokv-compact")
     kv = KV(tmp_path / "state.kv", durability=durability, clock=clock).open()
     for i in range(100):
@@ -188,7 +188,7 @@ def test_an_interval_of_a_day_is_accepted_and_works(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("durability", LEVELS)
 def test_a_writer_thread_that_cannot_go_on_releases_every_waiter_and_refuses_writes(
-        tmp_path: Path, durability: str, caplog: pytest.LogCaptureFixture) -> None:
+        tmp_path: Path, durability: Durability, caplog: pytest.LogCaptureFixture) -> None:
     """A ``clock=`` that raises SystemExit (not an Exception) ends the thread:
     whoever waits on it is released with the error, later writes raise a clear
     OSError instead of waiting forever, and the store still closes."""

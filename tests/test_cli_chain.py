@@ -476,7 +476,7 @@ def test_check_and_dump_of_a_store_its_program_is_writing_and_compacting_find_no
     assert set(codes) == {0}, codes
     assert counters == sorted(counters) and counters[-1] > counters[0]
     with KV(path) as kv:  # and what the kill left opens
-        assert kv.get("counter") >= counters[-1]  # type: ignore[operator]
+        assert kv.get("counter") >= counters[-1]
 
 
 def test_a_record_half_copied_when_check_reads_is_read_again_not_reported(

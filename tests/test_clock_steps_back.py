@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from fake_clock import START, FakeClock
 
-from aiokv import KV
+from aiokv import KV, Durability
 
 LEVELS = ["fsync", "flush", "buffered"]
 
@@ -30,7 +30,7 @@ def wait_until_swept(kv: KV, held: int) -> None:
 
 @pytest.mark.parametrize("durability", LEVELS)
 def test_a_key_the_sweep_removed_stays_gone_when_the_clock_steps_back_and_after_a_reopen(
-        tmp_path: Path, durability: str) -> None:
+        tmp_path: Path, durability: Durability) -> None:
     path = tmp_path / "state.kv"
     clock = FakeClock()
     with KV(path, durability=durability, clock=clock) as kv:
@@ -47,7 +47,7 @@ def test_a_key_the_sweep_removed_stays_gone_when_the_clock_steps_back_and_after_
 
 @pytest.mark.parametrize("durability", LEVELS)
 def test_a_key_an_open_dropped_as_expired_stays_gone_when_the_clock_steps_back(
-        tmp_path: Path, durability: str) -> None:
+        tmp_path: Path, durability: Durability) -> None:
     path = tmp_path / "state.kv"
     with KV(path, durability=durability, clock=FakeClock()) as kv:
         kv.set("session", "abc", ttl=60)

@@ -9,7 +9,7 @@ import random
 import pytest
 from on_disk import store_size
 
-from aiokv import AioKV
+from aiokv import AioKV, Durability
 from aiokv._format import BULK, FORMAT_VERSION, HEADER_SIZE, SNAPSHOT, decode_header
 from aiokv._recovery import Frame, read_frame
 
@@ -67,7 +67,7 @@ async def test_an_overwrite_workload_at_every_level_triggers_compaction(
 
 @pytest.mark.parametrize("durability", ["flush", "fsync", "buffered"])
 async def test_writes_made_while_a_compaction_runs_are_kept(
-    store_path: str, durability: str
+    store_path: str, durability: Durability
 ) -> None:
     rng = random.Random(7)
     model: dict[str, object] = {}

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import pytest
 from scripted_files import ScriptedFiles
 
-from aiokv import KV
+from aiokv import KV, Durability
 from aiokv._engine import Engine
 from aiokv._format import HEADER_SIZE
 from aiokv._snapshot import durable_batch, pending_deletions
@@ -40,7 +40,7 @@ class WalkGate:
         self.held = self.files.hold("pwrite", when=lambda call: call.args[2] >= HEADER_SIZE)
 
 
-def filled_store(path: str, durability: str) -> tuple[KV, WalkGate, dict[str, object]]:
+def filled_store(path: str, durability: Durability) -> tuple[KV, WalkGate, dict[str, object]]:
     model: dict[str, object] = {f"k{i}": float(i) for i in range(KEYS)}
     with KV(path, durability="buffered") as filler:  # quick, at any level
         for key, value in model.items():
@@ -115,7 +115,7 @@ def write_everywhere(kv: KV, model: dict[str, object]) -> None:
     })
 
 
-def paused_walk_with_writes(path: str, durability: str
+def paused_walk_with_writes(path: str, durability: Durability
                             ) -> tuple[KV, WalkGate, dict[str, object], Walk]:
     """A filled store, its compaction paused mid-walk, and writes of every kind made."""
     kv, gate, model = filled_store(path, durability)
@@ -138,7 +138,7 @@ def assert_store_is(kv: KV, model: dict[str, object], expiring: set[str]) -> Non
 
 @pytest.mark.parametrize("durability", LEVELS)
 def test_writes_of_every_kind_during_a_walk_are_kept_in_memory_and_on_disk(
-    store_path: str, durability: str,
+    store_path: str, durability: Durability,
 ) -> None:
     kv, _, model, walk = paused_walk_with_writes(store_path, durability)
     assert_store_is(kv, model, EXPIRING)  # reads see the writes while the walk is paused
@@ -156,7 +156,7 @@ def test_writes_of_every_kind_during_a_walk_are_kept_in_memory_and_on_disk(
 
 @pytest.mark.parametrize("durability", LEVELS)
 def test_a_walk_that_fails_folds_the_writes_back_and_nothing_is_lost(
-    store_path: str, durability: str,
+    store_path: str, durability: Durability,
 ) -> None:
     kv, gate, model, walk = paused_walk_with_writes(store_path, durability)
     gate.walk_error = OSError(errno.ENOSPC, "No space left on device")
@@ -171,7 +171,8 @@ def test_a_walk_that_fails_folds_the_writes_back_and_nothing_is_lost(
 
 
 @pytest.mark.parametrize("durability", LEVELS)
-def test_a_clear_during_a_walk_voids_the_compaction(store_path: str, durability: str) -> None:
+def test_a_clear_during_a_walk_voids_the_compaction(store_path: str,
+                                                     durability: Durability) -> None:
     kv, gate, _ = filled_store(store_path, durability)
     walk = Walk(kv, gate)
     kv.set("new", 1)

@@ -137,7 +137,7 @@ from hypothesis.stateful import (
 from on_disk import store_files, store_size
 from scripted_files import ScriptedFiles, in_thread, nth
 
-from aiokv import AioKV, _compaction
+from aiokv import AioKV, Durability, _compaction
 from aiokv._commit import Commit
 from aiokv._engine import Engine
 from aiokv._format import DELETE, FOLLOWS, SYNCED, decode_header
@@ -784,7 +784,8 @@ operations: st.SearchStrategy[Operation] = st.one_of(
 )
 
 
-async def _play(path: str, durability: str, interval: float, script: list[Operation]) -> None:
+async def _play(path: str, durability: Durability, interval: float,
+                script: list[Operation]) -> None:
     clock = FakeClock()
     model = Model(clock)
     kv = AioKV(path, durability=durability, flush_interval=interval, fsync_interval=interval,
@@ -863,7 +864,7 @@ class TestAioKVMatchesADictAcrossReopen:
     @settings(max_examples=40, deadline=None)
     @given(script=st.lists(operations, max_size=20), interval=st.sampled_from([1.0, 0.001]))
     def test_every_script_leaves_the_store_equal_to_a_dict(
-        self, durability: str, script: list[Operation], interval: float
+        self, durability: Durability, script: list[Operation], interval: float
     ) -> None:
         directory = tempfile.mkdtemp(prefix="aiokv-async-")
         path = os.path.join(directory, "state.kv")

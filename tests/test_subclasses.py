@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from aiokv import KV, AioKV
+from aiokv import KV, AioKV, Durability
 
 LEVELS = ["fsync", "flush", "buffered"]
 
@@ -40,7 +40,7 @@ class Step(IntEnum):
 
 @pytest.mark.parametrize("durability", LEVELS)
 def test_a_str_enum_key_is_stored_under_its_value_as_a_dict_would_match_it(
-        tmp_path: Path, durability: str) -> None:
+        tmp_path: Path, durability: Durability) -> None:
     path = tmp_path / "state.kv"
     like_a_dict: dict[str, object] = {}
     with KV(path, durability=durability) as kv:
@@ -62,7 +62,7 @@ def test_a_str_enum_key_is_stored_under_its_value_as_a_dict_would_match_it(
 
 @pytest.mark.parametrize("durability", LEVELS)
 def test_incr_creating_a_key_with_an_int_enum_amount_stores_a_plain_int(
-        tmp_path: Path, durability: str) -> None:
+        tmp_path: Path, durability: Durability) -> None:
     path = tmp_path / "state.kv"
     with KV(path, durability=durability) as kv:
         assert kv.incr("hits", Step.TEN) == 10
@@ -78,7 +78,7 @@ def test_incr_creating_a_key_with_an_int_enum_amount_stores_a_plain_int(
 
 
 @pytest.mark.parametrize("durability", LEVELS)
-def test_the_async_shell_does_the_same(tmp_path: Path, durability: str) -> None:
+def test_the_async_shell_does_the_same(tmp_path: Path, durability: Durability) -> None:
     async def main() -> None:
         async with AioKV(tmp_path / "state.kv", durability=durability) as kv:
             await kv.set(Color.RED, "x")

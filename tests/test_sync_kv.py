@@ -20,7 +20,7 @@ from fake_clock import START, FakeClock
 from on_disk import store_size
 
 import aiokv
-from aiokv import KV, AioKV, ClosedError, LockedError, Stats
+from aiokv import KV, AioKV, ClosedError, Durability, LockedError, Stats
 
 DURABILITY_LEVELS = ["flush", "fsync", "buffered"]
 
@@ -86,9 +86,9 @@ def test_kv_takes_the_options_of_aiokv(store_path: str) -> None:
     assert not os.path.exists(store_path)  # constructing does no I/O
     kv.close()
     with pytest.raises(ValueError, match="durability"):
-        KV(store_path, durability="sometimes")
+        KV(store_path, durability="sometimes")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="recovery"):
-        KV(store_path, recovery="hope")
+        KV(store_path, recovery="hope")  # type: ignore[arg-type]
     with pytest.raises(TypeError):
         KV(12345)  # type: ignore[arg-type]
 
@@ -382,7 +382,7 @@ async def test_a_file_written_by_aiokv_opens_in_kv_with_the_same_data_and_ttls(
 
 @pytest.mark.parametrize("durability", DURABILITY_LEVELS)
 def test_8_threads_of_1000_incr_each_give_exactly_8000_also_after_reopen(
-    store_path: str, durability: str
+    store_path: str, durability: Durability
 ) -> None:
     seen: list[list[int]] = [[] for _ in range(8)]
     with KV(store_path, durability=durability) as kv:
@@ -478,7 +478,7 @@ def _no_event_loop(*args: object, **kwargs: object) -> NoReturn:
 
 @pytest.mark.parametrize("durability", DURABILITY_LEVELS)
 def test_kv_works_with_no_event_loop_at_all(
-    store_path: str, durability: str, monkeypatch: pytest.MonkeyPatch
+    store_path: str, durability: Durability, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     with pytest.raises(RuntimeError):
         asyncio.get_running_loop()
@@ -579,7 +579,7 @@ def test_kv_refuses_bad_keys_and_values_naming_the_key_and_changes_nothing(
         with pytest.raises(TypeError):
             kv.set(1, "v")  # type: ignore[arg-type]
         with pytest.raises(TypeError):
-            kv.get(b"k")  # type: ignore[arg-type]
+            kv.get(b"k")  # type: ignore[call-overload]
         with pytest.raises(TypeError):
             kv.keys(1)  # type: ignore[arg-type]
         assert kv.get_all() == {"k": "before"}

@@ -18,6 +18,7 @@ import pytest
 from on_disk import replay_store, store_files
 
 import aiokv
+from aiokv import Durability
 from aiokv._format import (
     HEADER_SIZE,
     MAGIC,
@@ -51,7 +52,7 @@ def synced_frames(data: bytes) -> list[tuple[int, int]]:
 
 @pytest.mark.parametrize("durability", ["fsync", "flush", "buffered"])
 async def test_close_ends_the_log_with_a_synced_frame_that_vouches_for_all_of_it(
-    store_path: str, durability: str,
+    store_path: str, durability: Durability,
 ) -> None:
     async with aiokv.AioKV(store_path, durability=durability) as kv:
         for i in range(5):

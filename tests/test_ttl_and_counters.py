@@ -26,9 +26,9 @@ from typing import Protocol
 import pytest
 from fake_clock import START, FakeClock
 
-from aiokv import KV, AioKV, Stats
+from aiokv import KV, AioKV, Durability, Stats
 
-DURABILITY_LEVELS = ["flush", "fsync", "buffered"]
+DURABILITY_LEVELS: list[Durability] = ["flush", "fsync", "buffered"]
 
 
 class Shell:
@@ -207,7 +207,7 @@ class Opener(Protocol):
         path: str | None = None,
         *,
         clock: Callable[[], float] = time.time,
-        durability: str = "flush",
+        durability: Durability = "flush",
     ) -> Shell: ...
 
 
@@ -220,7 +220,7 @@ def shell(request: pytest.FixtureRequest, store_path: str) -> Iterator[Opener]:
         path: str | None = None,
         *,
         clock: Callable[[], float] = time.time,
-        durability: str = "flush",
+        durability: Durability = "flush",
     ) -> Shell:
         where = store_path if path is None else path
         store: Shell
@@ -659,7 +659,7 @@ async def test_seed_caching_api_responses_fetches_once_per_ttl_window(shell: Ope
 
 @pytest.mark.parametrize("durability", DURABILITY_LEVELS)
 async def test_incr_from_50_tasks_of_100_calls_each_gives_exactly_5000_also_after_reopen(
-    store_path: str, durability: str
+    store_path: str, durability: Durability
 ) -> None:
     async with AioKV(store_path, durability=durability) as kv:
 
@@ -793,7 +793,7 @@ async def test_incr_on_an_expired_key_restarts_from_the_amount_with_the_new_ttl(
 
 @pytest.mark.parametrize("durability", DURABILITY_LEVELS)
 async def test_counters_and_their_ttls_survive_a_reopen_at_every_durability_level(
-    shell: Opener, durability: str
+    shell: Opener, durability: Durability
 ) -> None:
     clock = FakeClock()
     async with shell(clock=clock, durability=durability) as kv:
@@ -907,7 +907,7 @@ async def test_a_key_expires_exactly_at_its_expiry_time_not_a_moment_later(
 @pytest.mark.parametrize(("durability", "count"), [("flush", 1500), ("fsync", 300),
                                                    ("buffered", 300)])
 async def test_expired_keys_leave_memory_within_about_a_second_without_any_read(
-    shell: Opener, durability: str, count: int
+    shell: Opener, durability: Durability, count: int
 ) -> None:
     clock = FakeClock()
     async with shell(clock=clock, durability=durability) as kv:

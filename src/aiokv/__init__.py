@@ -4,6 +4,7 @@ Entries live in memory and in an append-only log of msgpack records that is
 replayed on open, compacted in the background and recovered after a crash.
 """
 
+from ._arguments import Durability, Recovery
 from ._async_kv import AioKV, aiocache
 from ._blocking_kv import KV
 from ._engine import Stats
@@ -27,10 +28,12 @@ __all__ = [
     "AsyncStore",
     "ClosedError",
     "CorruptionError",
+    "Durability",
     "ForkedError",
     "LockedError",
     "OutcomeUnknownError",
     "ReadOnlyError",
+    "Recovery",
     "Stats",
     "Store",
     "UnavailableError",

@@ -7,8 +7,29 @@ written; ``NOW`` is the default value of ``set(key)``.
 from __future__ import annotations
 
 import math
+from typing import Any, Literal, TypeVar
 
 from ._format import SET, SET_ENCODED, Encoded, Value, encode_record, encode_value
+
+Durability = Literal["fsync", "flush", "buffered"]
+"""When a write is durable: see docs/guarantees.md."""
+Recovery = Literal["strict", "salvage"]
+"""What open() does with damage: raise, or keep what is intact."""
+Stored = Any
+"""A value as a store gives it back: whatever the program stored (None, a
+bool, int, float, str, bytes, list or dict). The store cannot know which,
+so it is typed Any: ``count: int = await kv.get("n", 0)`` type-checks."""
+Default = TypeVar("Default")
+DURABILITY_LEVELS: tuple[Durability, ...] = ("fsync", "flush", "buffered")
+
+
+def as_durability(value: str) -> Durability:
+    """``value`` as a durability level (a name read from a command line or a
+    file); ValueError if it is none."""
+    for level in DURABILITY_LEVELS:
+        if value == level:
+            return level
+    raise ValueError(f"durability must be one of {DURABILITY_LEVELS}, not {value!r}")
 
 
 class _Now:

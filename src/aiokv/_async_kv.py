@@ -13,9 +13,9 @@ import logging
 import os
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
-from ._arguments import NOW
+from ._arguments import NOW, Default, Stored
 from ._commit import Commit
 from ._engine import Engine, Stats
 from ._protocols import AsyncStore
@@ -116,6 +116,12 @@ class AioKV(Shell):
         if not self._until_yield:
             self._until_yield = YIELD_EVERY
             await asyncio.sleep(0)
+
+    @overload
+    async def get(self, key: str) -> Stored: ...
+
+    @overload
+    async def get(self, key: str, default: Default) -> Stored | Default: ...
 
     async def get(self, key: str, default: object = None) -> object:
         """The value stored under ``key`` (a fresh copy), or ``default``."""

@@ -11,9 +11,9 @@ from __future__ import annotations
 import logging
 import os
 from types import TracebackType
-from typing import Any
+from typing import Any, overload
 
-from ._arguments import NOW
+from ._arguments import NOW, Default, Stored
 from ._engine import Engine, Stats
 from ._protocols import Store
 from ._redis_store import RedisKV, check_server_options
@@ -67,6 +67,12 @@ class KV(Shell):
     def close(self) -> None:
         """Write and fsync everything and release the lock. Idempotent."""
         self._engine.close()
+
+    @overload
+    def get(self, key: str) -> Stored: ...
+
+    @overload
+    def get(self, key: str, default: Default) -> Stored | Default: ...
 
     def get(self, key: str, default: object = None) -> object:
         return self._ready().get(key, default)

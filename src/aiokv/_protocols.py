@@ -8,8 +8,9 @@ type a program against these, and it runs on either backend, checked by
 from __future__ import annotations
 
 from types import TracebackType
-from typing import Protocol
+from typing import Protocol, overload
 
+from ._arguments import Default, Stored
 from ._engine import Stats
 
 
@@ -32,7 +33,11 @@ class AsyncStore(Protocol):
                         exc: BaseException | None,
                         traceback: TracebackType | None) -> None: ...
 
-    async def get(self, key: str, default: object = None) -> object: ...
+    @overload
+    async def get(self, key: str) -> Stored: ...
+
+    @overload
+    async def get(self, key: str, default: Default) -> Stored | Default: ...
 
     async def set(self, key: str, value: object = ..., ttl: float | None = None) -> None: ...
 
@@ -79,7 +84,11 @@ class Store(Protocol):
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  traceback: TracebackType | None) -> None: ...
 
-    def get(self, key: str, default: object = None) -> object: ...
+    @overload
+    def get(self, key: str) -> Stored: ...
+
+    @overload
+    def get(self, key: str, default: Default) -> Stored | Default: ...
 
     def set(self, key: str, value: object = ..., ttl: float | None = None) -> None: ...
 

@@ -15,10 +15,10 @@ import logging
 import time
 from collections.abc import Callable, Generator
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 from . import _redis_plans as plans
-from ._arguments import NOW, check_key
+from ._arguments import NOW, Default, Stored, check_key
 from ._engine import DURABILITY_LEVELS, Stats
 from ._errors import ClosedError
 from ._redis_client import async_executor, sync_executor
@@ -122,6 +122,12 @@ class RedisAioKV(_ServerStore):
         """Close the connections. Idempotent; nothing is held, nothing to flush."""
         self._closed = True
         await self._executor.close()
+
+    @overload
+    async def get(self, key: str) -> Stored: ...
+
+    @overload
+    async def get(self, key: str, default: Default) -> Stored | Default: ...
 
     async def get(self, key: str, default: object = None) -> object:
         self._check_open()
@@ -232,6 +238,12 @@ class RedisKV(_ServerStore):
         """Close the connections. Idempotent; nothing is held, nothing to flush."""
         self._closed = True
         self._executor.close()
+
+    @overload
+    def get(self, key: str) -> Stored: ...
+
+    @overload
+    def get(self, key: str, default: Default) -> Stored | Default: ...
 
     def get(self, key: str, default: object = None) -> object:
         self._check_open()

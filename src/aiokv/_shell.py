@@ -9,6 +9,7 @@ import warnings
 from collections.abc import Callable
 from typing import Any, NoReturn
 
+from ._arguments import Durability, Recovery
 from ._engine import Engine
 from ._target import SERVER_SCHEMES
 
@@ -31,10 +32,10 @@ class Shell:
         self,
         path: str | os.PathLike[str],
         *,
-        durability: str = "flush",
+        durability: Durability = "flush",
         fsync_interval: float = 1.0,
         flush_interval: float = 0.1,
-        recovery: str = "strict",
+        recovery: Recovery = "strict",
         clock: Callable[[], float] = time.time,
         readonly: bool = False,
     ) -> None:

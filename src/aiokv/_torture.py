@@ -97,6 +97,7 @@ from pathlib import Path
 from typing import IO, NoReturn, TypeVar, cast
 
 from . import _engine
+from ._arguments import as_durability
 from ._async_kv import AioKV
 from ._chain import log_numbers, log_path
 from ._compaction import Compaction
@@ -496,7 +497,7 @@ async def _child_main(path: str, durability: str, run: int) -> None:
     rng = random.Random(run)
     _trace_compactions()
     emit({"e": "opening"})
-    kv = AioKV(path, durability=durability)
+    kv = AioKV(path, durability=as_durability(durability))
     await kv.open()
     stats = await kv.stats()
     emit({"e": "open", "keys": stats.keys, "file_bytes": stats.file_bytes,
@@ -1246,11 +1247,11 @@ class _LogRecorder(logging.Handler):
 
 async def _reopen_twice(path: Path, durability: str, marker: object
                         ) -> tuple[dict[str, object], int, dict[str, object]]:
-    async with AioKV(path, durability=durability) as kv:
+    async with AioKV(path, durability=as_durability(durability)) as kv:
         recovered = await kv.get_all()
         compactions = (await kv.stats()).compactions
         await kv.set(MARKER_KEY, marker)
-    async with AioKV(path, durability=durability) as kv:
+    async with AioKV(path, durability=as_durability(durability)) as kv:
         again = await kv.get_all()
     return recovered, compactions, again
 
