@@ -90,7 +90,6 @@ def split_store(path: Path) -> tuple[Engine, dict[str, object]]:
         engine.set(key, i)
     with engine.lock:
         engine.table.frozen = engine.table.split = True
-        engine.writes.update_detour()
     for i, key in enumerate(NEW):
         engine.set(key, -i)
     for key in GONE:

@@ -283,7 +283,6 @@ class Compaction:
             self._engine.wake.set()
         live_at_snapshot = table.live_bytes
         walk = table.start_split()
-        self._engine.writes.update_detour()
         return first, live_at_snapshot, walk
 
     def _put_in_place(self, temp: str, number: int, generation: int,
@@ -310,7 +309,7 @@ class Compaction:
                 if not self._files.lock_open_file(new_base):
                     raise LockedError(engine.path)
                 with self._lock:
-                    engine.writes.synced(end)
+                    self._log.synced(end)
                     self._check_still_wanted(generation)
                     self._files.replace(temp, self._disk.file)
                     swapped = True
@@ -368,7 +367,6 @@ class Compaction:
         while True:
             with self._lock:
                 if self._table.fold_batch():
-                    self._engine.writes.update_detour()
                     return
             pacer.step()
 

@@ -298,8 +298,6 @@ class Engine:
             self.log.map_appends = (self.durability == "flush"
                                     and self.files.can_map(self.disk.file))
             self.file_recovery.recover()
-            with self.lock:
-                self.writes.update_detour()
             self.seal()
             self._lock_fd = lock_fd
             self._owner = os.getpid()
@@ -378,13 +376,13 @@ class Engine:
             fd = self.log.fd
             if fd is None:
                 return
-            mark, previous = self.writes.take_mark()
+            mark, previous = self.log.take_mark()
             if not mark:
                 return
             try:
                 self.files.write_synced(fd, mark)
             except BaseException:
-                self.writes.unmark(previous)
+                self.log.unmark(previous)
                 self.log.cut_tail_after_failure()
                 raise
             self.log.end += len(mark)
@@ -600,7 +598,7 @@ class Engine:
             clearing = writes.clearing = Commit()
             self.worker.write_failure = None  # nothing is held any more
             self.table.empty()
-            writes.vouch_from(0)
+            self.log.vouch_from(0)
             self.log.end = 0
             self.log.tail_dirty = False
             self.log.unsynced = False
@@ -623,7 +621,6 @@ class Engine:
     def recreate_base(self) -> None:
         """Create the base file again after clear() (memory is left as it is). Hold lock."""
         self.file_recovery.create_empty_base()
-        self.writes.update_detour()
         self.log_missing = False
 
     def ensure_log_file(self) -> None:

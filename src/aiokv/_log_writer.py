@@ -100,17 +100,22 @@ class LogWriter:
         self.vouched = vouched
         self.synced_end = end
         self.marked_end = end if marked is None else marked
+        self._revoke_room_if_mark_due()
 
     def mark_due(self) -> bool:
-        """Whether the next append must be preceded by a SYNCED frame."""
+        """Whether the next append must be preceded by a SYNCED frame: the
+        hot path, which only copies a frame, has no room meanwhile."""
         return self.vouched and self.synced_end > self.marked_end
 
-    def synced(self, end: int) -> bool:
-        """An fsync of the log up to ``end`` succeeded; whether that is news."""
+    def _revoke_room_if_mark_due(self) -> None:
+        if self.vouched and self.synced_end > self.marked_end:
+            self.fast_end = 0
+
+    def synced(self, end: int) -> None:
+        """An fsync of the log up to ``end`` succeeded."""
         if end > self.synced_end:
             self.synced_end = end
-            return True
-        return False
+            self._revoke_room_if_mark_due()
 
     def take_mark(self) -> tuple[bytes, int]:
         """The SYNCED frame due before the next append (or b"").
@@ -131,6 +136,7 @@ class LogWriter:
     def unmark(self, previous: int) -> None:
         """The append that held a SYNCED frame failed: it is not in the log."""
         self.marked_end = previous
+        self._revoke_room_if_mark_due()
 
     # -- appending -------------------------------------------------------------
 

@@ -117,7 +117,7 @@ class _Batch:
     vouch: bytes
     """The SYNCED frame leading the batch, or b""."""
     vouched_before: int
-    """What to give Writes.unmark if the write fails."""
+    """What to give LogWriter.unmark if the write fails."""
 
 
 class WriterThread:
@@ -333,7 +333,7 @@ class WriterThread:
             took = time.monotonic() - started
             with self._lock:
                 self._log.end = batch.start + len(data)
-                engine.writes.synced(batch.start + len(data))
+                self._log.synced(batch.start + len(data))
                 self._pending.batch_done(took)
                 engine.compaction.check()
         commit.settle()
@@ -440,14 +440,14 @@ class WriterThread:
             log.cut_tail()
         fd = log.fd
         assert fd is not None
-        vouch, vouched_before = self._engine.writes.take_mark()
+        vouch, vouched_before = log.take_mark()
         return _Batch(fd, log.end, vouch, vouched_before)
 
     def _abandon_batch(self, batch: _Batch) -> None:
         """The batch's write failed: undo what begin_batch did, cut the tail. Hold lock."""
         self._log.end = batch.start
         if batch.vouch:
-            self._engine.writes.unmark(batch.vouched_before)
+            self._log.unmark(batch.vouched_before)
         self._log.cut_tail_after_failure()
 
     def sync(self) -> None:
@@ -467,7 +467,7 @@ class WriterThread:
                 self._files.fsync(fd)
                 with self._lock:
                     if log.fd == fd:  # not replaced by a compaction meanwhile
-                        engine.writes.synced(end)
+                        self._log.synced(end)
                 self._sync_dir_if_due()
             except OSError:
                 with self._lock:

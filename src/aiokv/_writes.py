@@ -56,8 +56,8 @@ checks them (check_ttl)."""
 class Writes:
     """Every write of the store, and the room of its hot path.
 
-    Guarded by the engine's ``lock``: its own fields (``detour``,
-    ``clearing``) and all it changes
+    Guarded by the engine's ``lock``: its own field (``clearing``) and all
+    it changes
     in the engine's parts (the table, the log writer, the pending writes).
     It makes the file calls of an append on the caller's thread (see the
     engine's docstring) and none other, but for ``Engine.recreate_base``
@@ -77,11 +77,6 @@ class Writes:
         self._clock = engine.clock
         self._inline_writes = engine.durability == "flush"
         self._group_commit = engine.durability == "fsync"
-        self.detour = False
-        """set()'s hot path takes the general path while this holds: a SYNCED
-        frame is due, to be written before the next frame. (During a
-        compaction's split state the hot paths go on for keys the table
-        holds; a new key takes the general path, which puts it aside.)"""
         self.clearing: Commit | None = None
         """A clear() whose directory fsync is under way: settled once it is done."""
 
@@ -222,7 +217,7 @@ class Writes:
             # this path, which most sets take when the log is not mapped.
             # A SYNCED frame due, or the split state (where a new key goes
             # aside), takes them.
-            detour = self.detour or self._table.split
+            detour = log.mark_due() or self._table.split
             window = log.window
             queued = False
             if window is not None and log.end + size <= log.window_end and not detour:
@@ -455,12 +450,12 @@ class Writes:
             self._engine.recreate_base()  # only after clear(); rare
         if log.tail_dirty:
             log.cut_tail()
-        mark, previous = self.take_mark()
+        mark, previous = log.take_mark()
         if mark:
             try:
                 log.write_frame(mark)
             except BaseException:
-                self.unmark(previous)
+                log.unmark(previous)
                 raise
         log.write_frame(frame)
         self._after_append()
@@ -475,7 +470,7 @@ class Writes:
         if log.end >= self._engine.compaction.next_check:
             self._engine.compaction.check()
 
-    # -- the hot path's room, and vouching --------------------------------------
+    # -- the hot path's room ------------------------------------------------------
 
     def grant_fast_room(self) -> None:
         """Open the hot path for as many bytes as nothing else is due. Hold lock.
@@ -486,7 +481,7 @@ class Writes:
         compaction check. The room is the LogWriter's (``fast_end``, an offset
         in the file: other appends shrink it by moving the end on); whatever
         ends one of the conditions revokes it where it happens: close(),
-        update_detour() (a SYNCED frame due), every unmap of the
+        the log writer (a SYNCED frame due), every unmap of the
         window (reserve, clear, cut, close), the writer thread's end, a
         compaction's move to a new log file, and the writer thread's fsync
         (unsynced no longer). The next set past it takes the general path,
@@ -502,36 +497,5 @@ class Writes:
         """Whether the hot path may be given room now (see grant_fast_room). Hold lock."""
         log = self._log
         return (self._engine.state is OPEN and log.window is not None and log.unsynced
-                and not self.detour and not log.tail_dirty
+                and not log.mark_due() and not log.tail_dirty
                 and self._worker.write_failure is None)
-
-    def update_detour(self) -> None:
-        """Whether set() must leave its hot path: a SYNCED frame is due. Hold lock."""
-        self.detour = self._log.mark_due()
-        if self.detour:
-            self._log.revoke_room()
-
-    def vouch_from(self, end: int, vouched: bool = True, marked: int | None = None) -> None:
-        """A new log (or one just opened) is fsynced up to ``end``. Hold lock.
-
-        ``marked``: how far its SYNCED frames (or header) vouch, if less.
-        """
-        self._log.vouch_from(end, vouched, marked)
-        self.update_detour()
-
-    def synced(self, end: int) -> None:
-        """An fsync of the log up to ``end`` succeeded. Hold lock."""
-        if self._log.synced(end):
-            self.update_detour()
-
-    def take_mark(self) -> tuple[bytes, int]:
-        """The SYNCED frame due before the next append (or b""), and what to
-        give ``unmark`` if that append fails (LogWriter.take_mark). Hold lock."""
-        taken = self._log.take_mark()
-        self.update_detour()
-        return taken
-
-    def unmark(self, previous: int) -> None:
-        """The append that held a SYNCED frame failed: it is not in the log. Hold lock."""
-        self._log.unmark(previous)
-        self.update_detour()
