@@ -536,3 +536,17 @@ async def test_a_long_run_of_sets_and_gets_lets_other_tasks_run(store_path: str)
     await kv.close()
     # One turn of the other task per yield, give or take the first and last.
     assert calls // YIELD_EVERY - 1 <= ran <= calls // YIELD_EVERY + 1
+
+
+@pytest.mark.parametrize("durability", ["fsync", "flush", "buffered"])
+async def test_a_popped_key_stays_gone_after_a_reopen_and_a_kept_one_stays(
+    store_path: str, durability: Durability,
+) -> None:
+    async with AioKV(store_path, durability=durability) as kv:
+        await kv.set("job", 1)
+        await kv.set("kept", 2)
+        assert await kv.pop("job") == 1
+        assert await kv.get_many(["job", "kept"]) == {"kept": 2}
+    async with AioKV(store_path, durability=durability) as kv:
+        assert await kv.get_many(["job", "kept"]) == {"kept": 2}
+        assert await kv.pop("job", "gone") == "gone"

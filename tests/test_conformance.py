@@ -276,6 +276,42 @@ async def test_add_stores_only_when_absent_and_exactly_one_of_many_wins(store: C
     assert await store.get("race") == results.index(True)
 
 
+async def test_pop_returns_the_value_and_removes_it_and_one_of_many_gets_it(
+    store: Calls,
+) -> None:
+    await store.set("job", {"id": 7, "tags": ["a"]})
+    assert await store.pop("job") == {"id": 7, "tags": ["a"]}
+    assert not await store.exists("job")
+    assert await store.pop("job", "gone") == "gone"
+    assert await store.pop("never") is None
+    await store.set("once", 42)
+    results = await asyncio.gather(*(store.pop("once", None) for _ in range(100)))
+    assert sorted(results, key=repr) == [42] + [None] * 99
+
+
+async def test_pop_of_an_expired_key_gives_the_default(store: Calls) -> None:
+    await store.set("short", 1, ttl=0.05)
+    await asyncio.sleep(0.2)
+    assert await store.pop("short", "expired") == "expired"
+
+
+async def test_get_many_gives_the_present_keys_only(store: Calls) -> None:
+    await store.set("a", 1)
+    await store.set("b", [1, 2])
+    await store.set("c", "x", ttl=0.05)
+    await asyncio.sleep(0.2)
+    assert await store.get_many(["a", "b", "c", "missing", "a"]) == {"a": 1, "b": [1, 2]}
+    assert await store.get_many([]) == {}
+    many = {f"k{i}": i for i in range(1_500)}  # past one MGET page
+    for key, value in many.items():
+        await store.set(key, value)
+    assert await store.get_many(many) == many
+    with pytest.raises(TypeError):
+        await store.get_many("abc")
+    with pytest.raises(TypeError):
+        await store.get_many([b"k"])
+
+
 async def test_get_all_keys_and_clear_span_many_pages(store: Calls) -> None:
     # More keys than one SCAN page (or MGET) takes: 2,500.
     items = {f"k{i:05d}": i for i in range(2500)}

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Any, TypeVar, overload
 
@@ -182,6 +182,23 @@ class AioKV(Shell):
         value, commit = engine.incr(key, amount, ttl)
         await self._acknowledge(commit)
         return value
+
+    async def pop(self, key: str, default: object = None) -> Any:
+        """Remove ``key`` and return its value (``default`` if absent or
+        expired), as one step: of tasks racing for one key, one gets it."""
+        engine = self._engine
+        if not engine.is_open or engine.log_missing:
+            await self._ready_to_write()
+        value, commit = engine.pop(key, default)
+        await self._acknowledge(commit)
+        return value
+
+    async def get_many(self, keys: Iterable[str]) -> dict[str, Any]:
+        """The present ones of ``keys`` with their values (fresh copies)."""
+        engine = self._engine
+        if not engine.is_open:
+            await self._open(engine)
+        return engine.get_many(keys)
 
     async def add(self, key: str, value: object = NOW, ttl: float | None = None) -> bool:
         """Store ``value`` only if ``key`` is absent or expired; whether it did.

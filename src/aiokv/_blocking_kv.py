@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterable
 from types import TracebackType
 from typing import Any, overload
 
@@ -114,6 +115,18 @@ class KV(Shell):
         if commit is not None:
             commit.wait()
         return value
+
+    def pop(self, key: str, default: object = None) -> Any:
+        """Remove ``key`` and return its value (``default`` if absent or
+        expired), as one step: of threads racing for one key, one gets it."""
+        value, commit = self._ready().pop(key, default)
+        if commit is not None:
+            commit.wait()
+        return value
+
+    def get_many(self, keys: Iterable[str]) -> dict[str, Any]:
+        """The present ones of ``keys`` with their values (fresh copies)."""
+        return self._ready().get_many(keys)
 
     def add(self, key: str, value: object = NOW, ttl: float | None = None) -> bool:
         """Store ``value`` only if ``key`` is absent or expired; whether it did

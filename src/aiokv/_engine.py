@@ -66,7 +66,7 @@ import stat
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from ._arguments import NOW, check_key
@@ -243,6 +243,7 @@ class Engine:
         self.add = writes.add
         self.expire = writes.expire
         self.delete = writes.delete
+        self.pop = writes.pop
         self.compact = self.compaction.compact
 
     def __repr__(self) -> str:
@@ -494,6 +495,19 @@ class Engine:
         if type(value) is Encoded:
             return decode_value(value)
         return value
+
+    def get_many(self, keys: Iterable[str]) -> dict[str, object]:
+        """The present (live) ones of ``keys``, with their values (fresh copies)."""
+        if self.state is not OPEN:
+            raise self.unusable()
+        if isinstance(keys, str):
+            raise TypeError("keys must be an iterable of str keys, not a str")
+        found: dict[str, object] = {}
+        for key in keys:
+            value = self.get(key, MISSING)
+            if value is not MISSING:
+                found[key if type(key) is str else check_key(key)] = value
+        return found
 
     def _live_items(self) -> list[tuple[str, Value]]:
         with self.lock:

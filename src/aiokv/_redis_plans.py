@@ -250,6 +250,33 @@ def delete(names: Names, key: str) -> Plan[bool]:
     return True
 
 
+def pop(names: Names, where: str, key: str, default: object) -> Plan[object]:
+    """GETDEL: the value and its removal in one command (Redis 6.2, Valkey)."""
+    key = check_key(key)
+    full = names.full(key)
+    raw = yield Command(("GETDEL", full), write=True, route=full)
+    return default if raw is None else decode(raw, key, where)
+
+
+def get_many(names: Names, where: str, keys: Iterable[str]) -> Plan[dict[str, object]]:
+    """The present ones of ``keys``: MGET a page at a time (GET per key
+    where the keys are spread over slots)."""
+    if isinstance(keys, str):
+        raise TypeError("keys must be an iterable of str keys, not a str")
+    wanted = list(dict.fromkeys(check_key(key) for key in keys))
+    fulls = [names.full(key) for key in wanted]
+    found: dict[str, object] = {}
+    for start in range(0, len(fulls), SCAN_COUNT):
+        page = fulls[start:start + SCAN_COUNT]
+        raws = yield _each(names, "GET", page, write=False, together="MGET")
+        for key, raw in zip(wanted[start:start + SCAN_COUNT], raws, strict=True):
+            if isinstance(raw, Exception):
+                raise raw
+            if raw is not None:
+                found[key] = decode(raw, key, where)
+    return found
+
+
 def exists(names: Names, key: str) -> Plan[bool]:
     key = check_key(key)
     full = names.full(key)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Iterable
 from types import TracebackType
 from typing import Any, TypeVar, overload
 
@@ -154,6 +154,14 @@ class RedisAioKV(_ServerStore):
             logger.exception("aiokv: delete(%r) on %s failed", key, self._target.display)
             return False
 
+    async def pop(self, key: str, default: object = None) -> Any:
+        self._check_open()
+        return await self._run(plans.pop(self._names, self._target.display, key, default))
+
+    async def get_many(self, keys: Iterable[str]) -> dict[str, Any]:
+        self._check_open()
+        return await self._run(plans.get_many(self._names, self._target.display, keys))
+
     async def incr(self, key: str, amount: int = 1, *, ttl: float | None = None) -> int:
         self._check_open()
         return await self._run(plans.incr(self._names, self._target.display, key, amount,
@@ -269,6 +277,14 @@ class RedisKV(_ServerStore):
         except OSError:
             logger.exception("aiokv: delete(%r) on %s failed", key, self._target.display)
             return False
+
+    def pop(self, key: str, default: object = None) -> Any:
+        self._check_open()
+        return self._run(plans.pop(self._names, self._target.display, key, default))
+
+    def get_many(self, keys: Iterable[str]) -> dict[str, Any]:
+        self._check_open()
+        return self._run(plans.get_many(self._names, self._target.display, keys))
 
     def incr(self, key: str, amount: int = 1, *, ttl: float | None = None) -> int:
         self._check_open()

@@ -421,6 +421,32 @@ class Writes:
                 return None
             return self.queue(frame, key, self._table.remove(key))
 
+    def pop(self, key: str, default: object = None) -> tuple[object, Commit | None]:
+        """Remove ``key`` and return what it held (``default`` if it is absent
+        or expired), with the Commit to wait on: a get and a delete as one
+        step under the lock, so of callers racing for one key, one gets it."""
+        if type(key) is not str:
+            key = check_key(key)
+        check_writable = self._engine.check_writable
+        check_writable()  # unlocked first: see forsake_after_fork
+        with self._lock:
+            check_writable()
+            if self._worker.write_failure is not None:
+                self._worker.refuse_if_failing()
+            current = self._table.live_value(key)
+            if current is MISSING:
+                # Absent maybe only through a write not yet durable: see delete().
+                return default, self.last_commit() if self._group_commit else None
+            frame = encode_delete(key)  # the key was stored, so it encodes
+            if self._inline_writes:
+                self.append(frame)
+                self._table.remove(key)
+                self._engine.compaction.check()
+                commit = None
+            else:
+                commit = self.queue(frame, key, self._table.remove(key))
+        return decode_value(current) if type(current) is Encoded else current, commit
+
     # -- logging a frame ------------------------------------------------------
 
     def queue(self, frame: bytes, key: str,
