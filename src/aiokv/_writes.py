@@ -413,13 +413,7 @@ class Writes:
                 # because of a write not yet durable (an earlier delete):
                 # acknowledge once that is durable too.
                 return self.last_commit() if self._group_commit else None
-            frame = encode_delete(key)  # the key was stored, so it encodes
-            if self._inline_writes:
-                self.append(frame)
-                self._table.remove(key)
-                self._engine.compaction.check()
-                return None
-            return self.queue(frame, key, self._table.remove(key))
+            return self._write_removal(key)
 
     def pop(self, key: str, default: object = None) -> tuple[object, Commit | None]:
         """Remove ``key`` and return what it held (``default`` if it is absent
@@ -437,17 +431,20 @@ class Writes:
             if current is MISSING:
                 # Absent maybe only through a write not yet durable: see delete().
                 return default, self.last_commit() if self._group_commit else None
-            frame = encode_delete(key)  # the key was stored, so it encodes
-            if self._inline_writes:
-                self.append(frame)
-                self._table.remove(key)
-                self._engine.compaction.check()
-                commit = None
-            else:
-                commit = self.queue(frame, key, self._table.remove(key))
+            commit = self._write_removal(key)
         return decode_value(current) if type(current) is Encoded else current, commit
 
     # -- logging a frame ------------------------------------------------------
+
+    def _write_removal(self, key: str) -> Commit | None:
+        """Log the removal of ``key``, which the table holds, and apply it. Hold lock."""
+        frame = encode_delete(key)  # the key was stored, so it encodes
+        if self._inline_writes:
+            self.append(frame)
+            self._table.remove(key)
+            self._engine.compaction.check()
+            return None
+        return self.queue(frame, key, self._table.remove(key))
 
     def queue(self, frame: bytes, key: str,
               old: tuple[object, float | None]) -> Commit | None:
