@@ -49,7 +49,8 @@ def run_in_threads(count: int, work: Callable[[int], None]) -> None:
 
 # -- the API mirrors AioKV -------------------------------------------------------
 
-METHODS = ["open", "close", "get", "set", "add", "delete", "get_all", "clear", "incr", "keys",
+METHODS = ["open", "close", "get", "get_many", "set", "add", "delete", "pop", "get_all", "clear",
+           "incr", "keys",
            "exists", "ttl", "expire", "flush", "compact", "stats"]
 
 
