@@ -7,7 +7,7 @@ written; ``NOW`` is the default value of ``set(key)``.
 from __future__ import annotations
 
 import math
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, get_args
 
 from ._format import SET, SET_ENCODED, Encoded, Value, encode_record, encode_value
 
@@ -20,7 +20,8 @@ Stored = Any
 bool, int, float, str, bytes, list or dict). The store cannot know which,
 so it is typed Any: ``count: int = await kv.get("n", 0)`` type-checks."""
 Default = TypeVar("Default")
-DURABILITY_LEVELS: tuple[Durability, ...] = ("fsync", "flush", "buffered")
+DURABILITY_LEVELS: tuple[Durability, ...] = get_args(Durability)
+RECOVERY_MODES: tuple[Recovery, ...] = get_args(Recovery)
 
 
 def as_durability(value: str) -> Durability:

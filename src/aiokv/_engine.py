@@ -69,7 +69,7 @@ import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from ._arguments import NOW, check_key
+from ._arguments import DURABILITY_LEVELS, NOW, RECOVERY_MODES, check_key
 from ._commit import Commit
 from ._compaction import Compaction
 from ._errors import (
@@ -95,8 +95,6 @@ __all__ = ["DURABILITY_LEVELS", "NOW", "RECOVERY_MODES", "Engine", "Stats"]
 
 logger = logging.getLogger("aiokv")
 
-DURABILITY_LEVELS = ("fsync", "flush", "buffered")
-RECOVERY_MODES = ("strict", "salvage")
 
 _open_engines: weakref.WeakSet[Engine] = weakref.WeakSet()
 """Engines from the start of open() to the end of close()."""

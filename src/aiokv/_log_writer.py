@@ -108,7 +108,7 @@ class LogWriter:
         return self.vouched and self.synced_end > self.marked_end
 
     def _revoke_room_if_mark_due(self) -> None:
-        if self.vouched and self.synced_end > self.marked_end:
+        if self.mark_due():
             self.fast_end = 0
 
     def synced(self, end: int) -> None:

@@ -402,12 +402,9 @@ class Writes:
         """Remove ``key`` (absent is fine); Commit at "fsync", else None."""
         if type(key) is not str:
             key = check_key(key)
-        check_writable = self._engine.check_writable
-        check_writable()  # unlocked first: see forsake_after_fork
+        self._engine.check_writable()  # unlocked first: see forsake_after_fork
         with self._lock:
-            check_writable()
-            if self._worker.write_failure is not None:
-                self._worker.refuse_if_failing()
+            self._check_can_write()
             if self._table.lookup(key) is MISSING:
                 # Nothing to write. But at "fsync" the key may be absent only
                 # because of a write not yet durable (an earlier delete):
@@ -421,12 +418,9 @@ class Writes:
         step under the lock, so of callers racing for one key, one gets it."""
         if type(key) is not str:
             key = check_key(key)
-        check_writable = self._engine.check_writable
-        check_writable()  # unlocked first: see forsake_after_fork
+        self._engine.check_writable()  # unlocked first: see forsake_after_fork
         with self._lock:
-            check_writable()
-            if self._worker.write_failure is not None:
-                self._worker.refuse_if_failing()
+            self._check_can_write()
             current = self._table.live_value(key)
             if current is MISSING:
                 # Absent maybe only through a write not yet durable: see delete().
@@ -435,6 +429,13 @@ class Writes:
         return decode_value(current) if type(current) is Encoded else current, commit
 
     # -- logging a frame ------------------------------------------------------
+
+    def _check_can_write(self) -> None:
+        """Raise what a write meets now: a store not open (or read-only), or
+        writes refused by the writer thread's failure. Hold lock."""
+        self._engine.check_writable()
+        if self._worker.write_failure is not None:
+            self._worker.refuse_if_failing()
 
     def _write_removal(self, key: str) -> Commit | None:
         """Log the removal of ``key``, which the table holds, and apply it. Hold lock."""
