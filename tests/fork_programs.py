@@ -86,6 +86,7 @@ OPERATIONS: list[tuple[str, str, tuple[object, ...], dict[str, object]]] = [
     ("set a dict", "set", ("d", {"user": "bob", "n": 1}), {}),
     ("incr with a ttl", "incr", ("w3", 1), {"ttl": 60}),
     ("add", "add", ("a", 1, 60), {}),
+    ("pop", "pop", ("w1",), {}), ("get_many", "get_many", (["w1", "w2"],), {}),
 ]
 """Every call a child could make (label, method, arguments); each must raise
 ForkedError at once."""

@@ -178,6 +178,8 @@ WORKLOAD: list[Step] = [
     Step("set l", "set", "l", 7),
     Step("flush #13", "flush"),
     Step("set k again", "set", "k", b"kk"),
+    Step("pop k", "pop", "k"),
+    Step("pop absent", "pop", "zz"),
     Step("flush #14", "flush"),
     Step("set ttl m", "set+ttl", "m", "lives an hour"),
     Step("compact #2", "compact"),

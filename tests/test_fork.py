@@ -162,3 +162,11 @@ def test_a_store_cannot_be_pickled(tmp_path: Path) -> None:
         with pytest.raises(TypeError, match="cannot be pickled: a store belongs to the process"):
             pickle.dumps(store)
     assert sorted(os.listdir(tmp_path)) == []  # nothing was opened
+
+
+def test_the_fork_matrix_tries_every_call_of_the_store() -> None:
+    """A call added to the store is tried in a forked child (OPERATIONS)
+    before it ships: each must raise ForkedError there."""
+    public = {name for name in dir(KV) if not name.startswith("_")}
+    not_calls = {"close", "from_url", "path", "durability", "readonly"}  # close: a no-op there
+    assert public - not_calls == {method for _, method, *_ in OPERATIONS}

@@ -527,6 +527,7 @@ WORKLOAD: list[Step] = [
     Step("open #2", "open"),
     Step("set j after reopen", "set", "j", b"j"),
     Step("delete absent", "delete", "zz"),
+    Step("pop e", "pop", "e"),
     Step("set h again", "set", "h", False),
     Step("compact #2", "compact"),
     Step("flush #5", "flush"),

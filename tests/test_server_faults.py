@@ -225,3 +225,60 @@ def test_a_paused_cluster_node_makes_incr_say_its_outcome_is_unknown_never_count
     time.sleep(0.2)
     assert kv.get("n") in (1, 2)  # run by the paused node or not; never resent
     kv.close()
+
+
+# -- every call against a paused server -----------------------------------------
+
+UNAVAILABLE, UNKNOWN, FALSE, NOTHING = "UnavailableError", "OutcomeUnknownError", "False", "None"
+PAUSED_SERVER_CALLS: dict[str, tuple[tuple[object, ...], str]] = {
+    # Reads are tried again on a fresh connection, then given up.
+    "get": (("k",), UNAVAILABLE), "get_many": ((["k", "j"],), UNAVAILABLE),
+    "exists": (("k",), UNAVAILABLE), "ttl": (("k",), UNAVAILABLE),
+    "keys": ((), UNAVAILABLE), "get_all": ((), UNAVAILABLE), "stats": ((), UNAVAILABLE),
+    # A write that may have reached the server is never sent again.
+    "set": (("k", 2), UNKNOWN), "add": (("new", 1), UNKNOWN), "pop": (("k",), UNKNOWN),
+    "incr": (("n",), UNKNOWN), "expire": (("k", 5), UNKNOWN), "flush": ((), UNKNOWN),
+    # As on the local store: False on an I/O error, logged.
+    "delete": (("k",), FALSE), "clear": ((), FALSE),
+    # Nothing to do on a server.
+    "compact": ((), NOTHING),
+}
+"""What each call of a store on a server does when the server stops answering
+(SIGSTOP) after the store has connected. Every public call is here: a new one
+fails test_every_call_of_the_store_is_tried_against_a_paused_server until it
+is added."""
+NOT_DATA_CALLS = {"open", "close", "from_url", "path", "durability", "readonly"}
+
+
+def test_every_call_of_the_store_is_tried_against_a_paused_server() -> None:
+    public = {name for name in dir(KV) if not name.startswith("_")}
+    assert public - NOT_DATA_CALLS == set(PAUSED_SERVER_CALLS)
+
+
+@pytest.mark.parametrize("call", sorted(PAUSED_SERVER_CALLS))
+def test_a_call_to_a_paused_server_fails_as_its_kind_says_and_the_store_recovers(
+    call: str, tmp_path: Path,
+) -> None:
+    server = Server("redis", tmp_path / "server", appendfsync="always").start()
+    try:
+        kv = KV.from_url(f"{server.url}?prefix=p:&socket_timeout=0.3")
+        kv.set("k", 1)  # connected: the call below sends its command, or tries to
+        kv.set("n", 1)
+        args, expected = PAUSED_SERVER_CALLS[call]
+        server.pause()
+        try:
+            try:
+                outcome = repr(getattr(kv, call)(*args))
+            except (UnavailableError, OutcomeUnknownError) as exc:
+                outcome = type(exc).__name__
+        finally:
+            server.resume()
+        assert outcome == expected
+        time.sleep(0.2)
+        # Whatever the paused server ran once it went on, the store works
+        # again, and no write ran twice.
+        assert kv.get("n") in (1, 2)
+        assert kv.incr("n") in (2, 3)
+        kv.close()
+    finally:
+        server.stop()

@@ -22,8 +22,8 @@ HOUR = 3600.0
 CLOCK_TIME = 1_700_000_000.0
 
 OPEN, CLOSE, FLUSH, COMPACT, CLEAR = "open", "close", "flush", "compact", "clear"
-SET, SET_TTL, DELETE = "set", "set+ttl", "delete"
-WRITES = (SET, SET_TTL, DELETE)
+SET, SET_TTL, DELETE, POP = "set", "set+ttl", "delete", "pop"
+WRITES = (SET, SET_TTL, DELETE, POP)
 """The steps that change one entry (and return a commit to wait for)."""
 KINDS = (OPEN, CLOSE, FLUSH, COMPACT, CLEAR, *WRITES)
 
@@ -60,6 +60,8 @@ def perform(store: Engine, step: Step) -> None:
         commit = store.set(key, value, ttl=HOUR)
     elif kind == DELETE:
         commit = store.delete(key)
+    elif kind == POP:
+        _, commit = store.pop(key)
     elif kind == FLUSH:
         store.flush()
     elif kind == COMPACT:
@@ -81,7 +83,7 @@ def expect(oracle: dict[str, object], step: Step) -> None:
     (A TTL of an hour never expires on the fixed clock.)"""
     if step.kind in (SET, SET_TTL):
         oracle[step.key] = step.value
-    elif step.kind == DELETE:
+    elif step.kind in (DELETE, POP):
         oracle.pop(step.key, None)
     elif step.kind == CLEAR:
         oracle.clear()
