@@ -223,6 +223,8 @@ WRITES_OF_EVERY_KIND: list[tuple[str, Callable[[KV], object]]] = [
     ("incr with a ttl", lambda kv: kv.incr("rate", ttl=60)),
     ("add", lambda kv: kv.add("new", 1, ttl=60)),
     ("expire", lambda kv: kv.expire("hot", 30)),
+    ("a ttl renewed", lambda kv: kv.set("short", 2, ttl=900)),
+    ("pop", lambda kv: kv.pop("hot")),
 ]
 """One of each write, every one of which (at "flush") the hot path may take."""
 
