@@ -30,7 +30,8 @@ import msgpack
 MAGIC: Final = b"\x89aiokv\r\n"
 FORMAT_VERSION: Final = 3
 """The version new files are written with. Version 2 added BULK and SYNCED
-frames; version 3 the log files that follow a base file (LOG_FILE, FOLLOWS)."""
+frames; version 3 the log files that follow a base file (LOG_FILE, FOLLOWS)
+and BATCH frames."""
 READABLE_VERSIONS: Final = frozenset({1, 2, 3})
 
 # magic, version, flags, compactions, compacted_at, compacted_length,
@@ -87,7 +88,19 @@ uses it to tell whether the file before it lost bytes it held when appends
 moved on (see ``_chain``).
 """
 
-KINDS: Final = frozenset({SET, SET_ENCODED, DELETE, SNAPSHOT, EXPIRE, BULK, SYNCED, FOLLOWS})
+BATCH: Final = 9
+"""a = map key -> scalar, b = map key -> encoded container, c = an array of
+two: a map key -> expiry, and an array of the keys removed (version 3).
+
+An atomic batch (``set_many``, ``delete_many``, ``batch()``): every change
+of it in one frame under one checksum, so replay applies all of it or,
+torn or damaged, none. Its keys are distinct: each key's end state. A key
+set by it loses any earlier expiry unless ``c`` gives it one, as in a
+SNAPSHOT.
+"""
+
+KINDS: Final = frozenset({SET, SET_ENCODED, DELETE, SNAPSHOT, EXPIRE, BULK, SYNCED, FOLLOWS,
+                          BATCH})
 
 SCALAR_TYPES: Final = frozenset({type(None), bool, int, float, str, bytes})
 """Value types kept in memory as they are: immutable, so never copied."""
@@ -572,6 +585,29 @@ def encode_bulk(
     return encode_record(BULK, keys, values, expiries)
 
 
+def encode_batch(scalars: dict[str, Value], encoded: dict[str, Encoded],
+                 expiries: dict[str, float], removed: list[str]) -> bytes:
+    """A BATCH frame: ``scalars`` and ``encoded`` set (with ``expiries``),
+    ``removed`` deleted, all in one record; ValueError if it would exceed
+    MAX_FRAME_SIZE or holds what msgpack cannot encode."""
+    return encode_record(BATCH, scalars, encoded, (expiries, removed))
+
+
+def _map_header_size(count: int) -> int:
+    return 1 if count < 16 else 3 if count < 65536 else 5
+
+
+def entries_size(entries: dict[str, Value]) -> int:
+    """The sum of ``entry_size`` over ``entries``, by one pack in C."""
+    return len(_pack(entries)) - _map_header_size(len(entries))
+
+
+def batch_sets_size(frame: bytes, count: int) -> int:
+    """``entries_size`` of the ``count`` scalars of a BATCH frame that holds
+    nothing else (``encode_batch(scalars, {}, {}, [])``), from its length."""
+    return len(frame) - _EMPTY_BATCH_SIZE + 1 - _map_header_size(count)
+
+
 def _int_size(value: int) -> int:
     """Bytes msgpack packs ``value`` (an int within 64 bits) into."""
     if -32 <= value < 128:
@@ -626,3 +662,5 @@ def entry_size(key: str, value: Value) -> int:
 
 EXPIRY_ENTRY_EXTRA: Final = 9
 """Bytes an expiry adds besides a second copy of the key (a float)."""
+
+_EMPTY_BATCH_SIZE: Final = len(encode_batch({}, {}, {}, []))

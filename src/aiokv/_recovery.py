@@ -39,6 +39,7 @@ from typing import cast
 import msgpack
 
 from ._format import (
+    BATCH,
     BULK,
     DELETE,
     EXPIRE,
@@ -224,6 +225,8 @@ def _check_record(
     elif kind == FOLLOWS:
         ok = (type(a) is int and a >= 0 and type(b) is int and b >= HEADER_SIZE
               and type(c) is int and c >= 0)
+    elif kind == BATCH:
+        ok = _is_batch(a, b, c)
     elif kind == BULK:
         ok = (
             type(a) is tuple
@@ -237,6 +240,22 @@ def _check_record(
     else:
         return f"unknown record kind {kind!r}"
     return None if ok else f"malformed record of kind {kind}"
+
+
+def _is_batch(a: object, b: object, c: object) -> bool:
+    """Whether a BATCH record's fields are well formed (see ``_format.BATCH``)."""
+    if not (type(a) is dict and type(b) is dict and type(c) is tuple and len(c) == 2):
+        return False
+    expiries, removed = c
+    return (type(expiries) is dict and type(removed) is tuple
+            and set(map(type, a)) <= {str} and set(map(type, b)) <= {str}
+            and set(map(type, removed)) <= {str}
+            and set(map(type, a.values())) <= SCALAR_TYPES
+            and _are_encoded_containers(b.values())
+            and _are_expiry_times(expiries.values())
+            and expiries.keys() <= (a.keys() | b.keys())
+            and not a.keys() & b.keys() and not (a.keys() | b.keys()) & set(removed)
+            and len(set(removed)) == len(removed))
 
 
 def _are_expiries_of(expiries: dict[object, object], keys: tuple[object, ...]) -> bool:
@@ -331,14 +350,14 @@ def apply(frame: Frame, entries: dict[str, Value], expiries: dict[str, float]) -
     if kind in (SYNCED, FOLLOWS):
         return
     if kind == SNAPSHOT:
-        scalars = cast("dict[str, Value]", frame.a)
-        encoded = cast("dict[str, bytes]", frame.b)
-        for key in scalars.keys() | encoded.keys():
+        _apply_sets(frame, cast("dict[str, float]", frame.c), entries, expiries)
+        return
+    if kind == BATCH:
+        kept, removed = cast("tuple[dict[str, float], tuple[str, ...]]", frame.c)
+        for key in removed:
+            entries.pop(key, None)
             expiries.pop(key, None)
-        entries.update(scalars)
-        for key, value in encoded.items():
-            entries[key] = Encoded(value)
-        expiries.update(cast("dict[str, float]", frame.c))
+        _apply_sets(frame, kept, entries, expiries)
         return
     if kind == BULK:
         keys = cast("tuple[str, ...]", frame.a)
@@ -365,6 +384,20 @@ def apply(frame: Frame, entries: dict[str, Value], expiries: dict[str, float]) -
         expiries.pop(key, None)
     else:
         expiries[key] = expires
+
+
+def _apply_sets(frame: Frame, kept: dict[str, float], entries: dict[str, Value],
+                expiries: dict[str, float]) -> None:
+    """The sets of a SNAPSHOT or BATCH frame: ``a`` scalars, ``b`` encoded
+    containers; each key loses its expiry unless ``kept`` gives it one."""
+    scalars = cast("dict[str, Value]", frame.a)
+    encoded = cast("dict[str, bytes]", frame.b)
+    for key in scalars.keys() | encoded.keys():
+        expiries.pop(key, None)
+    entries.update(scalars)
+    for key, value in encoded.items():
+        entries[key] = Encoded(value)
+    expiries.update(kept)
 
 
 STAND_IN_HEADER = Header(version=FORMAT_VERSION, compactions=0, compacted_at=0.0,
