@@ -6,6 +6,7 @@ replayed on open, compacted in the background and recovered after a crash.
 
 from ._arguments import Durability, Recovery
 from ._async_kv import AioKV, aiocache
+from ._batch import WriteBatch
 from ._blocking_kv import KV
 from ._engine import Stats
 from ._errors import (
@@ -37,6 +38,7 @@ __all__ = [
     "Stats",
     "Store",
     "UnavailableError",
+    "WriteBatch",
     "__version__",
     "aiocache",
 ]

@@ -9,15 +9,18 @@ instance keeps working across successive ``asyncio.run()`` calls.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Any, TypeVar, overload
 
 from ._arguments import NOW, Default, Stored
+from ._batch import WriteBatch
 from ._commit import Commit
 from ._engine import Engine, Stats
+from ._mapping import AsyncMapping
 from ._protocols import AsyncStore
 from ._redis_store import RedisAioKV, check_server_options
 from ._shell import Shell
@@ -41,7 +44,7 @@ async def _in_thread(function: Callable[[], _T]) -> _T:
     return await asyncio.get_running_loop().run_in_executor(None, function)
 
 
-class AioKV(Shell):
+class AioKV(Shell, AsyncMapping):
     """An async key-value store kept in an append-only log at ``path``.
 
     Creating an instance does no I/O: the first operation (or ``open()``)
@@ -199,6 +202,59 @@ class AioKV(Shell):
         if not engine.is_open:
             await self._open(engine)
         return engine.get_many(keys)
+
+    async def set_many(self, mapping: Mapping[str, object] | Iterable[tuple[str, object]],
+                       ttl: float | None = None) -> None:
+        """Store every pair of ``mapping`` (or of an iterable of pairs) as one
+        atomic batch: after any crash, all of them or none (docs/api.md)."""
+        engine = self._engine
+        if not engine.is_open or engine.log_missing:
+            await self._ready_to_write()
+        await self._acknowledge(engine.set_many(mapping, ttl))
+
+    async def delete_many(self, keys: Iterable[str]) -> int:
+        """Remove ``keys`` as one atomic batch; how many of them were there."""
+        batch = WriteBatch(self._engine.clock)
+        batch.delete_all(keys)
+        return await self._commit(batch)
+
+    @contextlib.asynccontextmanager
+    async def batch(self) -> AsyncIterator[WriteBatch]:
+        """``async with kv.batch() as b:`` then ``b.set()``, ``b.delete()``,
+        ``b.incr()``: applied as one atomic step when the block ends,
+        nothing if it raises; no other task sees any of it before."""
+        batch = WriteBatch(self._engine.clock)
+        try:
+            yield batch
+        finally:
+            batch.seal()
+        await self._commit(batch)
+
+    async def _commit(self, batch: WriteBatch) -> int:
+        engine = self._engine
+        if not engine.is_open or engine.log_missing:
+            await self._ready_to_write()
+        removed, commit = engine.commit_batch(batch)
+        await self._acknowledge(commit)
+        return removed
+
+    async def _update_key(self, key: str, fn: Callable[[Any], Any], default: Any = None, *,
+                          ttl: float | None = None) -> Any:
+        """update(key, fn, default): ``fn`` runs under the store's lock, on
+        this thread: it must not call the store."""
+        engine = self._engine
+        if not engine.is_open or engine.log_missing:
+            await self._ready_to_write()
+        value, commit = engine.update(key, fn, default, ttl)
+        await self._acknowledge(commit)
+        return value
+
+    async def count(self) -> int:
+        """How many live keys the store holds."""
+        engine = self._engine
+        if not engine.is_open:
+            await self._open(engine)
+        return engine.count()
 
     async def add(self, key: str, value: object = NOW, ttl: float | None = None) -> bool:
         """Store ``value`` only if ``key`` is absent or expired; whether it did.

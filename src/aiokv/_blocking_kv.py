@@ -8,14 +8,17 @@ the other (not both at once: the lock admits one owner).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from types import TracebackType
 from typing import Any, overload
 
 from ._arguments import NOW, Default, Stored
+from ._batch import WriteBatch
 from ._engine import Engine, Stats
+from ._mapping import BlockingMapping
 from ._protocols import Store
 from ._redis_store import RedisKV, check_server_options
 from ._shell import Shell
@@ -24,11 +27,12 @@ from ._target import LocalTarget, parse_target
 logger = logging.getLogger("aiokv")
 
 
-class KV(Shell):
+class KV(Shell, BlockingMapping):
     """A key-value store in an append-only log at ``path``, with blocking calls.
 
     Same options and semantics as ``AioKV`` (see docs/api.md); creating it
-    does no I/O, the first call opens the store.
+    does no I/O, the first call opens the store. It is also a
+    ``MutableMapping[str, Any]`` (see ``BlockingMapping``).
     """
 
     @classmethod
@@ -101,7 +105,7 @@ class KV(Shell):
     def get_all(self) -> dict[str, object]:
         return self._ready().items()
 
-    def clear(self) -> bool:
+    def clear(self) -> bool:  # type: ignore[override]
         """Remove every entry and the file: True, or False (logged) on error."""
         try:
             self._ready().clear()
@@ -128,6 +132,46 @@ class KV(Shell):
         """The present ones of ``keys`` with their values (fresh copies)."""
         return self._ready().get_many(keys)
 
+    def set_many(self, mapping: Mapping[str, object] | Iterable[tuple[str, object]],
+                 ttl: float | None = None) -> None:
+        """Store every pair as one atomic batch (see ``AioKV.set_many``)."""
+        commit = self._ready().set_many(mapping, ttl)
+        if commit is not None:
+            commit.wait()
+
+    def delete_many(self, keys: Iterable[str]) -> int:
+        """Remove ``keys`` as one atomic batch; how many of them were there."""
+        batch = WriteBatch(self._ready().clock)
+        batch.delete_all(keys)
+        return self._commit(batch)
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[WriteBatch]:
+        """``with kv.batch() as b:``: see ``AioKV.batch``."""
+        batch = WriteBatch(self._engine.clock)
+        try:
+            yield batch
+        finally:
+            batch.seal()
+        self._commit(batch)
+
+    def _commit(self, batch: WriteBatch) -> int:
+        removed, commit = self._ready().commit_batch(batch)
+        if commit is not None:
+            commit.wait()
+        return removed
+
+    def _update_key(self, key: str, fn: Callable[[Any], Any], default: Any = None, *,
+                    ttl: float | None = None) -> Any:
+        value, commit = self._ready().update(key, fn, default, ttl)
+        if commit is not None:
+            commit.wait()
+        return value
+
+    def count(self) -> int:
+        """How many live keys the store holds (``len(kv)``)."""
+        return self._ready().count()
+
     def add(self, key: str, value: object = NOW, ttl: float | None = None) -> bool:
         """Store ``value`` only if ``key`` is absent or expired; whether it did
         (atomic, like ``AioKV.add``)."""
@@ -147,7 +191,8 @@ class KV(Shell):
                 continue  # the write that held the key was undone: ask again
             return False
 
-    def keys(self, pattern: str = "*") -> list[str]:
+    def keys(self, pattern: str = "*") -> list[str]:  # type: ignore[override]
+        """Live keys matching a glob: a list (a snapshot), not a KeysView."""
         return self._ready().keys(pattern)
 
     def exists(self, key: str) -> bool:

@@ -16,6 +16,8 @@ coordinates the parts that do the rest, each in a file of its own:
   "fsync" batches them.
 * ``Writes`` (_writes.py): set, incr, add, expire, delete, and when the hot
   path may run.
+* ``AtomicWrites`` (_atomic_writes.py): atomic batches (one BATCH frame
+  each) and update(), the read-modify-write.
 * ``WriterThread`` (_writer_thread.py): the background worker: group
   commit, buffered writes, periodic fsync, the expiry sweep.
 * ``Compaction`` (_compaction.py): when to compact, and the rewrite.
@@ -70,6 +72,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from ._arguments import DURABILITY_LEVELS, NOW, RECOVERY_MODES, check_key
+from ._atomic_writes import AtomicWrites
 from ._commit import Commit
 from ._compaction import Compaction
 from ._errors import (
@@ -181,7 +184,8 @@ class Engine:
     is taken as well to replace or close a descriptor. ``_open_lock``
     serializes open() and close(), which alone change ``state`` from NEW
     or to CLOSED. ``set``, ``incr``, ``add``, ``expire`` and ``delete`` are
-    ``Writes``' methods and ``compact`` is ``Compaction``'s, bound here.
+    ``Writes``' methods, ``commit_batch`` and ``update`` ``AtomicWrites``'
+    and ``compact`` is ``Compaction``'s, bound here.
     """
 
     def __init__(
@@ -235,6 +239,10 @@ class Engine:
         self.worker = WriterThread(self)
         self.writes = Writes(self)
         self.compaction = Compaction(self)
+        self.atomic_writes = AtomicWrites(self)
+        self.commit_batch = self.atomic_writes.commit
+        self.update = self.atomic_writes.update
+        self.set_many = self.atomic_writes.set_many
         writes = self.writes
         self.set = writes.set
         self.incr = writes.incr
@@ -495,17 +503,21 @@ class Engine:
         return value
 
     def get_many(self, keys: Iterable[str]) -> dict[str, object]:
-        """The present (live) ones of ``keys``, with their values (fresh copies)."""
+        """The present (live) ones of ``keys``, with their values (fresh
+        copies), as they were at one instant."""
         if self.state is not OPEN:
             raise self.unusable()
         if isinstance(keys, str):
             raise TypeError("keys must be an iterable of str keys, not a str")
-        found: dict[str, object] = {}
-        for key in keys:
-            value = self.get(key, MISSING)
-            if value is not MISSING:
-                found[key if type(key) is str else check_key(key)] = value
-        return found
+        wanted = [key if type(key) is str else check_key(key) for key in keys]
+        found: dict[str, Value] = {}
+        with self.lock:  # one instant: never half of an atomic batch
+            table = self.table
+            for key in wanted:
+                value = table.live_value(key)
+                if value is not MISSING:
+                    found[key] = value  # type: ignore[assignment]
+        return {key: decode_value(value) for key, value in found.items()}
 
     def _live_items(self) -> list[tuple[str, Value]]:
         with self.lock:
@@ -538,6 +550,14 @@ class Engine:
             return live
         match = re.compile(fnmatch.translate(pattern)).match
         return [key for key in live if match(key)]
+
+    def count(self) -> int:
+        """How many live keys the store holds."""
+        if self.state is not OPEN:
+            raise self.unusable()
+        with self.lock:
+            table = self.table
+            return table.held - (table.count_expired() if table.expiries else 0)
 
     def exists(self, key: str) -> bool:
         if self.state is not OPEN:

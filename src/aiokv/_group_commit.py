@@ -25,12 +25,24 @@ injected, so the policy is tested without sleeping.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 
 from ._commit import Commit
 
 Undo = tuple[str, object, float | None]
 """(key, value before the write or the engine's _MISSING, expiry before)."""
+FrameUndo = Undo | list[Undo]
+"""What a frame's undo is: one Undo, or a list of them (an atomic batch's
+frame, oldest change first)."""
+
+
+def each_undo(undo: Iterable[FrameUndo]) -> Iterator[Undo]:
+    """Every Undo of ``undo`` (one per frame, or a list for a batch's frame), in order."""
+    for entry in undo:
+        if type(entry) is list:
+            yield from entry
+        else:
+            yield entry  # type: ignore[misc]
 
 MIN_CUT = 16
 """Fewest queued frames worth a batch of their own."""
@@ -82,7 +94,7 @@ class PendingWrites:
         self._clock = clock
         self.policy = CutPolicy()
         self.frames: list[bytes] = []
-        self.undo: list[Undo] = []
+        self.undo: list[FrameUndo] = []
         self.since = 0.0
         """When the oldest frame still queued (or the newest cut) was queued."""
         self.commit = Commit()
@@ -99,7 +111,7 @@ class PendingWrites:
         """Writes acknowledged (or waited on) but not written yet: queued or in flight."""
         return len(self.frames) + self.inflight_frames
 
-    def add(self, frame: bytes, undo: Undo) -> Commit | None:
+    def add(self, frame: bytes, undo: FrameUndo) -> Commit | None:
         """Queue one frame; at "fsync", the commit its writer waits on.
 
         May cut the frames queued so far into a batch (see ``CutPolicy``).
@@ -128,7 +140,7 @@ class PendingWrites:
             return self.cut_commit
         return self.inflight
 
-    def take_batch(self) -> tuple[Commit, list[bytes], list[Undo]]:
+    def take_batch(self) -> tuple[Commit, list[bytes], list[FrameUndo]]:
         """The next batch to commit: the cut frames if any, else all; now in flight."""
         cut = self.cut
         if not cut:
@@ -158,7 +170,7 @@ class PendingWrites:
         del self.frames[:count]
         del self.undo[:count]
 
-    def fail(self) -> tuple[list[Undo], list[Commit]]:
+    def fail(self) -> tuple[list[FrameUndo], list[Commit]]:
         """A batch failed: everything queued after it goes too.
 
         Returns the undo of the frames still queued (oldest first) and, if

@@ -25,15 +25,16 @@ import hashlib
 import math
 import re
 import time
-from collections.abc import Generator, Iterable
+from collections.abc import Callable, Generator, Iterable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import msgpack
 
 from ._arguments import check_key, check_ttl, prepare
+from ._batch import ABSENT, KEEP, WriteBatch
 from ._errors import CorruptionError
-from ._format import Encoded
+from ._format import Encoded, Value
 
 T = TypeVar("T")
 
@@ -127,6 +128,45 @@ return 0
 alone answers 0 for a key that exists without an expiry)."""
 
 
+APPLY = Script("batch", """
+local a = 2
+for i = 1, tonumber(ARGV[1]) do
+  local current = redis.call('GET', KEYS[tonumber(ARGV[a])])
+  if (current or '') ~= ARGV[a + 1] then
+    return {0, 0}
+  end
+  a = a + 2
+end
+local removed = 0
+for i = 1, #KEYS do
+  local op = ARGV[a]
+  if op == 'D' then
+    removed = removed + redis.call('UNLINK', KEYS[i])
+    a = a + 1
+  elseif op == 'S' then
+    redis.call('SET', KEYS[i], ARGV[a + 1])
+    a = a + 2
+  elseif op == 'P' then
+    redis.call('SET', KEYS[i], ARGV[a + 1], 'PX', ARGV[a + 2])
+    a = a + 3
+  else
+    redis.call('SET', KEYS[i], ARGV[a + 1], 'KEEPTTL')
+    a = a + 2
+  end
+end
+return {1, removed}
+""")
+"""An atomic batch (and update()) in one script: if each key read holds
+still what it held when read (ARGV: how many checks, then key index and
+the value read, '' for none), apply each key's end state (ARGV, per key:
+'D' remove; 'S' value: set; 'P' value ms: set with PX; 'K' value: set
+keeping the expiry) and
+return {1, keys removed}; else change nothing and return {0, 0}, for the
+plan to read again. A script runs whole or not at all: no other client
+sees it half done; the checks come first, so an error (WRONGTYPE) stops
+it before any write."""
+
+
 class Names:
     """How the store's keys are named on the server, and how it finds them."""
 
@@ -175,7 +215,11 @@ def _escape_glob(raw: bytes) -> bytes:
 
 def encode(key: str, value: object) -> bytes:
     """The bytes stored for ``value``, checked as the local store checks it."""
-    stored = prepare(key, value)
+    return payload(prepare(key, value))
+
+
+def payload(stored: Value) -> bytes:
+    """The bytes stored for a value already checked (``prepare``)."""
     if type(stored) is int:
         return str(stored).encode()
     if type(stored) is Encoded:
@@ -275,6 +319,88 @@ def get_many(names: Names, where: str, keys: Iterable[str]) -> Plan[dict[str, ob
             if raw is not None:
                 found[key] = decode(raw, key, where)
     return found
+
+
+def commit_batch(names: Names, where: str, batch: WriteBatch) -> Plan[int]:
+    """Apply ``batch`` atomically (APPLY); the number of keys it removed.
+
+    The keys an incr reads are read first (MGET), the end state worked out
+    here as the local store does it, and applied only if they hold still
+    what was read: else read again (another client wrote one in between).
+    In a cluster whose keys are spread over slots, a batch's keys must share
+    a slot (a hash tag), or it is refused, applying nothing.
+    """
+    batch.seal()
+    wanted = batch.keys_to_read()
+    while True:
+        read: dict[str, bytes | None] = {}
+        if wanted:
+            replies = yield _each(names, "GET", [names.full(key) for key in wanted],
+                                  write=False, together="MGET")
+            for key, raw in zip(wanted, replies, strict=True):
+                if isinstance(raw, Exception):
+                    raise raw
+                read[key] = raw
+        held = {key: ABSENT if raw is None else decode(raw, key, where)
+                for key, raw in read.items()}
+        ends = batch.end_state(held.__getitem__, 1 << 63)
+        if not ends:
+            return 0
+        keys = list(ends)
+        position = {key: index for index, key in enumerate(keys, 1)}
+        args: list[Any] = [len(read)]
+        for key, raw in read.items():
+            args += [position[key], b"" if raw is None else raw]
+        for value, ttl in ends.values():
+            if value is ABSENT:
+                args.append("D")
+            elif ttl is KEEP:
+                args += ["K", payload(value)]  # type: ignore[arg-type]
+            elif ttl is None:
+                args += ["S", payload(value)]  # type: ignore[arg-type]
+            else:
+                args += ["P", payload(value), ttl_ms(ttl)]  # type: ignore[arg-type]
+        applied, removed = yield from _apply(names, keys, args)
+        if applied:
+            return int(removed)
+
+
+def update(names: Names, where: str, key: str, fn: Callable[[Any], Any], default: object,
+           *, ttl: object) -> Plan[object]:
+    """update(): read, ``fn``, then APPLY if the key holds still what was
+    read; else again (``fn`` may run more than once)."""
+    key = check_key(key)
+    if not callable(fn):
+        raise TypeError(f"fn must be callable, not {type(fn).__name__}")
+    ms = ttl_ms(ttl)
+    full = names.full(key)
+    while True:
+        raw = yield Command(("GET", full), route=full)
+        value = fn(default if raw is None else decode(raw, key, where))
+        stored = encode(key, value)
+        change: list[object]
+        if raw is not None:
+            change = ["K", stored]
+        else:
+            change = ["S", stored] if ms is None else ["P", stored, ms]
+        applied, _ = yield from _apply(names, [key], [1, 1, raw or b"", *change])
+        if applied:
+            return value
+
+
+def _apply(names: Names, keys: list[str], args: list[Any]) -> Plan[tuple[int, int]]:
+    fulls = [names.full(key) for key in keys]
+    try:
+        reply = yield Command(("EVALSHA", APPLY.sha, len(fulls), *fulls, *args), write=True,
+                              route=fulls[0], script=APPLY)
+    except Exception as exc:
+        if "CROSSSLOT" in str(exc) or type(exc).__name__ == "ClusterCrossSlotError":
+            raise ValueError(
+                "the keys of one batch must share a slot in a cluster whose keys are "
+                "spread: give them one hash tag, e.g. {user:7}name and {user:7}mail"
+                ) from None
+        raise
+    return int(reply[0]), int(reply[1])
 
 
 def exists(names: Names, key: str) -> Plan[bool]:

@@ -11,7 +11,7 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 
 from ._format import Encoded, Value, encode_bulk, encode_snapshot
-from ._group_commit import Undo
+from ._group_commit import FrameUndo, each_undo
 from ._table import MISSING
 
 SNAPSHOT_BATCH = 512
@@ -29,17 +29,17 @@ thread keeps it for a whole switch interval), the next slice is longer, up
 to MAX_SLICE."""
 
 
-def pending_deletions(undo: list[Undo],
+def pending_deletions(undo: Sequence[FrameUndo],
                       entries: dict[str, Value]) -> list[tuple[str, object]]:
     """The keys a queued write removed from ``entries``, as a batch for
     ``durable_batch`` (which gives each its value from before the queue)."""
-    return [(key, MISSING) for key in dict.fromkeys(key for key, _, _ in undo)
+    return [(key, MISSING) for key in dict.fromkeys(key for key, _, _ in each_undo(undo))
             if key not in entries]
 
 
 def durable_batch(
     batch: Sequence[tuple[str, object]],
-    undo: list[Undo],
+    undo: Sequence[FrameUndo],
     expiries: dict[str, float],
     now: float,
 ) -> tuple[list[tuple[str, Value]], dict[str, float]]:
@@ -55,7 +55,7 @@ def durable_batch(
     extends it finds it on replay.
     """
     undone: dict[str, tuple[object, float | None]] = {}
-    for key, old, old_expiry in reversed(undo):  # the oldest wins
+    for key, old, old_expiry in reversed(list(each_undo(undo))):  # the oldest wins
         undone[key] = (old, old_expiry)
     kept: list[tuple[str, Value]] = []
     kept_expiries: dict[str, float] = {}

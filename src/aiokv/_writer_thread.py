@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ._format import encode_delete
-from ._group_commit import Undo
+from ._group_commit import FrameUndo, each_undo
 from ._lifecycle import OPEN
 from ._log_files import WRITE_CHUNK
 
@@ -338,11 +338,11 @@ class WriterThread:
                 engine.compaction.check()
         commit.settle()
 
-    def _roll_back(self, undo: list[Undo], error: BaseException) -> None:
+    def _roll_back(self, undo: list[FrameUndo], error: BaseException) -> None:
         """Undo a failed batch and everything queued after it. Hold lock."""
         later, failed = self._pending.fail()
         restore = self._engine.table.restore
-        for key, old, old_expiry in reversed(undo + later):
+        for key, old, old_expiry in reversed(list(each_undo(undo + later))):
             restore(key, old, old_expiry)
         for commit in failed:
             commit.settle(error)

@@ -36,6 +36,7 @@ from ._format import (
     entry_size,
     size_change,
 )
+from ._group_commit import FrameUndo
 from ._lifecycle import OPEN
 from ._table import MISSING, expiry_size
 
@@ -404,7 +405,7 @@ class Writes:
             key = check_key(key)
         self._engine.check_writable()  # unlocked first: see forsake_after_fork
         with self._lock:
-            self._check_can_write()
+            self.check_can_write()
             if self._table.lookup(key) is MISSING:
                 # Nothing to write. But at "fsync" the key may be absent only
                 # because of a write not yet durable (an earlier delete):
@@ -420,7 +421,7 @@ class Writes:
             key = check_key(key)
         self._engine.check_writable()  # unlocked first: see forsake_after_fork
         with self._lock:
-            self._check_can_write()
+            self.check_can_write()
             current = self._table.live_value(key)
             if current is MISSING:
                 # Absent maybe only through a write not yet durable: see delete().
@@ -430,7 +431,7 @@ class Writes:
 
     # -- logging a frame ------------------------------------------------------
 
-    def _check_can_write(self) -> None:
+    def check_can_write(self) -> None:
         """Raise what a write meets now: a store not open (or read-only), or
         writes refused by the writer thread's failure. Hold lock."""
         self._engine.check_writable()
@@ -454,11 +455,16 @@ class Writes:
         The undo, what memory held before, goes with it: a compaction's walk
         takes each key as the log holds it (durable_batch), at "buffered" too.
         """
+        return self.queue_undo(frame, (key, *old))
+
+    def queue_undo(self, frame: bytes, undo: FrameUndo) -> Commit | None:
+        """``queue`` with the frame's undo as it is: one key's, or a list of
+        them (an atomic batch's frame). Hold lock."""
         pending = self._pending
         if not pending.frames:
             # Woken once: the writer looks for more frames after every batch.
             self._wake.set()
-        return pending.add(frame, (key, *old))
+        return pending.add(frame, undo)
 
     def last_commit(self) -> Commit | None:
         """The commit whose settling makes every queued write durable
