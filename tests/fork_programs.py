@@ -48,10 +48,28 @@ class Store:
             path, durability=as_durability(durability))
 
     def call(self, name: str, *args: object, **options: object) -> object:
+        if name == "batch":  # a block: the batch's changes are its arguments
+            self._batch(*args)
+            return None
         method: Callable[..., Any] = getattr(self.store, name)
         if self.shell == "KV":
             return method(*args, **options)
         return asyncio.run(method(*args, **options))
+
+    def _batch(self, *changes: object) -> None:
+        kv = self.store
+        if isinstance(kv, KV):
+            with kv.batch() as batch:
+                for key in changes:
+                    batch.set(str(key), 1)
+            return
+
+        async def block() -> None:
+            async with kv.batch() as batch:
+                for key in changes:
+                    batch.set(str(key), 1)
+
+        asyncio.run(block())
 
 
 def write_keys(store: Store, prefix: str, count: int) -> None:
@@ -87,6 +105,10 @@ OPERATIONS: list[tuple[str, str, tuple[object, ...], dict[str, object]]] = [
     ("incr with a ttl", "incr", ("w3", 1), {"ttl": 60}),
     ("add", "add", ("a", 1, 60), {}),
     ("pop", "pop", ("w1",), {}), ("get_many", "get_many", (["w1", "w2"],), {}),
+    ("set_many", "set_many", ({"m1": 1, "m2": 2},), {}),
+    ("delete_many", "delete_many", (["w1", "w2"],), {}),
+    ("batch", "batch", ("b1", "b2"), {}), ("count", "count", (), {}),
+    ("update", "update", ("n", abs, 0), {}), ("update a mapping", "update", ({"u": 1},), {}),
 ]
 """Every call a child could make (label, method, arguments); each must raise
 ForkedError at once."""

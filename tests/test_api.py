@@ -34,7 +34,7 @@ def test_the_public_names_are_exactly_these() -> None:
         "AioKV", "AioKVError", "AsyncStore", "ClosedError", "CorruptionError", "Durability",
         "ForkedError",
         "KV", "LockedError", "OutcomeUnknownError", "ReadOnlyError", "Recovery", "Stats", "Store",
-        "UnavailableError",
+        "UnavailableError", "WriteBatch",
         "__version__", "aiocache",
     ])
     assert aiokv.__version__.count(".") == 2

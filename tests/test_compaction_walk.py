@@ -20,6 +20,7 @@ from scripted_files import ScriptedFiles
 from aiokv import KV, Durability
 from aiokv._engine import Engine
 from aiokv._format import HEADER_SIZE
+from aiokv._group_commit import FrameUndo
 from aiokv._snapshot import durable_batch, pending_deletions
 from aiokv._table import MISSING
 
@@ -262,3 +263,21 @@ def test_a_key_deleted_by_a_queued_write_is_still_in_the_snapshot_as_the_log_hol
     kept, expiries = durable_batch(batch, undo, {}, now=1e9)
     assert kept == [("deleted", "durable")]
     assert expiries == {"deleted": 5e9}
+
+
+def test_a_queued_atomic_batch_counts_as_the_writes_of_each_of_its_keys() -> None:
+    # An atomic batch's frame carries the undo of every key it changed (a
+    # list): the walk takes each of those keys as the log holds it, before
+    # the batch, and sees the keys it removed.
+    undo: list[FrameUndo] = [
+        ("single", "durable", None),
+        [("moved from", "durable job", None), ("moved to", MISSING, None),
+         ("single", "set by the single write", 7e9)],
+    ]
+    entries: dict[str, object] = {"single": "batch value", "moved to": "durable job"}
+    assert [key for key, _ in pending_deletions(undo, entries)] == [  # type: ignore[arg-type]
+        "moved from"]
+    batch = [("single", "batch value"), ("moved to", "durable job"), ("moved from", MISSING)]
+    kept, expiries = durable_batch(batch, undo, {}, now=1e9)
+    assert kept == [("single", "durable"), ("moved from", "durable job")]
+    assert expiries == {}

@@ -18,7 +18,7 @@ import itertools
 import math
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ import pytest
 from hypothesis import given, settings
 from servers import Server, Servers, namespace_on
 
-from aiokv import KV, AioKV, ClosedError
+from aiokv import KV, AioKV, ClosedError, WriteBatch
 
 BACKENDS = ["local", "redis", "valkey", "cluster", "cluster-spread"]
 SHELLS = ["AioKV", "KV"]
@@ -82,14 +82,33 @@ def make(target: tuple[str, str]) -> Any:
 
 @pytest.fixture
 def store(target: tuple[str, str]) -> Iterator[Calls]:
-    """A fresh store, as Calls. An async test runs in its own event loop: the
-    store's connections there close when that loop ends; this closes it."""
+    """A fresh store, as Calls."""
+    yield from calls_on(target)
+
+
+def calls_on(target: tuple[str, str]) -> Iterator[Calls]:
+    """A fresh store, as Calls, closed after the test. An async test runs in
+    its own event loop: the store's connections there close when that loop
+    ends; this closes it."""
     created = make(target)
     yield Calls(created, "local" if "://" not in target[0] else "redis")
     if inspect.iscoroutinefunction(created.close):
         asyncio.run(created.close())
     else:
         created.close()
+
+
+ONE_SLOT = [(backend, shell) for backend in BACKENDS if backend != "cluster-spread"
+            for shell in SHELLS]
+"""Where a batch may span any keys: not a cluster whose keys are spread,
+where a batch's keys must share a slot (test_a_batch_in_a_spread_cluster...)."""
+
+
+@pytest.fixture(params=ONE_SLOT, ids=lambda param: f"{param[0]}-{param[1]}")
+def batch_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Calls]:
+    """``store`` for the tests of atomic batches over any keys."""
+    backend, shell = request.param
+    yield from calls_on((location(request, backend, tmp_path), shell))
 
 
 VALUES: list[object] = [
@@ -312,6 +331,181 @@ async def test_get_many_gives_the_present_keys_only(store: Calls) -> None:
         await store.get_many([b"k"])
 
 
+async def in_batch(store: Calls, fill: Callable[[WriteBatch], None]) -> None:
+    """Run ``fill`` inside ``store.batch()``: ``async with`` or, for a
+    blocking store, ``with`` in a thread."""
+    if store.blocking:
+        def blocking() -> None:
+            with store.store.batch() as batch:
+                fill(batch)
+
+        await asyncio.to_thread(blocking)
+        return
+    async with store.store.batch() as batch:
+        fill(batch)
+
+
+async def test_set_many_stores_every_pair_with_its_ttl_or_none(batch_store: Calls) -> None:
+    await batch_store.set("old", 1, ttl=100)
+    await batch_store.set_many({"a": 1, "b": [1, {"x": None}], "old": "new"})
+    assert await batch_store.get_all() == {"a": 1, "b": [1, {"x": None}], "old": "new"}
+    assert await batch_store.ttl("old") == -1  # a set without a ttl removes the expiry
+    await batch_store.set_many([("c", 2.5), ("d", b"x")], ttl=100)
+    assert await batch_store.get_many(["c", "d"]) == {"c": 2.5, "d": b"x"}
+    assert await batch_store.ttl("c") == 100
+    await batch_store.set_many({})
+    assert len(await batch_store.keys()) == 5
+
+
+@pytest.mark.parametrize("bad", [{"ok": 1, "bad": {1, 2}}, [("ok", 1), (7, 2)]],
+                         ids=["unstorable value", "key not a str"])
+async def test_set_many_with_one_bad_pair_raises_and_stores_none(batch_store: Calls,
+                                                                  bad: Any) -> None:
+    with pytest.raises(TypeError):
+        await batch_store.set_many(bad)
+    assert await batch_store.keys() == []
+    with pytest.raises(TypeError):
+        await batch_store.set_many("ab")
+    with pytest.raises(ValueError):
+        await batch_store.set_many({"a": 1}, ttl=-1)
+    assert await batch_store.keys() == []
+
+
+async def test_delete_many_removes_the_keys_and_counts_those_that_were_there(
+    batch_store: Calls,
+) -> None:
+    await batch_store.set_many({"a": 1, "b": 2, "c": 3})
+    await batch_store.set("gone", 1, ttl=0.05)
+    await asyncio.sleep(0.2)
+    assert await batch_store.delete_many(["a", "b", "missing", "gone", "a"]) == 2
+    assert await batch_store.keys() == ["c"]
+    assert await batch_store.delete_many([]) == 0
+    with pytest.raises(TypeError):
+        await batch_store.delete_many("c")
+    assert await batch_store.keys() == ["c"]
+
+
+async def test_a_batch_applies_sets_deletes_and_incrs_in_order(batch_store: Calls) -> None:
+    await batch_store.set("queued:7", {"job": 7})
+    await batch_store.set("hits", 10, ttl=100)
+
+    def move(batch: WriteBatch) -> None:
+        batch.delete("queued:7")
+        batch.set("done:7", {"job": 7})
+        batch.incr("hits")
+        batch.incr("fresh", 5, ttl=100)
+        batch.set("n", 1)
+        batch.incr("n", 2)  # adds to the value set above
+        batch.set("later", "x")
+        batch.delete("later")
+
+    await in_batch(batch_store, move)
+    assert await batch_store.get_all() == {"done:7": {"job": 7}, "hits": 11, "fresh": 5, "n": 3}
+    assert await batch_store.ttl("hits") == 100  # an incr of a live key keeps its expiry
+    assert await batch_store.ttl("fresh") == 100  # and gives a new key its ttl
+    assert await batch_store.ttl("n") == -1
+
+
+async def test_a_batch_whose_block_raises_applies_nothing(batch_store: Calls) -> None:
+    await batch_store.set("keep", 1)
+
+    def fail(batch: WriteBatch) -> None:
+        batch.set("new", 1)
+        batch.delete("keep")
+        raise RuntimeError("changed my mind")
+
+    with pytest.raises(RuntimeError):
+        await in_batch(batch_store, fail)
+    assert await batch_store.get_all() == {"keep": 1}
+
+
+async def test_a_batch_with_an_incr_the_store_refuses_applies_nothing(batch_store: Calls) -> None:
+    await batch_store.set("text", "not a number")
+
+    def mixed(batch: WriteBatch) -> None:
+        batch.set("a", 1)
+        batch.incr("text")
+
+    with pytest.raises(TypeError, match="not an int"):
+        await in_batch(batch_store, mixed)
+    assert await batch_store.get_all() == {"text": "not a number"}
+
+    def bad_value(batch: WriteBatch) -> None:
+        batch.set("b", 1)
+        batch.set("c", object())
+
+    with pytest.raises(TypeError):
+        await in_batch(batch_store, bad_value)
+    assert await batch_store.get_all() == {"text": "not a number"}
+
+
+async def test_a_batch_cannot_be_used_once_its_block_has_ended(store: Calls) -> None:
+    kept: list[WriteBatch] = []
+    await in_batch(store, kept.append)
+    with pytest.raises(RuntimeError, match="ended"):
+        kept[0].set("late", 1)
+    assert await store.keys() == []
+
+
+async def test_update_stores_what_fn_returns_and_keeps_the_expiry(store: Calls) -> None:
+    assert await store.update("n", lambda v: v + 1, 0) == 1
+    assert await store.update("n", lambda v: v * 10) == 10
+    assert await store.update("tags", lambda v: [*v, "a"], []) == ["a"]
+    assert await store.update("tags", lambda v: [*v, "b"], []) == ["a", "b"]
+    await store.set("session", {"hits": 1}, ttl=100)
+    assert await store.update("session", lambda s: {**s, "hits": s["hits"] + 1}) == {
+        "hits": 2}
+    assert await store.ttl("session") == 100
+    assert await store.update("created", lambda v: v, "x", ttl=50) == "x"
+    assert await store.ttl("created") == 50
+
+    def refuse(value: object) -> object:
+        raise KeyError("no")
+
+    with pytest.raises(KeyError):
+        await store.update("n", refuse)
+    assert await store.get("n") == 10
+    with pytest.raises(TypeError):
+        await store.update("n", lambda v: {1, 2})
+    assert await store.get("n") == 10
+
+
+async def test_update_from_a_thousand_tasks_counts_exactly(store: Calls) -> None:
+    await asyncio.gather(*(store.update("count", lambda v: v + 1, 0) for _ in range(1_000)))
+    assert await store.get("count") == 1_000
+
+
+async def test_update_as_a_mapping_stores_the_pairs(batch_store: Calls) -> None:
+    await batch_store.update({"a": 1}, b=2)
+    await batch_store.update([("c", 3)])
+    assert await batch_store.get_all() == {"a": 1, "b": 2, "c": 3}
+    assert await batch_store.count() == 3
+
+
+async def test_readers_never_see_half_of_a_batch(batch_store: Calls) -> None:
+    await batch_store.set_many({"a": 0, "b": 0})
+    reads, halves = 0, []
+    done = False
+
+    async def read() -> None:
+        nonlocal reads
+        while not done:
+            pair = await batch_store.get_many(["a", "b"])
+            reads += 1
+            if pair["a"] != pair["b"]:
+                halves.append(pair)
+            await asyncio.sleep(0)  # a local AioKV's reads never suspend
+
+    readers = [asyncio.ensure_future(read()) for _ in range(3)]
+    for i in range(1, 150):
+        await batch_store.set_many({"a": i, "b": i})
+        await asyncio.sleep(0)
+    done = True
+    await asyncio.gather(*readers)
+    assert reads > 10
+    assert halves == []
+
+
 async def test_get_all_keys_and_clear_span_many_pages(store: Calls) -> None:
     # More keys than one SCAN page (or MGET) takes: 2,500.
     items = {f"k{i:05d}": i for i in range(2500)}
@@ -392,6 +586,65 @@ def test_one_blocking_store_is_safe_from_many_threads(where: str) -> None:
     for thread in threads:
         thread.join()
     assert created.get("hits") == 3200
+    created.close()
+
+
+def test_update_from_sixteen_threads_counts_exactly(where: str) -> None:
+    created = KV.from_url(where)
+
+    def count() -> None:
+        for _ in range(100):
+            created.update("hits", lambda v: v + 1, 0)
+
+    threads = [threading.Thread(target=count) for _ in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert created.get("hits") == 1600
+    created.close()
+
+
+def test_a_blocking_store_is_a_mutable_mapping(where: str) -> None:
+    created = KV.from_url(where)
+    assert isinstance(created, MutableMapping)
+    created["a"] = 1
+    created["b"] = [2]
+    assert created["a"] == 1 and "b" in created and "z" not in created and 7 not in created
+    assert len(created) == 2 and sorted(created) == ["a", "b"]
+    assert dict(created) == {"a": 1, "b": [2]}
+    with pytest.raises(KeyError):
+        created["z"]
+    del created["a"]
+    with pytest.raises(KeyError):
+        del created["a"]
+    assert created.setdefault("c", 3) == 3 and created.setdefault("c", 4) == 3
+    other = KV.from_url(where)
+    assert created != other and {created: 1}[created] == 1  # equal only to itself: hashable
+    other.close()
+    created.close()
+
+
+def test_an_async_store_iterates_and_counts(where: str) -> None:
+    async def check() -> None:
+        created = AioKV.from_url(where)
+        await created.set("x", 1)
+        await created.set("y", 2)
+        assert sorted([key async for key in created]) == ["x", "y"]
+        assert await created.count() == 2
+        await created.close()
+
+    asyncio.run(check())
+
+
+def test_a_batch_in_a_spread_cluster_must_share_a_slot(
+        request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    created = KV.from_url(location(request, "cluster-spread", tmp_path))
+    with pytest.raises(ValueError, match="hash tag"):
+        created.set_many({"user:1": 1, "user:2": 2, "user:3": 3, "other": 4})
+    assert created.keys() == []
+    created.set_many({"{user:7}name": "a", "{user:7}mail": "b"})
+    assert created.count() == 2
     created.close()
 
 

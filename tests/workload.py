@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+from aiokv import WriteBatch
 from aiokv._engine import Engine
 from aiokv._files import FileSystem
 
@@ -23,8 +24,12 @@ CLOCK_TIME = 1_700_000_000.0
 
 OPEN, CLOSE, FLUSH, COMPACT, CLEAR = "open", "close", "flush", "compact", "clear"
 SET, SET_TTL, DELETE, POP = "set", "set+ttl", "delete", "pop"
-WRITES = (SET, SET_TTL, DELETE, POP)
-"""The steps that change one entry (and return a commit to wait for)."""
+BATCH, UPDATE = "batch", "update"
+WRITES = (SET, SET_TTL, DELETE, POP, BATCH, UPDATE)
+"""The steps that change entries (and return a commit to wait for). A
+BATCH step's value is its changes, ("set", key, value), ("delete", key) or
+("incr", key, amount), applied as one atomic batch; an UPDATE adds its
+value to the int at its key (None counting as 0) with ``update``."""
 KINDS = (OPEN, CLOSE, FLUSH, COMPACT, CLEAR, *WRITES)
 
 Typed = dict[str, tuple[str, object]]
@@ -62,6 +67,13 @@ def perform(store: Engine, step: Step) -> None:
         commit = store.delete(key)
     elif kind == POP:
         _, commit = store.pop(key)
+    elif kind == BATCH:
+        batch = WriteBatch(store.clock)
+        for change in value:  # type: ignore[attr-defined]
+            getattr(batch, change[0])(*change[1:])
+        _, commit = store.commit_batch(batch)
+    elif kind == UPDATE:
+        _, commit = store.update(key, lambda old: (old or 0) + value)  # type: ignore[operator]
     elif kind == FLUSH:
         store.flush()
     elif kind == COMPACT:
@@ -85,6 +97,16 @@ def expect(oracle: dict[str, object], step: Step) -> None:
         oracle[step.key] = step.value
     elif step.kind in (DELETE, POP):
         oracle.pop(step.key, None)
+    elif step.kind == BATCH:
+        for change in step.value:  # type: ignore[attr-defined]
+            if change[0] == "set":
+                oracle[change[1]] = change[2]
+            elif change[0] == "delete":
+                oracle.pop(change[1], None)
+            else:
+                oracle[change[1]] = oracle.get(change[1], 0) + change[2]
+    elif step.kind == UPDATE:
+        oracle[step.key] = (oracle.get(step.key) or 0) + step.value  # type: ignore[operator]
     elif step.kind == CLEAR:
         oracle.clear()
 
