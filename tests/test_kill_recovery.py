@@ -3,9 +3,10 @@
 The harness is ``aiokv._torture`` (also the ``aiokv torture`` command); its
 docstring lists what each trial checks: every acknowledged write survives (at
 "buffered", those before an acknowledged clear or flush), no value is torn,
-the store is the state after a prefix of the writes that includes every write
-that must survive, reopening works and leaves no temporary file, and a write
-after reopening survives another reopen.
+each atomic batch is whole or absent, the store is the state after a prefix
+of the writes that includes every write that must survive, reopening works
+and leaves no temporary file, and a write after reopening survives another
+reopen.
 
 Set ``AIOKV_KILL_SEED`` to replay a run's random choices and
 ``AIOKV_KILL_TRIALS`` to change the number of trials of every level.
@@ -29,6 +30,7 @@ from aiokv import KV, _torture
 from aiokv._torture import (
     DURABILITIES,
     ChildRun,
+    check_batches,
     check_per_key,
     check_prefix,
     expected_value,
@@ -189,11 +191,16 @@ def test_at_buffered_the_checks_catch_a_state_that_never_existed() -> None:
 
 
 def _events(*steps: tuple[str, object]) -> list[dict[str, object]]:
-    """The child's lines for ``steps``: ("set", key), ("ack", seq), ("flush-start", n)..."""
+    """The child's lines for ``steps``: ("set", key), ("ack", seq), ("flush-start", n),
+    ("batch", [["set", key], ["del", key]...])..."""
     events: list[dict[str, object]] = []
     seq = 0
     for kind, argument in steps:
-        if kind in ("set", "del", "clear"):
+        if kind == "batch":
+            events.append({"e": "intent", "op": "batch", "key": "", "seq": seq,
+                           "writes": argument})
+            seq += 1
+        elif kind in ("set", "del", "clear"):
             events.append({"e": "intent", "op": kind, "key": argument, "seq": seq,
                            "present": True})
             seq += 1
@@ -246,6 +253,48 @@ def test_at_buffered_an_acknowledged_clear_stays_done() -> None:
     stale = {one: expected_value(one, 7, 0)}
     assert "survived the acknowledged clear #1" in check_per_key({}, child, stale)[0]
     assert "that includes the 2 first" in check_prefix({}, child, stale)[0]
+
+
+def test_the_checks_catch_a_batch_that_is_neither_whole_nor_absent() -> None:
+    one, two, three, four = key_name(20), key_name(21), key_name(22), key_name(23)
+    before = {key: expected_value(key, 6, number) for number, key in enumerate((two, three))}
+    events = _events(("set", one), ("ack", 0), ("set", four),
+                     ("batch", [["set", one], ["set", two], ["del", three]]),
+                     ("set", two))
+    child = _parsed("flush", events)
+    assert child.batches == {2}
+    assert child.intents[2:5] == [(2, "set", one), (2, "set", two), (2, "del", three)]
+    batch = {one: expected_value(one, 7, 2), two: expected_value(two, 7, 2)}
+    absent = {**before, one: expected_value(one, 7, 0), four: expected_value(four, 7, 1)}
+    whole = {**batch, four: expected_value(four, 7, 1)}  # and ``three`` deleted
+    # Only #0 is acknowledged: the batch whole or absent, the write to ``two``
+    # after it there or not.
+    for after in ({**before, one: expected_value(one, 7, 0)}, absent, whole,
+                  {**whole, two: expected_value(two, 7, 3)}):
+        assert check_per_key(before, child, after) == []
+        assert check_batches(before, child, after) == []
+        assert check_prefix(before, child, after) == []
+    # Part of the batch: each key alone is fine, the batch is not.
+    for after, seen, stale in (
+        ({**absent, one: batch[one]}, one, [two, three]),
+        ({key: value for key, value in absent.items() if key != three} | {two: batch[two]},
+         two, [one]),
+        (absent | batch, one, [three]),  # its sets without its delete
+    ):
+        assert check_per_key(before, child, after) == []
+        assert check_batches(before, child, after) == [
+            f"batch #2 is partial: {seen!r} holds its value, but {key!r} holds"
+            f" {'write #0' if key == one else 'its value before the run'}, not what the"
+            f" batch or a later write left" for key in stale]
+        assert "not the state after any prefix" in check_prefix(before, child, after)[0]
+    # Only its delete: no value of the batch to see, but no prefix either.
+    deleted = {key: value for key, value in absent.items() if key != three}
+    assert check_batches(before, child, deleted) == []
+    assert "not the state after any prefix" in check_prefix(before, child, deleted)[0]
+    # Acknowledged at "flush", the batch must be whole: absent is a loss.
+    acked = _parsed("flush", [*events, {"e": "ack", "seq": 2}])
+    assert "lost its acknowledged write #2 (set)" in check_per_key(before, acked, absent)[0]
+    assert "that includes the 3 first" in check_prefix(before, acked, absent)[0]
 
 
 # -- the harness itself -----------------------------------------------------------

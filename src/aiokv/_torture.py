@@ -32,10 +32,15 @@ acknowledged ``flush()`` began. Every rule below holds at every level:
   acknowledged clear a key holds the value of a write issued after it, or is
   absent;
 * no value is torn: each is exactly a value the child wrote to that key;
+* an atomic batch (``set_many``, ``batch()``: a few keys set, one of them
+  maybe deleted) is one write: whole or absent, never partial. Once a key
+  holds the value the batch set, every key of the batch holds what the
+  batch or a later write left there. To the rule above it is a write to
+  each of its keys, so an acknowledged batch survives as any write does;
 * more strongly, the store holds the state after one prefix of the writes
   (and clears), in the order they were issued, that includes every one that
   must survive: at "buffered", a state that never existed (a write kept, an
-  earlier one lost) is caught here;
+  earlier one lost) is caught here. No prefix ends inside a batch;
 * reopening never raises (a kill between a clear and the next write leaves
   no log file at all: that opens as an empty store), leaves no temporary file
   behind, and a write made after reopening survives another reopen.
@@ -52,6 +57,10 @@ single ``write(2)`` (atomic on a pipe), so a kill never leaves half a line:
   issued. ``seq`` counts up in the order the writes reach the store: nothing
   awaits between printing an intent and handing the write to the store. A
   delete's intent also says whether the key was ``present`` in memory then.
+* ``{"e":"intent","op":"batch","key":"","seq":N,"writes":[["set",K],...]}``
+  just before an atomic batch is issued: one line, one seq for all the keys
+  it sets (``"set"``) or deletes (``"del"``), each once. It sets each to
+  ``expected_value(K, run, N)``.
 * ``{"e":"intent","op":"clear","key":"","seq":N}`` just before the clearing
   task's ``await kv.clear()``. No write is issued while a clear runs (the
   writers wait for it), so the clear takes effect exactly at its place in
@@ -139,6 +148,11 @@ HOT_KEYS = 4
 WRITERS = 20
 DELETE_RATE = (0.3, 0.1)
 """Share of deletes among the writes to a hot key, and to any other key."""
+BATCH_RATE = 0.1
+"""Share of the writes that are an atomic batch (``_write_batch``)."""
+BATCH_KEYS = (1, 4)
+"""A batch changes a hot key and this many (uniform) other keys, fewer if
+they coincide."""
 COMPACT_EVERY = (0.003, 0.03)
 """Seconds the compacting task sleeps between two compactions (uniform)."""
 CLEAR_EVERY = (0.05, 0.3)
@@ -404,7 +418,9 @@ async def _writer(child: _Child, rng: random.Random) -> None:
         await may_write.wait()
         hot = rng.random() < 0.5
         key = key_name(rng.randrange(HOT_KEYS if hot else child.workload.keys))
-        if rng.random() < DELETE_RATE[0 if hot else 1]:
+        if rng.random() < BATCH_RATE:
+            seq = await _write_batch(child, rng)
+        elif rng.random() < DELETE_RATE[0 if hot else 1]:
             # Whether the key is there (in memory) as the delete is issued: a
             # delete of an absent key is acknowledged without writing anything.
             # kv.get may yield once after reading (every YIELD_EVERY calls):
@@ -427,6 +443,31 @@ async def _writer(child: _Child, rng: random.Random) -> None:
             await asyncio.sleep(rng.uniform(0, 0.002))
         else:
             await asyncio.sleep(0)
+
+
+async def _write_batch(child: _Child, rng: random.Random) -> int:
+    """Issue one atomic batch; its seq once acknowledged.
+
+    It sets a hot key and a few others, each to its value for the batch's
+    seq: one seq for the whole batch, which each of its values embeds. Half
+    the time it deletes the last of them instead (with ``batch()``), else
+    it is a ``set_many``.
+    """
+    numbers = [rng.randrange(HOT_KEYS),
+               *rng.sample(range(child.workload.keys), rng.randint(*BATCH_KEYS))]
+    keys = [key_name(number) for number in dict.fromkeys(numbers)]
+    deleted = keys.pop() if len(keys) > 1 and rng.random() < 0.5 else None
+    seq = child.sequence.take()
+    writes = [["set", key] for key in keys] + ([["del", deleted]] if deleted else [])
+    emit({"e": "intent", "op": "batch", "key": "", "seq": seq, "writes": writes})
+    if deleted is None:
+        await child.kv.set_many({key: expected_value(key, child.run, seq) for key in keys})
+        return seq
+    async with child.kv.batch() as batch:
+        for key in keys:
+            batch.set(key, expected_value(key, child.run, seq))
+        batch.delete(deleted)
+    return seq
 
 
 async def _now_and_then(call: Callable[[], Awaitable[None]], name: str,
@@ -550,7 +591,10 @@ class ChildRun:
     durability: str
     intents: list[tuple[int, str, str]] = field(default_factory=list)
     """(seq, op, key) in the order the writes were issued; op "set", "del" or
-    "clear" (whose key is "")."""
+    "clear" (whose key is ""). A batch is one entry per key it changes, all
+    with its seq."""
+    batches: set[int] = field(default_factory=set)
+    """The seqs of the atomic batches."""
     acked: set[int] = field(default_factory=set)
     absent_deletes: set[int] = field(default_factory=set)
     """Deletes of a key already absent from memory: nothing to write."""
@@ -607,9 +651,12 @@ class ChildRun:
 
     def describe(self) -> str:
         clears = self.clears
+        issued = len({seq for seq, _, _ in self.intents})
         return (f"run {self.run}, killed while {self.mode} after {self.delay * 1000:.1f} ms: "
-                f"{len(self.intents) - len(clears)} writes issued, "
+                f"{issued - len(clears)} writes issued, "
                 f"{len(self.acked - set(clears))} acknowledged, "
+                f"{len(self.batches)} of them batches, "
+                f"{len(self.acked & self.batches)} acknowledged, "
                 f"{len(clears)} clears issued, {len(self.acked & set(clears))} acknowledged, "
                 f"{self.flushes_started} flushes issued, {self.flushes_done} acknowledged, "
                 f"{self.compactions_begun} compactions begun, {self.compactions_ended} ended")
@@ -783,15 +830,17 @@ def _parse_events(events: list[dict[str, object]], result: ChildRun) -> None:
     for event in events:
         kind = event["e"]
         if kind == "intent":
-            seq, op, key = event["seq"], event["op"], event["key"]
-            if not (isinstance(seq, int) and op in ("set", "del", "clear")
-                    and isinstance(key, str) and (key == "") == (op == "clear")):
+            seq, op = event["seq"], event["op"]
+            writes = _announced(op, event["key"], event.get("writes"))
+            if not (isinstance(seq, int) and writes):
                 result.problems.append(f"the child printed a malformed intent: {event}")
                 continue
             if result.intents and seq != result.intents[-1][0] + 1:
                 result.problems.append(f"intent #{seq} follows #{result.intents[-1][0]}")
-            result.intents.append((seq, op, key))
-            if op == "del" and event.get("present") is False:
+            result.intents += [(seq, write, key) for write, key in writes]
+            if op == "batch":
+                result.batches.add(seq)
+            elif op == "del" and event.get("present") is False:
                 result.absent_deletes.add(seq)
         elif kind == "ack" and isinstance(event["seq"], int):
             seq = event["seq"]
@@ -815,6 +864,21 @@ def _parse_events(events: list[dict[str, object]], result: ChildRun) -> None:
     issued = {seq for seq, _, _ in result.intents}
     if not result.acked <= issued:
         result.problems.append("the child acknowledged a write it never announced")
+
+
+def _announced(op: object, key: object, writes: object) -> list[tuple[str, str]]:
+    """The (op, key) of each write an intent announces: its own, or each of a
+    batch's ``writes`` (a set or delete of a key, each key once); [] if malformed."""
+    if op in ("set", "del", "clear") and isinstance(op, str) and isinstance(key, str):
+        return [(op, key)] if (key == "") == (op == "clear") else []
+    if op != "batch" or key != "" or not isinstance(writes, list) or not writes:
+        return []
+    found = [(write[0], write[1]) for write in writes
+             if isinstance(write, list) and len(write) == 2 and write[0] in ("set", "del")
+             and isinstance(write[1], str) and write[1]]
+    if len(found) != len(writes) or len({key for _, key in found}) != len(found):
+        return []
+    return found
 
 
 # -- the parent: the fork server ------------------------------------------------
@@ -1126,8 +1190,11 @@ def check_prefix(before: dict[str, object], child: ChildRun,
     writes nothing, but at "fsync" it returns only once the writes queued
     before it are durable (the key may be absent because of one of them),
     and at the other levels those writes were handed over as they were issued.
+    A batch is one write: no prefix ends inside it, so a store that holds
+    part of one matches none.
     """
     floor = child.floor
+    intents = child.intents
     tokens = {key: _token(key, value, child.run, before) for key, value in after.items()}
     state = {key: _token(key, value, child.run, before) for key, value in before.items()}
     differ = {key for key in state.keys() | tokens.keys() if state.get(key) != tokens.get(key)}
@@ -1135,7 +1202,7 @@ def check_prefix(before: dict[str, object], child: ChildRun,
     # The prefix at or past the floor where the fewest keys differ (the last
     # of those), to say how the store differs from it.
     closest = (len(differ), 0) if floor == 0 else (len(tokens) + len(state) + 1, -1)
-    for seq, op, key in child.intents:
+    for i, (seq, op, key) in enumerate(intents):
         if op == "clear":
             state = {}
             differ = set(tokens)
@@ -1148,6 +1215,8 @@ def check_prefix(before: dict[str, object], child: ChildRun,
                 differ.discard(key)
             else:
                 differ.add(key)
+        if i + 1 < len(intents) and intents[i + 1][0] == seq:
+            continue  # inside a batch
         if not differ:
             prefixes.append(seq + 1)
         elif seq + 1 >= floor and len(differ) <= closest[0]:
@@ -1162,6 +1231,46 @@ def check_prefix(before: dict[str, object], child: ChildRun,
         nearest = _differences(before, child, after, closest[1])
         problem += f"; the nearest, after the {closest[1]} first, {nearest}"
     return [problem]
+
+
+def check_batches(before: dict[str, object], child: ChildRun,
+                  after: dict[str, object]) -> list[str]:
+    """Each batch is whole or absent: once a key holds the value a batch set
+    it to, every key of the batch holds what the batch left there (its value,
+    or <absent> for its delete) or what a write issued after it left.
+
+    ``check_prefix`` proves the same (and catches the half batch that holds
+    only deletes, which this check does not see); this one names the batch.
+    """
+    changes: dict[int, list[tuple[str, str]]] = {}
+    removed: dict[str, int] = {}  # key: the seq of its last delete
+    last_clear = -1
+    for seq, op, key in child.intents:
+        if seq in child.batches:
+            changes.setdefault(seq, []).append((op, key))
+        if op == "clear":
+            last_clear = seq
+        elif op == "del":
+            removed[key] = seq
+    problems = []
+    for batch, writes in changes.items():
+        seen = [key for op, key in writes
+                if op == "set" and _write_of(key, after.get(key, _ABSENT), child.run) == batch]
+        if not seen:
+            continue  # absent, or each of its keys written again since
+        for _, key in writes:
+            value = after.get(key, _ABSENT)
+            if value is _ABSENT:
+                whole = max(removed.get(key, -1), last_clear) >= batch
+            else:
+                written = _write_of(key, value, child.run)
+                whole = written is not None and written >= batch
+            if not whole:
+                problems.append(
+                    f"batch #{batch} is partial: {seen[0]!r} holds its value, but {key!r}"
+                    f" holds {_origin(before, child, key, value)}, not what the batch or a"
+                    f" later write left")
+    return problems
 
 
 def _write_of(key: str, value: object, run: int) -> int | None:
@@ -1363,6 +1472,7 @@ def _check_reopened(store: _Store, child: ChildRun, reopened: _Reopened,
     """
     recovered = reopened.recovered
     problems = (check_per_key(store.contents, child, recovered)
+                or check_batches(store.contents, child, recovered)
                 or check_prefix(store.contents, child, recovered))
     if not same_contents(reopened.again, {**recovered, MARKER_KEY: marker}):
         problems.append("the write after reopening (or the rest) did not survive a reopen")
