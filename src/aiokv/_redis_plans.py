@@ -137,34 +137,37 @@ for i = 1, tonumber(ARGV[1]) do
   end
   a = a + 2
 end
+local changes = cmsgpack.unpack(ARGV[a])
+local j = 1
 local removed = 0
 for i = 1, #KEYS do
-  local op = ARGV[a]
+  local op = changes[j]
   if op == 'D' then
     removed = removed + redis.call('UNLINK', KEYS[i])
-    a = a + 1
+    j = j + 1
   elseif op == 'S' then
-    redis.call('SET', KEYS[i], ARGV[a + 1])
-    a = a + 2
+    redis.call('SET', KEYS[i], changes[j + 1])
+    j = j + 2
   elseif op == 'P' then
-    redis.call('SET', KEYS[i], ARGV[a + 1], 'PX', ARGV[a + 2])
-    a = a + 3
+    redis.call('SET', KEYS[i], changes[j + 1], 'PX', changes[j + 2])
+    j = j + 3
   else
-    redis.call('SET', KEYS[i], ARGV[a + 1], 'KEEPTTL')
-    a = a + 2
+    redis.call('SET', KEYS[i], changes[j + 1], 'KEEPTTL')
+    j = j + 2
   end
 end
 return {1, removed}
 """)
 """An atomic batch (and update()) in one script: if each key read holds
 still what it held when read (ARGV: how many checks, then key index and
-the value read, '' for none), apply each key's end state (ARGV, per key:
-'D' remove; 'S' value: set; 'P' value ms: set with PX; 'K' value: set
-keeping the expiry) and
-return {1, keys removed}; else change nothing and return {0, 0}, for the
-plan to read again. A script runs whole or not at all: no other client
-sees it half done; the checks come first, so an error (WRONGTYPE) stops
-it before any write."""
+the value read, '' for none), apply each key's end state and return
+{1, keys removed}; else change nothing and return {0, 0}, for the plan to
+read again. The end states are the last ARGV, one msgpack array (one
+argument instead of three a key: redis-py packs each argument in Python),
+per key: 'D' (remove); 'S', value (set); 'P', value, ms (set with PX);
+'K', value (set keeping the expiry). A script runs whole or not at all: no
+other client sees it half done; the checks come first, so an error
+(WRONGTYPE) stops it before any write."""
 
 
 class Names:
@@ -348,19 +351,20 @@ def commit_batch(names: Names, where: str, batch: WriteBatch) -> Plan[int]:
             return 0
         keys = list(ends)
         position = {key: index for index, key in enumerate(keys, 1)}
-        args: list[Any] = [len(read)]
+        checks: list[Any] = []
         for key, raw in read.items():
-            args += [position[key], b"" if raw is None else raw]
+            checks += [position[key], b"" if raw is None else raw]
+        changes: list[Any] = []
         for value, ttl in ends.values():
             if value is ABSENT:
-                args.append("D")
+                changes.append("D")
             elif ttl is KEEP:
-                args += ["K", payload(value)]  # type: ignore[arg-type]
+                changes += ["K", payload(value)]  # type: ignore[arg-type]
             elif ttl is None:
-                args += ["S", payload(value)]  # type: ignore[arg-type]
+                changes += ["S", payload(value)]  # type: ignore[arg-type]
             else:
-                args += ["P", payload(value), ttl_ms(ttl)]  # type: ignore[arg-type]
-        applied, removed = yield from _apply(names, keys, args)
+                changes += ["P", payload(value), str(ttl_ms(ttl))]  # type: ignore[arg-type]
+        applied, removed = yield from _apply(names, keys, checks, changes)
         if applied:
             return int(removed)
 
@@ -382,17 +386,20 @@ def update(names: Names, where: str, key: str, fn: Callable[[Any], Any], default
         if raw is not None:
             change = ["K", stored]
         else:
-            change = ["S", stored] if ms is None else ["P", stored, ms]
-        applied, _ = yield from _apply(names, [key], [1, 1, raw or b"", *change])
+            change = ["S", stored] if ms is None else ["P", stored, str(ms)]
+        applied, _ = yield from _apply(names, [key], [1, raw or b""], change)
         if applied:
             return value
 
 
-def _apply(names: Names, keys: list[str], args: list[Any]) -> Plan[tuple[int, int]]:
+def _apply(names: Names, keys: list[str], checks: list[Any],
+           changes: list[Any]) -> Plan[tuple[int, int]]:
+    """Run APPLY on ``keys``: whether it applied, and how many keys it removed."""
     fulls = [names.full(key) for key in keys]
+    packed = msgpack.packb(changes, use_bin_type=False)  # raw strings: Lua's are bytes
     try:
-        reply = yield Command(("EVALSHA", APPLY.sha, len(fulls), *fulls, *args), write=True,
-                              route=fulls[0], script=APPLY)
+        reply = yield Command(("EVALSHA", APPLY.sha, len(fulls), *fulls, len(checks) // 2,
+                               *checks, packed), write=True, route=fulls[0], script=APPLY)
     except Exception as exc:
         if "CROSSSLOT" in str(exc) or type(exc).__name__ == "ClusterCrossSlotError":
             raise ValueError(
