@@ -119,8 +119,8 @@ class AtomicWrites:
         with self._lock:
             writes.check_can_write()
             table = self._table
-            ends = batch.end_state(table.live_value, _LOCAL_COUNTER_END)
             now = self._clock()
+            ends = batch.end_state(table.live_value, _LOCAL_COUNTER_END, now)
             scalars: dict[str, Value] = {}
             encoded: dict[str, Encoded] = {}
             expiries: dict[str, float] = {}

@@ -140,13 +140,17 @@ class WriteBatch:
             given.add(change.key)
         return list(read)
 
-    def end_state(self, read: Callable[[str], object], highest: int) -> dict[str, End]:
+    def end_state(self, read: Callable[[str], object], highest: int,
+                  now: float) -> dict[str, End]:
         """Each key's end state, in the order keys were first changed.
 
         ``read(key)`` gives what a key of ``keys_to_read`` holds now (a
         stored value, or ABSENT); ``highest`` bounds a counter (exclusive),
-        as ``incr`` does on the backend. TypeError or ValueError, naming the
-        key, for an incr the store would refuse: then nothing applies.
+        as ``incr`` does on the backend; ``now`` is the batch's instant, at
+        which a ttl shorter than the clock can tell (``now + ttl == now``)
+        has run out, as for ``set`` then ``incr``. TypeError or ValueError,
+        naming the key, for an incr the store would refuse: then nothing
+        applies.
         """
         ends: dict[str, End] = {}
         for op, key, value, ttl in self.changes:
@@ -157,6 +161,8 @@ class WriteBatch:
             else:
                 if key in ends:
                     current, kept = ends[key]
+                    if type(kept) is float and now + kept <= now:
+                        current = ABSENT  # set with a ttl that has run out already
                 else:
                     current, kept = read(key), KEEP
                 if current is ABSENT:

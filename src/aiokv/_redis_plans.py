@@ -346,7 +346,7 @@ def commit_batch(names: Names, where: str, batch: WriteBatch) -> Plan[int]:
                 read[key] = raw
         held = {key: ABSENT if raw is None else decode(raw, key, where)
                 for key, raw in read.items()}
-        ends = batch.end_state(held.__getitem__, 1 << 63)
+        ends = batch.end_state(held.__getitem__, 1 << 63, _clock())
         if not ends:
             return 0
         keys = list(ends)
