@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from aiokv import _format
 from aiokv._format import (
+    BATCH,
     BULK,
     DELETE,
     HEADER_SIZE,
@@ -32,6 +33,7 @@ from aiokv._format import (
     Value,
     decode_header,
     decode_value,
+    encode_batch,
     encode_bulk,
     encode_delete,
     encode_encoded_set,
@@ -80,6 +82,8 @@ SAMPLE_FRAMES = [
     encode_expire("text", None),
     encode_snapshot({"s": 1, "t": "two"}, {"e": Encoded(b"\x92\x01\x02")}, {"t": 2e9}),
     encode_bulk(("b1", "b2", "b3"), (1.5, None, b"\xce"), {"b2": 2.1e9}),
+    encode_batch({"bs": 9, "bu": 1.5}, {"be": Encoded(b"\x91\x01")}, {"bu": 2.2e9},
+                 ["negative", "flag"]),
     encode_set("", ""),
 ]
 
@@ -513,8 +517,10 @@ def test_an_intact_log_replays_every_record_in_order() -> None:
     assert result.entries["s"] == 1 and result.entries["e"] == encode_value([1, 2])
     assert result.entries["b1"] == 1.5 and result.entries["b3"] == b"\xce"
     assert "b2" in result.entries and result.entries["b2"] is None
+    assert "negative" not in result.entries and "flag" not in result.entries
+    assert result.entries["bs"] == 9 and result.entries["be"] == encode_value([1])
     assert result.expiries == {"expiring": 1_900_000_000.5, "t": 2_000_000_000.0,
-                               "b2": 2_100_000_000.0}
+                               "b2": 2_100_000_000.0, "bu": 2_200_000_000.0}
 
 
 def test_records_larger_than_a_read_and_records_across_reads_replay_intact() -> None:
@@ -1030,3 +1036,32 @@ def test_size_change_is_the_difference_of_the_two_values_sizes(new: object, old:
     stored_new, stored_old = encode_value(new), encode_value(old)
     assert size_change(stored_new, stored_old) == (value_size(stored_new)
                                                    - value_size(stored_old))
+
+
+def test_a_batch_frame_removes_its_keys_then_sets_the_others_with_their_expiries() -> None:
+    entries, expiries = records_state([
+        encode_set("gone", 1, expires=3e9), encode_set("kept", "x", expires=3e9),
+        encode_batch({"kept": "y", "new": 2}, {"list": Encoded(b"\x91\x01")}, {"new": 4e9},
+                     ["gone", "never there"]),
+    ])
+    assert entries == {"kept": "y", "new": 2, "list": Encoded(b"\x91\x01")}
+    assert expiries == {"new": 4e9}  # "kept" was set by the batch without one
+
+
+@pytest.mark.parametrize(("a", "b", "c"), [
+    ({"k": 1}, {}, ({}, ("k",))),  # set and removed at once
+    ({"k": 1}, {"k": b"\x91\x01"}, ({}, ())),  # in both maps
+    ({"k": 1}, {}, ({"other": 3e9}, ())),  # an expiry of a key it does not set
+    ({"k": 1}, {}, ({}, ("d", "d"))),  # a key removed twice
+    ({"k": 1}, {}, ({},)),  # c not a pair
+    ({"k": [1]}, {}, ({}, ())),  # a container where a scalar belongs
+    ({"k": 1}, {"e": b"\x01"}, ({}, ())),  # an "encoded" value that is no container
+    ({"k": 1}, {}, ({"k": True}, ())),  # an expiry of True
+])
+def test_a_malformed_batch_frame_is_damage_not_a_part_of_a_batch(
+    a: object, b: object, c: object,
+) -> None:
+    frame = encode_record(BATCH, a, b, c)
+    result = replay(log_of(encode_set("before", 1), frame, encode_set("after", 2), synced=True))
+    assert result.corruption is not None
+    assert result.entries == {"before": 1}
