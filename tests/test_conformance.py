@@ -573,6 +573,15 @@ def test_one_async_store_works_across_successive_event_loops(where: str) -> None
     asyncio.run(created.close())
 
 
+def in_sixteen_threads(work: Callable[[], None]) -> None:
+    """Run ``work`` in 16 threads at once; return when all have ended."""
+    threads = [threading.Thread(target=work) for _ in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
 def test_one_blocking_store_is_safe_from_many_threads(where: str) -> None:
     created = KV.from_url(where)
 
@@ -580,11 +589,7 @@ def test_one_blocking_store_is_safe_from_many_threads(where: str) -> None:
         for _ in range(200):
             created.incr("hits")
 
-    threads = [threading.Thread(target=count) for _ in range(16)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    in_sixteen_threads(count)
     assert created.get("hits") == 3200
     created.close()
 
@@ -596,11 +601,7 @@ def test_update_from_sixteen_threads_counts_exactly(where: str) -> None:
         for _ in range(100):
             created.update("hits", lambda v: v + 1, 0)
 
-    threads = [threading.Thread(target=count) for _ in range(16)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    in_sixteen_threads(count)
     assert created.get("hits") == 1600
     created.close()
 
