@@ -475,6 +475,20 @@ async def test_update_from_a_thousand_tasks_counts_exactly(store: Calls) -> None
     assert await store.get("count") == 1_000
 
 
+async def test_batches_from_many_tasks_incr_a_shared_counter_exactly(
+    batch_store: Calls,
+) -> None:
+    def bump(i: int) -> Callable[[WriteBatch], None]:
+        def changes(batch: WriteBatch) -> None:
+            batch.incr("total")
+            batch.set(f"done:{i}", i)
+        return changes
+
+    await asyncio.gather(*(in_batch(batch_store, bump(i)) for i in range(200)))
+    assert await batch_store.get("total") == 200
+    assert len(await batch_store.keys("done:*")) == 200
+
+
 async def test_update_as_a_mapping_stores_the_pairs(batch_store: Calls) -> None:
     await batch_store.update({"a": 1}, b=2)
     await batch_store.update([("c", 3)])
