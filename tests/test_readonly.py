@@ -20,7 +20,32 @@ import pytest
 from aiokv import KV, AioKV, CorruptionError, ReadOnlyError
 
 WRITES = [("set", ("k", 2)), ("add", ("new", 1)), ("delete", ("a",)), ("incr", ("n",)),
-          ("expire", ("a", 60)), ("clear", ()), ("compact", ()), ("flush", ())]
+          ("expire", ("a", 60)), ("clear", ()), ("compact", ()), ("flush", ()),
+          ("pop", ("a",)), ("set_many", ({"k": 2, "j": 3},)), ("delete_many", (["a"],)),
+          ("update", ("a", abs)), ("update", ({"k": 2},))]
+READS = {"get", "get_many", "get_all", "keys", "exists", "ttl", "stats", "count", "items",
+         "values"}
+"""Calls a read-only store answers."""
+NOT_CALLS = {"open", "close", "from_url", "path", "durability", "readonly",
+             "batch",  # a block, committed as set_many is (its own test below)
+             "setdefault", "popitem"}  # MutableMapping's, made of get/set/pop
+
+
+def test_every_call_is_a_read_or_a_write_tried_below() -> None:
+    public = {name for name in dir(KV) if not name.startswith("_")}
+    assert public - NOT_CALLS == READS | {name for name, _ in WRITES}
+
+
+def test_a_batch_raises_read_only_error_and_changes_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "state.kv"
+    with KV(path) as kv:
+        kv.set("a", 1)
+    before = files_of(tmp_path)
+    with KV(path, readonly=True) as reader, pytest.raises(ReadOnlyError), \
+            reader.batch() as batch:
+        batch.set("k", 1)
+        batch.delete("a")
+    assert files_of(tmp_path) == before
 
 
 def files_of(directory: Path) -> dict[str, bytes]:
@@ -45,7 +70,8 @@ def test_a_store_open_elsewhere_reads_as_its_file_holds_it(tmp_path: Path) -> No
         assert reader.get("a") == 2
 
 
-@pytest.mark.parametrize(("method", "args"), WRITES, ids=[name for name, _ in WRITES])
+@pytest.mark.parametrize(("method", "args"), WRITES,
+                         ids=[f"{name}{args!r}"[:40] for name, args in WRITES])
 def test_every_write_raises_read_only_error_and_changes_nothing(
         tmp_path: Path, method: str, args: tuple[object, ...]) -> None:
     path = tmp_path / "state.kv"
