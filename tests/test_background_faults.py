@@ -212,6 +212,13 @@ def test_a_writer_thread_that_cannot_go_on_releases_every_waiter_and_refuses_wri
         assert again.get("before") == 1 and again.get("short") == 1
 
 
+def _a_batch(kv: KV) -> None:
+    with kv.batch() as batch:
+        batch.incr("hot")
+        batch.set("b", [1])
+        batch.delete("k2")
+
+
 WRITES_OF_EVERY_KIND: list[tuple[str, Callable[[KV], object]]] = [
     ("a float", lambda kv: kv.set("f", 1.5)),
     ("an int", lambda kv: kv.set("i", 7)),
@@ -225,6 +232,10 @@ WRITES_OF_EVERY_KIND: list[tuple[str, Callable[[KV], object]]] = [
     ("expire", lambda kv: kv.expire("hot", 30)),
     ("a ttl renewed", lambda kv: kv.set("short", 2, ttl=900)),
     ("pop", lambda kv: kv.pop("hot")),
+    ("update", lambda kv: kv.update("hot", lambda v: v + 1)),
+    ("set_many", lambda kv: kv.set_many({"hot": 1, "m": 2.5})),
+    ("delete_many", lambda kv: kv.delete_many(["hot", "k1"])),
+    ("a batch", _a_batch),
 ]
 """One of each write, every one of which (at "flush") the hot path may take."""
 
