@@ -14,6 +14,7 @@ whole seconds either way).
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -23,7 +24,7 @@ from hypothesis import settings
 from hypothesis.stateful import RuleBasedStateMachine, rule, run_state_machine_as_test
 from servers import KINDS, Server, Servers, namespace_on
 
-from aiokv import KV
+from aiokv import KV, Store
 
 KEYS = st.sampled_from(["a", "b", "user:1", "user:22", "ключ", "x*y", "[z]"])
 SCALARS = st.one_of(st.none(), st.booleans(), st.integers(-(2**63), 2**63 - 1),
@@ -33,6 +34,14 @@ VALUES = st.one_of(SCALARS, st.lists(SCALARS, max_size=3),
 BAD_VALUES = st.sampled_from([object(), {1, 2}, 2**64, [2**70], {"k": object()}])
 PATTERNS = st.sampled_from(["*", "user:*", "?", "[!a]*", "[^a]*", "x\\*y", "*y", "[[]z]"])
 TTLS = st.sampled_from([None, 0, 3600, 7200.5])
+
+
+UPDATES: dict[str, Callable[[Any], Any]] = {
+    "add one": lambda value: value + 1,  # TypeError where it holds no number
+    "wrap": lambda value: [value],
+    "unstorable": lambda value: {1, 2},
+}
+"""The update() functions tried: by name, so that hypothesis shows which."""
 
 
 def sorted_(found: Any) -> list[Any]:
@@ -129,6 +138,49 @@ class BackendsAgree(RuleBasedStateMachine):
     @rule()
     def clear(self) -> None:
         self.both("clear")
+
+    @rule(key=KEYS)
+    def pop(self, key: str) -> None:
+        self.both("pop", key, "default")
+
+    @rule(keys=st.lists(KEYS, max_size=4))
+    def get_many(self, keys: list[str]) -> None:
+        self.both("get_many", keys)
+
+    @rule(pairs=st.lists(st.tuples(KEYS, VALUES | BAD_VALUES), max_size=4), ttl=TTLS)
+    def set_many(self, pairs: list[tuple[str, object]], ttl: float | None) -> None:
+        self.both("set_many", pairs, ttl)
+
+    @rule(keys=st.lists(KEYS, max_size=4))
+    def delete_many(self, keys: list[str]) -> None:
+        self.both("delete_many", keys)
+
+    @rule(key=KEYS, fn=st.sampled_from(sorted(UPDATES)), default=SCALARS, ttl=TTLS)
+    def update(self, key: str, fn: str, default: object, ttl: float | None) -> None:
+        self.both("update", key, UPDATES[fn], default, ttl=ttl)
+
+    @rule(changes=st.lists(st.tuples(st.sampled_from(["set", "delete", "incr"]), KEYS,
+                                     SCALARS), max_size=5))
+    def batch(self, changes: list[tuple[str, str, object]]) -> None:
+        counters = [key for kind, key, _ in changes if kind == "incr"]
+        if any(type(self.local.get(key)) is int and abs(self.local.get(key)) > 2**62
+               for key in counters):
+            return  # the counters' ranges differ past 2**63 (see incr)
+
+        def commit(store: KV | Store) -> None:
+            with store.batch() as batch:
+                for kind, key, value in changes:
+                    if kind == "set":
+                        batch.set(key, value)
+                    elif kind == "delete":
+                        batch.delete(key)
+                    else:
+                        batch.incr(key, 1)
+
+        local = outcome(lambda: commit(self.local))
+        remote = outcome(lambda: commit(self.remote))
+        assert repr(remote) == repr(local), f"batch {changes}: local {local}, server {remote}"
+        self.get_all()
 
 
 @pytest.mark.parametrize("kind", KINDS)
