@@ -620,6 +620,30 @@ def test_update_from_sixteen_threads_counts_exactly(where: str) -> None:
     created.close()
 
 
+@pytest.mark.parametrize("backend", ["redis", "valkey", "cluster"])
+def test_an_update_made_on_a_stale_guess_is_made_again_on_what_the_key_holds(
+        request: pytest.FixtureRequest, tmp_path: Path, backend: str) -> None:
+    """A store on a server remembers what its update() stored, to save the
+    read next time: another client's write in between must still count."""
+    url = location(request, backend, tmp_path)
+    ours, theirs = KV.from_url(url), KV.from_url(url)
+    assert ours.update("n", lambda v: v + 1, 0) == 1
+    theirs.set("n", 10)
+    assert ours.update("n", lambda v: v + 1) == 11
+    theirs.set("n", "text")  # ours guesses 11: fn works on it, the script refuses
+    with pytest.raises(TypeError):
+        ours.update("n", lambda v: v + 1)
+    assert theirs.get("n") == "text"
+    assert ours.update("s", lambda v: "text", None) == "text"
+    theirs.set("s", 5)  # ours guesses "text": fn raises on the guess, then reads
+    assert ours.update("s", lambda v: v + 1) == 6
+    theirs.delete("s")
+    assert ours.update("s", lambda v: (v or 0) + 1, None, ttl=100) == 1
+    assert theirs.ttl("s") == 100  # created, as the key was absent: the ttl applies
+    ours.close()
+    theirs.close()
+
+
 def test_a_blocking_store_is_a_mutable_mapping(where: str) -> None:
     created = KV.from_url(where)
     assert isinstance(created, MutableMapping)

@@ -15,7 +15,9 @@ import pytest
 
 from aiokv import CorruptionError
 from aiokv._redis_plans import (
+    APPLY,
     MAX_TTL_MS,
+    UNKNOWN,
     Batch,
     Command,
     Names,
@@ -27,6 +29,7 @@ from aiokv._redis_plans import (
     scan,
     ttl,
     ttl_ms,
+    update,
 )
 
 
@@ -115,3 +118,34 @@ def test_get_decodes_and_gives_the_default_for_a_missing_key() -> None:
 def test_batches_are_commands_sent_together() -> None:
     batch = Batch((Command(("GET", b"a")), Command(("GET", b"b"))))
     assert len(batch.commands) == 2
+
+
+def test_an_update_with_a_right_guess_is_one_script_and_without_one_a_read_first() -> None:
+    names = Names("p:")
+    (value, stored), sent = drive(update(names, "here", "n", lambda v: v + 1, 0, ttl=None,
+                                         known=b"4"), [[1, 0]])
+    assert (value, stored) == (5, b"5")
+    assert [request.args[:2] for request in sent] == [("EVALSHA", APPLY.sha)]
+    _, sent = drive(update(names, "here", "n", lambda v: v + 1, 0, ttl=None,
+                           known=UNKNOWN), [b"4", [1, 0]])
+    assert [request.args[0] for request in sent] == ["GET", "EVALSHA"]
+
+
+def test_an_update_on_a_wrong_guess_goes_on_with_what_the_script_saw() -> None:
+    seen = []
+
+    def add_one(value: int) -> int:
+        seen.append(value)
+        return value + 1
+
+    (value, _), sent = drive(update(Names("p:"), "here", "n", add_one, 0, ttl=None,
+                                    known=b"4"), [[0, 0, b"9"], [1, 0]])
+    assert value == 10 and seen == [4, 9]
+    assert [request.args[0] for request in sent] == ["EVALSHA", "EVALSHA"]
+
+
+def test_an_error_on_a_guess_is_not_raised_before_the_key_is_read() -> None:
+    (value, _), sent = drive(update(Names("p:"), "here", "s", lambda v: v + 1, 0, ttl=None,
+                                    known=msgpack.packb("text")), [b"5", [1, 0]])
+    assert value == 6
+    assert [request.args[0] for request in sent] == ["GET", "EVALSHA"]

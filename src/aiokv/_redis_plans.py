@@ -133,7 +133,7 @@ local a = 2
 for i = 1, tonumber(ARGV[1]) do
   local current = redis.call('GET', KEYS[tonumber(ARGV[a])])
   if (current or '') ~= ARGV[a + 1] then
-    return {0, 0}
+    return {0, 0, current}
   end
   a = a + 2
 end
@@ -161,9 +161,10 @@ return {1, removed}
 """An atomic batch (and update()) in one script: if each key read holds
 still what it held when read (ARGV: how many checks, then key index and
 the value read, '' for none), apply each key's end state and return
-{1, keys removed}; else change nothing and return {0, 0}, for the plan to
-read again. The end states are the last ARGV, one msgpack array (one
-argument instead of three a key: redis-py packs each argument in Python),
+{1, keys removed}; else change nothing and return {0, 0, what the first
+key that changed holds now}, for the plan to try again. The end states are
+the last ARGV, one msgpack array (one argument instead of three a key:
+redis-py packs each argument in Python),
 per key: 'D' (remove); 'S', value (set); 'P', value, ms (set with PX);
 'K', value (set keeping the expiry). A script runs whole or not at all: no
 other client sees it half done; the checks come first, so an error
@@ -364,37 +365,58 @@ def commit_batch(names: Names, where: str, batch: WriteBatch) -> Plan[int]:
                 changes += ["S", payload(value)]  # type: ignore[arg-type]
             else:
                 changes += ["P", payload(value), str(ttl_ms(ttl))]  # type: ignore[arg-type]
-        applied, removed = yield from _apply(names, keys, checks, changes)
+        applied, removed, _ = yield from _apply(names, keys, checks, changes)
         if applied:
             return int(removed)
 
 
+UNKNOWN = object()
+"""``update``'s ``known``: no guess of what the key holds; read it first."""
+
+
 def update(names: Names, where: str, key: str, fn: Callable[[Any], Any], default: object,
-           *, ttl: object) -> Plan[object]:
-    """update(): read, ``fn``, then APPLY if the key holds still what was
-    read; else again (``fn`` may run more than once)."""
+           *, ttl: object, known: object = UNKNOWN) -> Plan[tuple[object, bytes]]:
+    """update(): ``fn`` of what the key holds, then APPLY if it holds that
+    still; else again on what the script saw (``fn`` may run more than
+    once). Returns the new value and the bytes stored.
+
+    ``known``: what this store last saw the key hold (the bytes, or None for
+    absent): a guess that saves the read, one round trip instead of two.
+    The script's check makes a wrong guess harmless; an error ``fn`` or the
+    encoding raises on a guess sends the plan to read the key instead.
+    """
     key = check_key(key)
     if not callable(fn):
         raise TypeError(f"fn must be callable, not {type(fn).__name__}")
     ms = ttl_ms(ttl)
     full = names.full(key)
+    raw = known
     while True:
-        raw = yield Command(("GET", full), route=full)
-        value = fn(default if raw is None else decode(raw, key, where))
-        stored = encode(key, value)
+        guessed = raw is not UNKNOWN
+        if not guessed:
+            raw = yield Command(("GET", full), route=full)
+        try:
+            value = fn(default if raw is None else decode(raw, key, where))  # type: ignore[arg-type]
+            stored = encode(key, value)
+        except Exception:
+            if guessed:
+                raw = UNKNOWN  # the guess may be wrong: decide on what the key holds
+                continue
+            raise
         change: list[object]
         if raw is not None:
             change = ["K", stored]
         else:
             change = ["S", stored] if ms is None else ["P", stored, str(ms)]
-        applied, _ = yield from _apply(names, [key], [1, raw or b""], change)
+        applied, _, raw = yield from _apply(names, [key], [1, raw or b""], change)
         if applied:
-            return value
+            return value, stored
 
 
 def _apply(names: Names, keys: list[str], checks: list[Any],
-           changes: list[Any]) -> Plan[tuple[int, int]]:
-    """Run APPLY on ``keys``: whether it applied, and how many keys it removed."""
+           changes: list[Any]) -> Plan[tuple[int, int, bytes | None]]:
+    """Run APPLY on ``keys``: whether it applied, how many keys it removed,
+    and if it did not, what the first key found changed holds now."""
     fulls = [names.full(key) for key in keys]
     packed = msgpack.packb(changes, use_bin_type=False)  # raw strings: Lua's are bytes
     try:
@@ -407,7 +429,7 @@ def _apply(names: Names, keys: list[str], checks: list[Any],
                 "spread: give them one hash tag, e.g. {user:7}name and {user:7}mail"
                 ) from None
         raise
-    return int(reply[0]), int(reply[1])
+    return int(reply[0]), int(reply[1]), reply[2] if len(reply) > 2 else None
 
 
 def exists(names: Names, key: str) -> Plan[bool]:

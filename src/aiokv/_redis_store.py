@@ -34,6 +34,8 @@ logger = logging.getLogger("aiokv")
 
 T = TypeVar("T")
 
+KNOWN_KEYS = 4096
+"""Keys whose last update() a store remembers, to update them in one round trip."""
 LOCAL_ONLY_OPTIONS = frozenset({"fsync_interval", "flush_interval", "recovery", "clock"})
 """Options of the local store that mean nothing on a server: refused."""
 
@@ -114,6 +116,22 @@ class _ServerStore:
         self._wanted = durability
         self._kept: str | None = None  # how the server keeps writes, once open
         self._closed = False
+        self._known: dict[str, bytes] = {}
+        """What update() last stored under a key: its guess of what the key
+        holds next time (see plans.update); read and written by a call
+        holding the key's turn. Forgotten whole past KNOWN_KEYS keys."""
+
+    def _update_plan(self, key: str, fn: Callable[[Any], Any], default: Any,
+                     ttl: float | None) -> Generator[plans.Request, Any, Any]:
+        """update()'s plan, with this store's guess; remembers what it stored."""
+        key = check_key(key)
+        known = self._known.pop(key, plans.UNKNOWN)
+        value, stored = yield from plans.update(self._names, self._target.display, key, fn,
+                                                default, ttl=ttl, known=known)
+        if len(self._known) >= KNOWN_KEYS:
+            self._known.clear()
+        self._known[key] = stored
+        return value
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self._target.display!r})"
@@ -260,8 +278,7 @@ class RedisAioKV(_ServerStore, AsyncMapping):
                           ttl: float | None = None) -> Any:
         self._check_open()
         async with self._turns.turn(check_key(key)):
-            return await self._run(plans.update(self._names, self._target.display, key, fn,
-                                                default, ttl=ttl))
+            return await self._run(self._update_plan(key, fn, default, ttl))
 
     async def count(self) -> int:
         """How many keys the store has (a SCAN of its namespace)."""
@@ -426,8 +443,7 @@ class RedisKV(_ServerStore, BlockingMapping):
                     ttl: float | None = None) -> Any:
         self._check_open()
         with self._turns.turn(check_key(key)):
-            return self._run(plans.update(self._names, self._target.display, key, fn,
-                                          default, ttl=ttl))
+            return self._run(self._update_plan(key, fn, default, ttl))
 
     def count(self) -> int:
         self._check_open()
