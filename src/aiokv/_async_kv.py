@@ -9,10 +9,9 @@ instance keeps working across successive ``asyncio.run()`` calls.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Any, TypeVar, overload
 
@@ -212,23 +211,8 @@ class AioKV(Shell, AsyncMapping):
             await self._ready_to_write()
         await self._acknowledge(engine.set_many(mapping, ttl))
 
-    async def delete_many(self, keys: Iterable[str]) -> int:
-        """Remove ``keys`` as one atomic batch; how many of them were there."""
-        batch = WriteBatch(self._engine.clock)
-        batch.delete_all(keys)
-        return await self._commit(batch)
-
-    @contextlib.asynccontextmanager
-    async def batch(self) -> AsyncIterator[WriteBatch]:
-        """``async with kv.batch() as b:`` then ``b.set()``, ``b.delete()``,
-        ``b.incr()``: applied as one atomic step when the block ends,
-        nothing if it raises; no other task sees any of it before."""
-        batch = WriteBatch(self._engine.clock)
-        try:
-            yield batch
-        finally:
-            batch.seal()
-        await self._commit(batch)
+    def _new_batch(self) -> WriteBatch:
+        return WriteBatch(self._engine.clock)
 
     async def _commit(self, batch: WriteBatch) -> int:
         engine = self._engine

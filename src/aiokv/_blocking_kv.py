@@ -8,10 +8,9 @@ the other (not both at once: the lock admits one owner).
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Any, overload
 
@@ -139,21 +138,8 @@ class KV(Shell, BlockingMapping):
         if commit is not None:
             commit.wait()
 
-    def delete_many(self, keys: Iterable[str]) -> int:
-        """Remove ``keys`` as one atomic batch; how many of them were there."""
-        batch = WriteBatch(self._ready().clock)
-        batch.delete_all(keys)
-        return self._commit(batch)
-
-    @contextlib.contextmanager
-    def batch(self) -> Iterator[WriteBatch]:
-        """``with kv.batch() as b:``: see ``AioKV.batch``."""
-        batch = WriteBatch(self._engine.clock)
-        try:
-            yield batch
-        finally:
-            batch.seal()
-        self._commit(batch)
+    def _new_batch(self) -> WriteBatch:
+        return WriteBatch(self._engine.clock)
 
     def _commit(self, batch: WriteBatch) -> int:
         removed, commit = self._ready().commit_batch(batch)

@@ -1,18 +1,20 @@
 """The Python protocols every store offers on top of its calls, written once
 for the local and the server store: ``MutableMapping`` for the blocking
 stores (``kv[k]``, ``del kv[k]``, ``len(kv)``...), ``async for`` and
-``count()`` for the async ones, and ``update``'s two forms.
+``count()`` for the async ones, and ``update``'s two forms, ``delete_many`` and ``batch()``.
 
 ``update`` is both ``MutableMapping.update(other, **pairs)``, which here
 stores the pairs as one atomic batch, and the store's read-modify-write
 ``update(key, fn, default)``: two positional arguments or more mean the
 latter (no mapping update takes two). Each store provides ``set_many``,
-``get``, ``set``, ``pop``, ``exists``, ``keys``, ``count`` and
-``_update_key``; nothing here holds state or a lock.
+``get``, ``set``, ``pop``, ``exists``, ``keys``, ``count``, ``_update_key``,
+``_new_batch`` and ``_commit`` (a batch, applied); nothing here holds state
+or a lock.
 """
 
 from __future__ import annotations
 
+import contextlib
 from abc import abstractmethod
 from collections.abc import (
     AsyncIterator,
@@ -24,6 +26,8 @@ from collections.abc import (
     ValuesView,
 )
 from typing import TYPE_CHECKING, Any, overload
+
+from ._batch import WriteBatch
 
 if TYPE_CHECKING:
     from _typeshed import SupportsKeysAndGetItem
@@ -136,6 +140,32 @@ class BlockingMapping(MutableMapping[str, Any]):
     def _update_key(self, key: str, fn: Callable[[Any], Any], default: Any = None, *,
                     ttl: float | None = None) -> Any: ...
 
+    @abstractmethod
+    def _new_batch(self) -> WriteBatch: ...
+
+    @abstractmethod
+    def _commit(self, batch: WriteBatch) -> int: ...
+
+    # Batches, made of the above.
+
+    def delete_many(self, keys: Iterable[str]) -> int:
+        """Remove ``keys`` as one atomic batch; how many of them were there."""
+        batch = self._new_batch()
+        batch.delete_all(keys)
+        return self._commit(batch)
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[WriteBatch]:
+        """``with kv.batch() as b:`` then ``b.set()``, ``b.delete()``,
+        ``b.incr()``: applied as one atomic step when the block ends,
+        nothing if it raises; no other thread sees any of it before."""
+        batch = self._new_batch()
+        try:
+            yield batch
+        finally:
+            batch.seal()
+        self._commit(batch)
+
 
 class AsyncMapping:
     """What fits asyncio of the mapping protocol, for ``AioKV`` and
@@ -156,6 +186,30 @@ class AsyncMapping:
     @abstractmethod
     async def _update_key(self, key: str, fn: Callable[[Any], Any], default: Any = None, *,
                           ttl: float | None = None) -> Any: ...
+
+    @abstractmethod
+    def _new_batch(self) -> WriteBatch: ...
+
+    @abstractmethod
+    async def _commit(self, batch: WriteBatch) -> int: ...
+
+    async def delete_many(self, keys: Iterable[str]) -> int:
+        """Remove ``keys`` as one atomic batch; how many of them were there."""
+        batch = self._new_batch()
+        batch.delete_all(keys)
+        return await self._commit(batch)
+
+    @contextlib.asynccontextmanager
+    async def batch(self) -> AsyncIterator[WriteBatch]:
+        """``async with kv.batch() as b:`` then ``b.set()``, ``b.delete()``,
+        ``b.incr()``: applied as one atomic step when the block ends,
+        nothing if it raises; no other task sees any of it before."""
+        batch = self._new_batch()
+        try:
+            yield batch
+        finally:
+            batch.seal()
+        await self._commit(batch)
 
     @overload
     async def update(self, key: str, fn: Callable[[Any], Any], default: Any = None, /, *,

@@ -249,22 +249,9 @@ class RedisAioKV(_ServerStore, AsyncMapping):
         batch.set_all(mapping, ttl)
         await self._commit(batch)
 
-    async def delete_many(self, keys: Iterable[str]) -> int:
+    def _new_batch(self) -> WriteBatch:
         self._check_open()
-        batch = WriteBatch(time.time)
-        batch.delete_all(keys)
-        return await self._commit(batch)
-
-    @contextlib.asynccontextmanager
-    async def batch(self) -> AsyncIterator[WriteBatch]:
-        """As ``AioKV.batch``: applied by one script when the block ends."""
-        self._check_open()
-        batch = WriteBatch(time.time)
-        try:
-            yield batch
-        finally:
-            batch.seal()
-        await self._commit(batch)
+        return WriteBatch(time.time)
 
     async def _commit(self, batch: WriteBatch) -> int:
         """Apply ``batch``; the keys its incrs read take turns, as update()'s."""
@@ -416,21 +403,9 @@ class RedisKV(_ServerStore, BlockingMapping):
         batch.set_all(mapping, ttl)
         self._commit(batch)
 
-    def delete_many(self, keys: Iterable[str]) -> int:
+    def _new_batch(self) -> WriteBatch:
         self._check_open()
-        batch = WriteBatch(time.time)
-        batch.delete_all(keys)
-        return self._commit(batch)
-
-    @contextlib.contextmanager
-    def batch(self) -> Iterator[WriteBatch]:
-        self._check_open()
-        batch = WriteBatch(time.time)
-        try:
-            yield batch
-        finally:
-            batch.seal()
-        self._commit(batch)
+        return WriteBatch(time.time)
 
     def _commit(self, batch: WriteBatch) -> int:
         """As ``RedisAioKV._commit``."""
