@@ -89,3 +89,26 @@ def test_the_async_shell_does_the_same(tmp_path: Path, durability: Durability) -
             assert sorted(await kv.keys()) == ["blue", "red"]
 
     asyncio.run(main())
+
+
+@pytest.mark.parametrize("durability", LEVELS)
+def test_batches_update_and_the_mapping_store_subclasses_as_plain_values(
+        tmp_path: Path, durability: Durability) -> None:
+    """The same for the calls that change several keys or read first: a
+    set_many of a str-enum key takes the general path, not the fast one."""
+    with KV(tmp_path / "state.kv", durability=durability) as kv:
+        kv.set_many({Color.RED: Step.ONE, Loud("quiet"): Step.TEN})
+        with kv.batch() as batch:
+            batch.incr(Color.BLUE, Step.TEN)
+            batch.set(Loud("loud"), Color.RED)
+        assert kv.update(Color.RED, lambda value: value + Step.ONE) == 2
+        kv[Color.BLUE] = Step.ONE
+        stored = kv.get_all()
+        assert stored == {"red": 2, "quiet": 10, "blue": 1, "loud": "red"}
+        assert {type(key) for key in stored} == {str}
+        assert {type(value) for value in stored.values()} == {int, str}
+        assert Color.RED in kv and kv[Color.BLUE] == 1
+        assert kv.delete_many([Color.RED, Loud("quiet")]) == 2
+    with KV(tmp_path / "state.kv") as again:
+        assert again.get_all() == {"blue": 1, "loud": "red"}
+        assert type(again.get("loud")) is str and type(again.get("blue")) is int
