@@ -211,9 +211,6 @@ class AioKV(Shell, AsyncMapping):
             await self._ready_to_write()
         await self._acknowledge(engine.set_many(mapping, ttl))
 
-    def _new_batch(self) -> WriteBatch:
-        return WriteBatch(self._engine.clock)
-
     async def _commit(self, batch: WriteBatch) -> int:
         engine = self._engine
         if not engine.is_open or engine.log_missing:

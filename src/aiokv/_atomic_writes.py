@@ -90,7 +90,7 @@ class AtomicWrites:
             entries = table.entries
             overwritten = entries.keys() & mapping.keys()
             old = entries_size({key: entries[key] for key in overwritten}) if overwritten else 0
-            writes.append(frame)  # first: a failed append changed nothing
+            writes.append_inline(frame)  # first: a failed append changed nothing
             entries.update(mapping)
             live = table.live_bytes + batch_sets_size(frame, len(mapping)) - old
             expiries = table.expiries
@@ -99,9 +99,6 @@ class AtomicWrites:
                     del expiries[key]  # its heap item goes stale: see Table.heap
                     live -= expiry_size(key)
             table.live_bytes = live
-            engine.compaction.check()
-            if engine.log.window is not None:
-                writes.grant_fast_room()
         return True
 
     def commit(self, batch: WriteBatch) -> tuple[int, Commit | None]:
@@ -149,11 +146,8 @@ class AtomicWrites:
             except ValueError as exc:  # too large, or a lone surrogate in a key
                 raise ValueError(f"the batch cannot be stored: {exc}") from None
             if self._inline_writes:
-                writes.append(frame)  # first: a failed append changed nothing
+                writes.append_inline(frame)  # first: a failed append changed nothing
                 self._apply(scalars, encoded, expiries, removed)
-                engine.compaction.check()
-                if engine.log.window is not None:
-                    writes.grant_fast_room()
                 return gone, None
             undo = self._apply(scalars, encoded, expiries, removed)
             return gone, writes.queue_undo(frame, undo)
@@ -199,21 +193,10 @@ class AtomicWrites:
                 expires = table.expiries.get(key)
             stored = prepare(key, value)
             engine.check_writable()  # fn may have closed the store (from another thread)
-            if type(stored) is not Encoded:
-                # The hot path (see Writes.grant_fast_room), as incr() takes it.
-                try:
-                    frame = encode_scalar_set(key, stored, expires)
-                except ValueError as exc:  # a lone surrogate in the key
-                    raise ValueError(f"key {key!r}: cannot be stored: {exc}") from None
-                log = engine.log
-                end = log.end + len(frame)
-                if end <= log.fast_end:
-                    log.window.write(frame)  # type: ignore[union-attr]  # room: mapped
-                    log.end = end
-                    if current is MISSING:
-                        table.put(key, stored, expires)
-                    else:
-                        table.overwrite(key, stored, current)  # type: ignore[arg-type]
-                    return value, None
-                return value, writes.write_put(key, stored, expires, frame)
-            return value, writes.write_put(key, stored, expires)
+            if type(stored) is Encoded:
+                return value, writes.write_put(key, stored, expires)
+            try:
+                frame = encode_scalar_set(key, stored, expires)
+            except ValueError as exc:  # a lone surrogate in the key
+                raise ValueError(f"key {key!r}: cannot be stored: {exc}") from None
+            return value, writes.put_framed(key, stored, expires, current, frame)

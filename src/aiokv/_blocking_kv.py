@@ -138,9 +138,6 @@ class KV(Shell, BlockingMapping):
         if commit is not None:
             commit.wait()
 
-    def _new_batch(self) -> WriteBatch:
-        return WriteBatch(self._engine.clock)
-
     def _commit(self, batch: WriteBatch) -> int:
         removed, commit = self._ready().commit_batch(batch)
         if commit is not None:

@@ -121,6 +121,11 @@ class _ServerStore:
         holds next time (see plans.update); read and written by a call
         holding the key's turn. Forgotten whole past KNOWN_KEYS keys."""
 
+    def _new_batch(self) -> WriteBatch:
+        """An empty batch, on this machine's clock (``b.set(key)``'s time)."""
+        self._check_open()
+        return WriteBatch(time.time)
+
     def _update_plan(self, key: str, fn: Callable[[Any], Any], default: Any,
                      ttl: float | None) -> Generator[plans.Request, Any, Any]:
         """update()'s plan, with this store's guess; remembers what it stored."""
@@ -244,14 +249,9 @@ class RedisAioKV(_ServerStore, AsyncMapping):
     async def set_many(self, mapping: Mapping[str, object] | Iterable[tuple[str, object]],
                        ttl: float | None = None) -> None:
         """All the pairs in one script: atomic (see docs/redis.md)."""
-        self._check_open()
-        batch = WriteBatch(time.time)
+        batch = self._new_batch()
         batch.set_all(mapping, ttl)
         await self._commit(batch)
-
-    def _new_batch(self) -> WriteBatch:
-        self._check_open()
-        return WriteBatch(time.time)
 
     async def _commit(self, batch: WriteBatch) -> int:
         """Apply ``batch``; the keys its incrs read take turns, as update()'s."""
@@ -398,14 +398,9 @@ class RedisKV(_ServerStore, BlockingMapping):
 
     def set_many(self, mapping: Mapping[str, object] | Iterable[tuple[str, object]],
                  ttl: float | None = None) -> None:
-        self._check_open()
-        batch = WriteBatch(time.time)
+        batch = self._new_batch()
         batch.set_all(mapping, ttl)
         self._commit(batch)
-
-    def _new_batch(self) -> WriteBatch:
-        self._check_open()
-        return WriteBatch(time.time)
 
     def _commit(self, batch: WriteBatch) -> int:
         """As ``RedisAioKV._commit``."""

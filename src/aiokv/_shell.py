@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any, NoReturn
 
 from ._arguments import Durability, Recovery
+from ._batch import WriteBatch
 from ._engine import Engine
 from ._target import SERVER_SCHEMES
 
@@ -79,6 +80,10 @@ class Shell:
         raise TypeError(
             f"{type(self).__name__} cannot be pickled: a store belongs to the process that "
             "opens it; pass its path to the other process and open a store there")
+
+    def _new_batch(self) -> WriteBatch:
+        """An empty batch, on the store's clock (``b.set(key)``'s time)."""
+        return WriteBatch(self._engine.clock)
 
     @property
     def path(self) -> str:

@@ -281,12 +281,35 @@ class Writes:
         if frame is None:
             frame = encode_put(key, stored, expires)
         if self._inline_writes:
-            self.append(frame)
+            self.append_inline(frame)
             self._table.put(key, stored, expires)
-            if self._log.window is not None:
-                self.grant_fast_room()
             return None
         return self.queue(frame, key, self._table.put(key, stored, expires))
+
+    def put_framed(self, key: str, stored: Value, expires: float | None, current: object,
+                   frame: bytes) -> Commit | None:
+        """``write_put`` of an encoded scalar's ``frame``, in the hot path's
+        room when it fits there (see grant_fast_room): incr() and update().
+        ``current``: what the key held (MISSING if absent), whose expiry
+        ``expires`` is. Hold lock. (A call on incr's path: ~1 %, measured.)"""
+        log = self._log
+        end = log.end + len(frame)
+        if end <= log.fast_end:
+            log.window.write(frame)  # type: ignore[union-attr]  # room: mapped
+            log.end = end
+            if current is MISSING:
+                self._table.put(key, stored, expires)
+            else:
+                self._table.overwrite(key, stored, current)  # type: ignore[arg-type]
+            return None
+        return self.write_put(key, stored, expires, frame)
+
+    def append_inline(self, frame: bytes) -> None:
+        """Append ``frame`` now ("flush") and give the hot path its room
+        again; the caller then applies it to the table. Hold lock."""
+        self.append(frame)
+        if self._log.window is not None:
+            self.grant_fast_room()
 
     # -- the other writes -----------------------------------------------------
 
@@ -342,17 +365,7 @@ class Writes:
                 frame = encode_scalar_set(key, value, expires)
             except ValueError as exc:  # a lone surrogate in the key
                 raise ValueError(f"key {key!r}: cannot be stored: {exc}") from None
-            log = self._log
-            end = log.end + len(frame)
-            if end <= log.fast_end:  # the hot path (see grant_fast_room), written out
-                log.window.write(frame)  # type: ignore[union-attr]  # room: mapped
-                log.end = end
-                if current is MISSING:
-                    table.put(key, value, expires)
-                else:
-                    table.overwrite(key, value, current)  # type: ignore[arg-type]
-                return value, None
-            return value, self.write_put(key, value, expires, frame)
+            return value, self.put_framed(key, value, expires, current, frame)
         finally:
             lock.release()
 
