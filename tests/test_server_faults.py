@@ -145,6 +145,65 @@ def test_every_acknowledged_write_survives_a_sigkill_of_the_server(server: Serve
     assert not missing, f"{len(missing)} acknowledged writes lost, e.g. {list(missing)[:5]}"
 
 
+def test_a_sigkill_of_the_server_leaves_every_batch_whole_or_absent_and_no_update_lost(
+        server: Server) -> None:
+    """Batches and updates in threads, the server killed under them: each
+    batch's three keys are all there or none (acknowledged ones there), and
+    the counter holds every acknowledged update, and at most the ones in
+    flight more."""
+    url = f"{server.url}?prefix=b:&socket_timeout=2"
+    issued: dict[int, int] = {}  # writer -> batches issued
+    acknowledged: dict[int, int] = {}
+    updates = {"acknowledged": 0, "in flight": 0}
+    stop = threading.Event()
+
+    def batches(number: int) -> None:
+        kv = KV.from_url(url)
+        i = 0
+        while not stop.is_set():
+            issued[number] = i + 1
+            try:
+                kv.set_many({f"{number}-{i}:{part}": i for part in "xyz"})
+            except (UnavailableError, OutcomeUnknownError):
+                return
+            acknowledged[number] = i + 1
+            i += 1
+
+    def counting() -> None:
+        kv = KV.from_url(url)
+        while not stop.is_set():
+            updates["in flight"] += 1
+            try:
+                kv.update("count", lambda n: n + 1, 0)
+            except (UnavailableError, OutcomeUnknownError):
+                return
+            updates["in flight"] -= 1
+            updates["acknowledged"] += 1
+
+    threads = [threading.Thread(target=batches, args=(n,)) for n in range(3)]
+    threads.append(threading.Thread(target=counting))
+    for thread in threads:
+        thread.start()
+    time.sleep(0.5)
+    server.kill()
+    stop.set()
+    for thread in threads:
+        thread.join(30)
+    assert sum(acknowledged.values()) > 30 and updates["acknowledged"] > 10
+    server.start()
+    with KV.from_url(url) as kv:
+        held = kv.get_all()
+    for number, count in issued.items():
+        for i in range(count):
+            present = [f"{number}-{i}:{part}" in held for part in "xyz"]
+            assert all(present) or not any(present), f"batch {number}-{i} is partial"
+            if i < acknowledged.get(number, 0):
+                assert all(present), f"acknowledged batch {number}-{i} is lost"
+    counted = held.get("count", 0)
+    assert isinstance(counted, int)
+    assert updates["acknowledged"] <= counted <= updates["acknowledged"] + updates["in flight"]
+
+
 def test_a_store_found_through_sentinel_works_through_both_shells(
         server: Server, tmp_path: Path) -> None:
     sentinel = Sentinel(server, tmp_path / "sentinel").start()
@@ -288,3 +347,28 @@ def test_a_call_to_a_paused_server_fails_as_its_kind_says_and_the_store_recovers
         kv.close()
     finally:
         server.stop()
+
+
+def test_an_update_sent_on_a_guess_to_a_paused_server_is_unknown_and_never_applied_twice(
+        tmp_path: Path) -> None:
+    """With a guess of the key, update() sends its write first (no read):
+    against a paused server its outcome is unknown; afterwards the store
+    reads the key again rather than trust the guess."""
+    server = Server("redis", tmp_path / "server", appendfsync="always").start()
+    try:
+        kv = KV.from_url(f"{server.url}?prefix=p:&socket_timeout=0.3")
+        assert kv.update("n", lambda n: n + 1, 0) == 1  # the store now guesses "1"
+        server.pause()
+        try:
+            with pytest.raises(OutcomeUnknownError):
+                kv.update("n", lambda n: n + 1, 0)
+        finally:
+            server.resume()
+        time.sleep(0.2)
+        held = kv.get("n")
+        assert held in (1, 2)  # run by the paused server once it went on, or not
+        assert kv.update("n", lambda n: n + 1, 0) == held + 1
+        kv.close()
+    finally:
+        server.stop()
+
