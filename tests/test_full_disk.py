@@ -195,6 +195,38 @@ def test_sets_on_a_full_disk_raise_and_resume_once_space_is_freed_losing_nothing
 
 
 @pytest.mark.parametrize("durability", LEVELS)
+def test_batches_on_a_full_disk_raise_whole_and_the_store_reopens_to_whole_batches(
+        small_fs: SmallFileSystem, durability: str) -> None:
+    """An atomic batch is one record: on a full disk it raises and leaves
+    nothing of itself, in memory or, after a reopen, in the files."""
+    path = small_fs.store()
+    acknowledged: dict[str, object] = {}
+    kv = small_fs.open(path, durability=durability)
+    small_fs.fill()
+    deadline = time.monotonic() + TOLD_WITHIN
+    i = 0
+    while True:
+        assert time.monotonic() < deadline, f"{i} batches on a full disk and none raised"
+        batch = {f"b{i}:{part}": VALUE for part in "xyz"}
+        try:
+            kv.set_many(batch)
+        except OSError as exc:
+            assert exc.errno == errno.ENOSPC or "no new write" in str(exc), exc
+            break
+        acknowledged.update(batch)
+        i += 1
+        if i % 20 == 0:
+            time.sleep(0.01)  # "buffered" learns of the failure from its writer thread
+    assert kv.get_all() == acknowledged  # the failed batch left nothing in memory
+    small_fs.free()
+    eventually(lambda: set_succeeds(kv, "resumed"), "a set succeeds once space is freed")
+    kv.set_many({"after:x": 1, "after:y": 2})
+    acknowledged.update({"resumed": VALUE, "after:x": 1, "after:y": 2})
+    kv.close()
+    assert reopened(path) == acknowledged
+
+
+@pytest.mark.parametrize("durability", LEVELS)
 def test_a_backlog_larger_than_the_space_freed_goes_out_a_chunk_at_a_time(
         small_fs: SmallFileSystem, durability: str) -> None:
     """"buffered": held writes larger than the freed space; the rest of the levels
